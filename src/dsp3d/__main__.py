@@ -1,0 +1,3 @@
+from dsp3d.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""The stacked multi-level batch consumed by the model (DESIGN.md section 3).
+
+There is no batch dimension: the points of all samples are concatenated, and ``lengths[l]`` says how
+many points of level ``l`` belong to each sample, in order. Samples that form a CSFR pair are adjacent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class Batch:
+    """Per level l (0 = input resolution, L-1 = coarsest):
+
+    points[l]:     float32 [N_l, 3]   sample-centred coordinates
+    neighbors[l]:  int64 [N_l, cap_l] indices into points[l], nearest first; missing = N_l (shadow)
+    pools[l]:      int64 [N_{l+1}, cap_l] for l < L-1: neighbours in points[l] of each point of level l+1,
+                   within level l's conv radius; missing = N_l (shadow)
+    upsamples[l]:  int64 [N_l] for l < L-1: index in points[l+1] of the nearest coarser point
+    lengths[l]:    int64 [B] points per sample at level l
+
+    features:      float32 [N_0, D] input features (1, r, g, b, ...)
+    labels:        int64 [N_0] ground-truth class, -1 where unknown (used for metrics only)
+    weak_mask:     bool [N_0] True where the label may be used for training (the weak labels)
+    scene_ids:     int64 [B] index of each sample's scene in its dataset
+    input_indices: int64 [N_0] index of each input point in its scene's subsampled cloud (for voting)
+    pairs:         int64 [P, 2] sample indices (i, j) paired for CSFR, or None
+    """
+
+    points: list[torch.Tensor]
+    neighbors: list[torch.Tensor]
+    pools: list[torch.Tensor]
+    upsamples: list[torch.Tensor]
+    lengths: list[torch.Tensor]
+    features: torch.Tensor
+    labels: torch.Tensor
+    weak_mask: torch.Tensor
+    scene_ids: torch.Tensor
+    input_indices: torch.Tensor
+    pairs: torch.Tensor | None = None
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.points)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.lengths[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """A copy with every tensor on ``device``."""
+
+        def move(value):
+            if isinstance(value, torch.Tensor):
+                return value.to(device, non_blocking=non_blocking)
+            if isinstance(value, list):
+                return [move(v) for v in value]
+            return value
+
+        return Batch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
+
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True)."""
+
+        def pin(value):
+            if isinstance(value, torch.Tensor):
+                return value.pin_memory()
+            if isinstance(value, list):
+                return [pin(v) for v in value]
+            return value
+
+        return Batch(**{f.name: pin(getattr(self, f.name)) for f in fields(self)})

@@ -1,0 +1,276 @@
+"""Typed configuration: YAML files and ``--set key=value`` overrides validated into dataclasses.
+
+Every field has a default that runs on a CPU; the paper's settings live in ``configs/*.yaml``.
+Unknown or misspelt keys, wrong types and out-of-range values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dsp3d.levels import LevelSpec, make_levels
+
+METHODS = ("baseline", "csfr", "isfr", "joint", "csfr-isfr", "isfr-csfr", "full")
+METHOD_ALIASES = {"dsp": "csfr-isfr"}
+DATASETS = ("synthetic", "s3dis", "scannet", "folder")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending key in the message."""
+
+
+@dataclass
+class SyntheticConfig:
+    """The procedural indoor-scene generator (dsp3d.datasets.synthetic)."""
+
+    train_rooms: int = 12
+    test_rooms: int = 4
+    seed: int = 0
+    density: float = 400.0  # points per square metre of surface before noise
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"
+    root: str = ""  # dataset folder for s3dis / scannet / folder
+    grid_size: float = 0.06  # dl: input subsampling (paper: 0.04)
+    sphere_radius: float = 1.5  # input sphere radius (paper: 2.0)
+    ratio: float = 0.01  # weak-label ratio per class
+    label_protocol: str = "ratio"  # ratio | count (points per scene) | given (labels in the files)
+    label_count: int = 0  # for label_protocol=count
+    weak_seed: int = 0
+    weak_labels: str = ""  # folder of saved weak-label index files to reuse
+    features: list[str] = field(default_factory=lambda: ["ones", "rgb"])  # ones, rgb, intensity, height
+    test_area: int = 5  # s3dis
+    val_scenes: list[str] = field(default_factory=list)
+    cache_dir: str = ""  # default: ~/.cache/dsp3d
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class AugmentConfig:
+    rotate_z: bool = True
+    scale_min: float = 0.9
+    scale_max: float = 1.1
+    anisotropic: bool = True
+    jitter_sigma: float = 0.005
+    color_drop: float = 0.2  # probability of zeroing a sample's colours
+
+
+@dataclass
+class ModelConfig:
+    first_features: int = 32  # paper: 128
+    neighbour_caps: list[int] = field(default_factory=lambda: [26, 31, 32, 32])  # one per level
+    kernel_points: int = 15
+    conv_radius_factor: float = 2.5
+    bn_momentum: float = 0.02
+
+    def levels(self, grid_size: float) -> list[LevelSpec]:
+        return make_levels(grid_size, self.neighbour_caps, self.conv_radius_factor)
+
+
+@dataclass
+class TrainConfig:
+    method: str = "baseline"
+    steps: int = 2000  # per stage
+    minutes: float = 0.0  # if > 0, a time budget for the whole run; both stages share it
+    stage1_fraction: float = 0.5  # share of steps / time given to stage 1 in two-stage methods
+    batch_points: int = 12000  # point budget of one batch (level 0)
+    spheres_per_batch: int = 4  # an even number: pairs of spheres for CSFR
+    lr: float = 0.01
+    momentum: float = 0.98
+    weight_decay: float = 1e-3
+    lr_decay_total: float = 0.1  # lr falls by this factor over a stage (paper: 0.1 per 150 epochs)
+    grad_clip: float = 100.0
+    lambda_cr: float = 1.0
+    lambda_sr: float = 1.0
+    pair_tries: int = 20
+    seed: int = 0
+    num_workers: int = 1
+    device: str = "auto"
+    val_every: int = 0  # steps; 0 = only at the end
+    log_every: int = 20
+
+
+@dataclass
+class EvalConfig:
+    sphere_spacing: float = 0.8  # distance between test sphere centres, as a fraction of the radius
+    batch_points: int = 40000
+    branches: bool = False  # also score the cross / intra branches (Table 3)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def levels(self) -> list[LevelSpec]:
+        return self.model.levels(self.data.grid_size)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parsing and validation
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value, tp, key: str):
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            if option is type(None) and value is None:
+                return None
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[-1])
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _build(cls, values: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{full}'{hint} (valid: {', '.join(names)})")
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def validate(config: Config) -> Config:
+    """Range checks that types alone cannot express."""
+    d, m, t, a = config.data, config.model, config.train, config.augment
+    checks = [
+        (d.dataset in DATASETS, "data.dataset", f"must be one of {', '.join(DATASETS)}"),
+        (d.grid_size > 0, "data.grid_size", "must be > 0"),
+        (d.sphere_radius > 2 * d.grid_size, "data.sphere_radius", "must exceed twice data.grid_size"),
+        (0 < d.ratio <= 1, "data.ratio", "must be in (0, 1]"),
+        (d.label_protocol in ("ratio", "count", "given"), "data.label_protocol", "must be ratio, count or given"),
+        (len(d.features) > 0, "data.features", "needs at least one feature"),
+        (
+            set(d.features) <= {"ones", "rgb", "intensity", "height"},
+            "data.features",
+            "entries must be among ones, rgb, intensity, height",
+        ),
+        (m.first_features >= 4, "model.first_features", "must be >= 4"),
+        (len(m.neighbour_caps) >= 3, "model.neighbour_caps", "needs one cap per level, at least 3 levels"),
+        (all(c > 0 for c in m.neighbour_caps), "model.neighbour_caps", "caps must be positive"),
+        (m.kernel_points >= 2, "model.kernel_points", "must be >= 2"),
+        (t.method in METHODS, "train.method", f"must be one of {', '.join(METHODS)} (or dsp)"),
+        (t.steps > 0, "train.steps", "must be > 0"),
+        (t.minutes >= 0, "train.minutes", "must be >= 0"),
+        (0 < t.stage1_fraction < 1, "train.stage1_fraction", "must be in (0, 1)"),
+        (t.batch_points > 0, "train.batch_points", "must be > 0"),
+        (t.spheres_per_batch >= 2 and t.spheres_per_batch % 2 == 0, "train.spheres_per_batch",
+         "must be an even number >= 2"),
+        (t.lr > 0, "train.lr", "must be > 0"),
+        (0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)"),
+        (0 < t.lr_decay_total <= 1, "train.lr_decay_total", "must be in (0, 1]"),
+        (t.num_workers >= 0, "train.num_workers", "must be >= 0"),
+        (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
+         "must be auto, cpu, cuda or cuda:N"),
+        (0 < a.scale_min <= a.scale_max, "augment.scale_min", "must be > 0 and <= augment.scale_max"),
+        (0 <= a.color_drop <= 1, "augment.color_drop", "must be in [0, 1]"),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            raise ConfigError(f"{key} {message}")
+    return config
+
+
+def _parse_scalar(text: str):
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (YAML-parsed values) onto a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like section.key=value")
+        path, raw = item.split("=", 1)
+        node = values
+        parts = path.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = _parse_scalar(raw)
+    return values
+
+
+def from_dict(values: dict) -> Config:
+    config = _build(Config, values or {})
+    config.train.method = METHOD_ALIASES.get(config.train.method, config.train.method)
+    return validate(config)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML file (optional) and apply overrides; errors name the file and the key."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    values = apply_overrides(values, overrides or [])
+    try:
+        return from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}" if path else str(error)) from None
+
+
+def to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
