@@ -189,7 +189,11 @@ def validate(config: Config) -> Config:
         (d.grid_size > 0, "data.grid_size", "must be > 0"),
         (d.sphere_radius > 2 * d.grid_size, "data.sphere_radius", "must exceed twice data.grid_size"),
         (0 < d.ratio <= 1, "data.ratio", "must be in (0, 1]"),
-        (d.label_protocol in ("ratio", "count", "given"), "data.label_protocol", "must be ratio, count or given"),
+        (
+            d.label_protocol in ("ratio", "count", "given"),
+            "data.label_protocol",
+            "must be ratio, count or given",
+        ),
         (len(d.features) > 0, "data.features", "needs at least one feature"),
         (
             set(d.features) <= {"ones", "rgb", "intensity", "height"},
@@ -205,14 +209,20 @@ def validate(config: Config) -> Config:
         (t.minutes >= 0, "train.minutes", "must be >= 0"),
         (0 < t.stage1_fraction < 1, "train.stage1_fraction", "must be in (0, 1)"),
         (t.batch_points > 0, "train.batch_points", "must be > 0"),
-        (t.spheres_per_batch >= 2 and t.spheres_per_batch % 2 == 0, "train.spheres_per_batch",
-         "must be an even number >= 2"),
+        (
+            t.spheres_per_batch >= 2 and t.spheres_per_batch % 2 == 0,
+            "train.spheres_per_batch",
+            "must be an even number >= 2",
+        ),
         (t.lr > 0, "train.lr", "must be > 0"),
         (0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)"),
         (0 < t.lr_decay_total <= 1, "train.lr_decay_total", "must be in (0, 1]"),
         (t.num_workers >= 0, "train.num_workers", "must be >= 0"),
-        (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"), "train.device",
-         "must be auto, cpu, cuda or cuda:N"),
+        (
+            t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
+            "train.device",
+            "must be auto, cpu, cuda or cuda:N",
+        ),
         (0 < a.scale_min <= a.scale_max, "augment.scale_min", "must be > 0 and <= augment.scale_max"),
         (0 <= a.color_drop <= 1, "augment.color_drop", "must be in [0, 1]"),
     ]

@@ -35,5 +35,7 @@ def make_levels(
     levels = []
     for index, cap in enumerate(caps):
         grid = first_grid * 2**index
-        levels.append(LevelSpec(grid_size=grid, conv_radius=conv_radius_factor * grid, neighbour_cap=int(cap)))
+        levels.append(
+            LevelSpec(grid_size=grid, conv_radius=conv_radius_factor * grid, neighbour_cap=int(cap))
+        )
     return levels

@@ -1,0 +1,87 @@
+"""The `dsp3d` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from dsp3d.config import ConfigError, load_config
+
+
+def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--config", required=required, help="YAML config file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=0.005 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dsp3d", description=__doc__)
+    parser.add_argument("--quiet", action="store_true", help="print only results and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="generated rooms: weak baseline vs DSP vs full supervision")
+    demo.add_argument("--ratio", type=float, default=0.01, help="weak-label ratio per class (default 0.01)")
+    demo.add_argument(
+        "--minutes", type=float, default=9.0, help="total training budget in minutes (default 9)"
+    )
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    demo.add_argument(
+        "--runs", default="baseline,dsp,full", help="comma-separated runs among baseline,dsp,full"
+    )
+    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    train = sub.add_parser("train", help="train one method from a config")
+    _add_config_args(train, required=True)
+    train.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate an inference model at full resolution")
+    evaluate.add_argument("checkpoint", help="model.pt written by train / demo")
+    _add_config_args(evaluate, required=True)
+    evaluate.add_argument("--out", default=None, help="where to write results.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s: %(message)s"
+    )
+    progress = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
+    try:
+        if args.command == "demo":
+            from dsp3d.demo import run_demo
+
+            runs = tuple(run.strip() for run in args.runs.split(",") if run.strip())
+            run_demo(args.ratio, args.minutes, args.seed, args.out, runs, args.overrides, progress)
+        elif args.command == "train":
+            from dsp3d.data.prepare import prepare_data
+            from dsp3d.runs import run_method
+
+            config = load_config(args.config, args.overrides)
+            out = Path(args.out or Path("runs") / Path(args.config).stem)
+            data = prepare_data(config, progress)
+            result = run_method(config, data, out, progress)
+            print(
+                f"{config.train.method}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
+                f"  ({out / 'results.json'})"
+            )
+        elif args.command == "evaluate":
+            from dsp3d.commands import evaluate_command
+
+            evaluate_command(args.checkpoint, load_config(args.config, args.overrides), args.out, progress)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

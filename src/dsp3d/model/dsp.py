@@ -1,0 +1,81 @@
+"""The DSP training model: a KPConv backbone plus the training-only reallocation modules.
+
+Inference never touches this wrapper: `export_inference_state` keeps the backbone alone, so a DSP model
+predicts with exactly the code and cost of a baseline model (DESIGN.md section 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dsp3d.batching.batch import Batch
+from dsp3d.model.reallocation import CrossSampleReallocation, IntraSampleReallocation
+
+# Which modules each single-stage mode trains with; two-stage methods chain two of these.
+STAGE_MODULES = {
+    "baseline": (False, False),
+    "full": (False, False),
+    "csfr": (True, False),
+    "isfr": (False, True),
+    "joint": (True, True),
+}
+METHOD_STAGES = {
+    "baseline": ("baseline",),
+    "full": ("full",),
+    "csfr": ("csfr",),
+    "isfr": ("isfr",),
+    "joint": ("joint",),
+    "csfr-isfr": ("csfr", "isfr"),
+    "isfr-csfr": ("isfr", "csfr"),
+}
+
+
+@dataclass
+class BranchOutputs:
+    """Logits of the decoder branches, each [N_0, C]; cross/intra are None when the branch is off.
+
+    cross_rows: bool [N_0] points whose sample belongs to a pair (the only rows L_CR is computed on).
+    """
+
+    basic: torch.Tensor
+    cross: torch.Tensor | None = None
+    intra: torch.Tensor | None = None
+    cross_rows: torch.Tensor | None = None
+
+
+class DSPModel(nn.Module):
+    """Backbone + CSFR (W_c) + ISFR (W_s). Both modules always exist so checkpoints of every stage share
+    one layout; a stage simply does not call (or optimise) the module it does not use."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        dim = backbone.feature_dim
+        self.csfr = CrossSampleReallocation(dim)
+        self.isfr = IntraSampleReallocation(dim)
+
+    def forward(self, batch: Batch, cross: bool = False, intra: bool = False) -> BranchOutputs:
+        encoded = self.backbone.encode(batch)
+        features = encoded.features  # [N_e, K] at level L-2, after the first upsampling block
+        level = batch.num_levels - 2
+        lengths = batch.lengths[level]
+        out = BranchOutputs(basic=self.backbone.decode(features, encoded, batch))
+        if cross:
+            if batch.pairs is None or len(batch.pairs) == 0:
+                raise ValueError("the cross branch needs a batch of paired samples (batch.pairs)")
+            crossed = self.csfr(features, lengths, batch.pairs)
+            out.cross = self.backbone.decode(crossed, encoded, batch)
+            out.cross_rows = paired_point_mask(batch.lengths[0], batch.pairs)
+        if intra:
+            out.intra = self.backbone.decode(self.isfr(features, lengths), encoded, batch)
+        return out
+
+
+def paired_point_mask(lengths: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """bool [sum(lengths)]: True for the points of samples that appear in a pair."""
+    in_pair = torch.zeros(len(lengths), dtype=torch.bool, device=lengths.device)
+    in_pair[pairs.reshape(-1)] = True
+    return torch.repeat_interleave(in_pair, lengths)

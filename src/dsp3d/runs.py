@@ -1,0 +1,93 @@
+"""One run = train a method, export its inference model, evaluate it at full resolution."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from dsp3d.config import Config, save_config
+from dsp3d.data.prepare import PreparedData, write_weak_labels
+from dsp3d.evaluation.evaluate import evaluate
+from dsp3d.model.dsp import METHOD_STAGES
+from dsp3d.sampling.scenes import SceneSet
+from dsp3d.training.export import InferenceMeta, export_inference_model
+from dsp3d.training.trainer import resolve_device, train
+
+
+def atomic_write_json(data, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def fully_labelled(scenes: SceneSet) -> SceneSet:
+    """The same scenes with every labelled point usable for training (the 'full' upper bound)."""
+    weak = [np.flatnonzero(cloud.labels >= 0).astype(np.int64) for cloud in scenes.clouds]
+    return dataclasses.replace(scenes, weak_indices=weak)
+
+
+def run_method(
+    config: Config,
+    data: PreparedData,
+    run_dir: str | Path,
+    progress: Callable[[str], None] = print,
+) -> dict:
+    """Train ``config.train.method`` on ``data``, write ``run_dir/model.pt`` and ``run_dir/results.json``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    method = config.train.method
+    scenes = fully_labelled(data.train) if method == "full" else data.train
+    if method != "full":
+        write_weak_labels(data, run_dir / "weak_labels")
+    model, reports = train(config, scenes, run_dir, progress)
+    meta = InferenceMeta(
+        class_names=list(data.class_names),
+        feature_names=list(data.feature_names),
+        levels=config.levels(),
+        first_features=config.model.first_features,
+        kernel_points=config.model.kernel_points,
+        bn_momentum=config.model.bn_momentum,
+        sphere_radius=config.data.sphere_radius,
+        method=method,
+    )
+    export_inference_model(model.backbone, meta, run_dir / "model.pt")
+    device = resolve_device(config.train.device)
+    progress(f"evaluating {method} on {len(data.test)} held-out scenes")
+    scoring = (
+        data.feature_names,
+        data.class_names,
+        config.levels(),
+        config.data.sphere_radius,
+        config.eval,
+        device,
+    )
+    result = evaluate(model.backbone, data.test, *scoring, progress=progress)
+    if config.eval.branches:
+        result["branches"] = {"basic": result["miou"]}
+        stages = set(METHOD_STAGES[method])
+        for branch, used in (("cross", {"csfr", "joint"}), ("intra", {"isfr", "joint"})):
+            if stages & used:
+                scored = evaluate(model, data.test, *scoring, branch=branch, progress=progress)
+                result["branches"][branch] = scored["miou"]
+    result["training"] = [
+        {
+            "mode": r.mode,
+            "steps": r.steps,
+            "seconds": round(r.seconds, 1),
+            "first_loss": r.first_loss,
+            "last_loss": r.last_loss,
+        }
+        for r in reports
+    ]
+    atomic_write_json(result, run_dir / "results.json")
+    return result

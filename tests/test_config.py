@@ -1,0 +1,36 @@
+import pytest
+
+from dsp3d.config import ConfigError, load_config
+
+
+def test_defaults_validate_and_overrides_apply():
+    config = load_config(None, ["train.lr=0.005", "model.first_features=64", "train.method=dsp"])
+    assert config.train.lr == 0.005
+    assert config.model.first_features == 64
+    assert config.train.method == "csfr-isfr"
+    levels = config.levels()
+    assert [lv.grid_size for lv in levels] == pytest.approx([0.06, 0.12, 0.24, 0.48])
+    assert levels[0].conv_radius == pytest.approx(0.15)
+
+
+def test_misspelt_key_names_it_and_suggests():
+    with pytest.raises(ConfigError, match=r"train\.lrr.*did you mean 'train\.lr'"):
+        load_config(None, ["train.lrr=0.1"])
+
+
+def test_wrong_type_and_range_are_errors():
+    with pytest.raises(ConfigError, match="train.steps: expected an integer"):
+        load_config(None, ["train.steps=abc"])
+    with pytest.raises(ConfigError, match="data.ratio"):
+        load_config(None, ["data.ratio=1.5"])
+    with pytest.raises(ConfigError, match="train.method"):
+        load_config(None, ["train.method=magic"])
+
+
+def test_yaml_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  momentun: 0.9\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*train\.momentun.*train\.momentum"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
