@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dsp3d.config import ConfigError, load_config
+from dsp3d.config import TABLE1_MODES, ConfigError, load_config
 
 
 def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -43,6 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(train, required=True)
     train.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
 
+    ablate = sub.add_parser("ablate", help="Table 1 rows and Table 3 branches over several seeds")
+    ablate.add_argument(
+        "--dataset", default=None, help="synthetic, s3dis, scannet or folder (default: config's)"
+    )
+    ablate.add_argument("--root", default=None, help="dataset folder (real datasets)")
+    ablate.add_argument("--ratio", type=float, default=None, help="weak-label ratio (default: config's)")
+    ablate.add_argument("--minutes", type=float, default=None, help="training minutes per run (both stages)")
+    ablate.add_argument("--seeds", type=int, default=3)
+    ablate.add_argument("--modes", default=",".join(TABLE1_MODES), help="comma-separated modes")
+    ablate.add_argument("--out", default="ablation_out")
+    _add_config_args(ablate, required=False)
+
     evaluate = sub.add_parser("evaluate", help="evaluate an inference model at full resolution")
     evaluate.add_argument("checkpoint", help="model.pt written by train / demo")
     _add_config_args(evaluate, required=True)
@@ -74,6 +86,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"{config.train.method}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
                 f"  ({out / 'results.json'})"
             )
+        elif args.command == "ablate":
+            from dsp3d.ablate import run_ablation
+
+            overrides = list(args.overrides)
+            for key, value in (
+                ("data.dataset", args.dataset),
+                ("data.root", args.root),
+                ("data.ratio", args.ratio),
+                ("train.minutes", args.minutes),
+            ):
+                if value is not None:
+                    overrides.append(f"{key}={value}")
+            if args.minutes is not None:
+                overrides.append("train.steps=1000000")  # the time budget decides
+            config = load_config(args.config, overrides)
+            modes = tuple(mode.strip() for mode in args.modes.split(",") if mode.strip())
+            run_ablation(config, modes, args.seeds, args.out, progress)
         elif args.command == "evaluate":
             from dsp3d.commands import evaluate_command
 

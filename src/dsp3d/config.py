@@ -18,6 +18,8 @@ import yaml
 from dsp3d.levels import LevelSpec, make_levels
 
 METHODS = ("baseline", "csfr", "isfr", "joint", "csfr-isfr", "isfr-csfr", "full")
+# The rows of the paper's Table 1, in its order.
+TABLE1_MODES = ("baseline", "csfr", "isfr", "joint", "isfr-csfr", "csfr-isfr")
 METHOD_ALIASES = {"dsp": "csfr-isfr"}
 DATASETS = ("synthetic", "s3dis", "scannet", "folder")
 
