@@ -1,1 +1,30 @@
-"""sampling"""
+"""Training and test spheres: scenes and input features, sphere pickers, CSFR pairs, augmentation."""
+
+from dsp3d.sampling.augment import augment, identity_config
+from dsp3d.sampling.pairs import PairSampler, labelled_classes
+from dsp3d.sampling.sample import Sample, extract_sample
+from dsp3d.sampling.scenes import SceneSet, feature_columns, input_features
+from dsp3d.sampling.spheres import (
+    ClassBalancedSampler,
+    PotentialSampler,
+    SphereDraw,
+    crop_sphere,
+    test_sphere_centers,
+)
+
+__all__ = [
+    "ClassBalancedSampler",
+    "PairSampler",
+    "PotentialSampler",
+    "Sample",
+    "SceneSet",
+    "SphereDraw",
+    "augment",
+    "crop_sphere",
+    "extract_sample",
+    "feature_columns",
+    "identity_config",
+    "input_features",
+    "labelled_classes",
+    "test_sphere_centers",
+]

@@ -1,0 +1,163 @@
+"""Where input spheres go: training pickers (potential-based, class-balanced) and regular test spheres."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from dsp3d.sampling.scenes import SceneSet
+
+# Safety margin of the coverage check: a point counts as covered by a test sphere only if it is this much
+# (relative) inside it, so float rounding in the crop can never drop it.
+_COVER_MARGIN = 1e-5
+
+
+@dataclass
+class SphereDraw:
+    """A sphere chosen by a picker: its scene, centre (float64 [3], scene frame) and point indices."""
+
+    scene_id: int
+    center: np.ndarray
+    indices: np.ndarray
+
+
+def crop_sphere(scene_set: SceneSet, scene_id: int, center: np.ndarray, radius: float) -> np.ndarray:
+    """int64 [n], sorted: indices of the scene's subsampled points within ``radius`` of ``center``."""
+    found = scene_set.tree(scene_id).query_ball_point(np.asarray(center, dtype=np.float64), radius)
+    return np.sort(np.asarray(found, dtype=np.int64))
+
+
+def jitter_center(point: np.ndarray, radius: float, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """``point`` moved by Gaussian noise of sigma fraction x radius, at most radius / 2 so that the picked
+    point itself always stays inside its sphere (a sphere is never empty)."""
+    offset = rng.normal(scale=fraction * radius, size=3) if fraction > 0 else np.zeros(3)
+    norm = np.linalg.norm(offset)
+    if norm > radius / 2:
+        offset *= radius / 2 / norm
+    return np.asarray(point, dtype=np.float64) + offset
+
+
+class PotentialSampler:
+    """KPConv's potential picker: spheres go where the scenes have been seen least.
+
+    Every subsampled point holds a potential, initially a small random value (so ties break at random
+    but deterministically from ``rng``). A draw picks a scene at random with probability proportional
+    to its number of points, centres a sphere on that scene's minimum-potential point (plus a small
+    jitter) and adds (1 - d^2 / R^2)^2 to the potentials of the points inside it: the next spheres move
+    away, and coverage spreads over the whole training set.
+    """
+
+    def __init__(self, scene_set: SceneSet, radius: float, rng: np.random.Generator, jitter: float = 0.1):
+        self.scene_set = scene_set
+        self.radius = radius
+        self.rng = rng
+        self.jitter = jitter
+        sizes = np.array([len(cloud) for cloud in scene_set.clouds], dtype=np.float64)
+        if sizes.sum() == 0:
+            raise ValueError("cannot draw spheres from scenes without points")
+        self.weights = sizes / sizes.sum()
+        self.potentials = [rng.random(len(cloud)) * 1e-3 for cloud in scene_set.clouds]
+
+    def record(self, draw: SphereDraw) -> None:
+        """Raise the potentials of the points of a sphere that was used (drawn here or elsewhere)."""
+        d2 = np.sum((self.scene_set.clouds[draw.scene_id].points[draw.indices] - draw.center) ** 2, axis=1)
+        self.potentials[draw.scene_id][draw.indices] += np.square(np.clip(1.0 - d2 / self.radius**2, 0, 1))
+
+    def draw(self) -> SphereDraw:
+        scene_id = int(self.rng.choice(len(self.weights), p=self.weights))
+        point = self.scene_set.clouds[scene_id].points[np.argmin(self.potentials[scene_id])]
+        center = jitter_center(point, self.radius, self.jitter, self.rng)
+        draw = SphereDraw(scene_id, center, crop_sphere(self.scene_set, scene_id, center, self.radius))
+        self.record(draw)
+        return draw
+
+
+class ClassBalancedSampler:
+    """Spheres centred on a weak-labelled point of a class chosen uniformly among the labelled classes
+    (then a point uniformly among that class's weak points of all scenes), so rare classes are seen as
+    often as frequent ones."""
+
+    def __init__(self, scene_set: SceneSet, radius: float, rng: np.random.Generator, jitter: float = 0.1):
+        self.scene_set = scene_set
+        self.radius = radius
+        self.rng = rng
+        self.jitter = jitter
+        scenes, points, labels = [], [], []
+        for scene_id in range(len(scene_set)):
+            weak = scene_set.weak_indices[scene_id]
+            scenes.append(np.full(len(weak), scene_id, dtype=np.int64))
+            points.append(np.asarray(weak, dtype=np.int64))
+            labels.append(scene_set.weak_labels(scene_id))
+        scenes_all, points_all, labels_all = (np.concatenate(a) for a in (scenes, points, labels))
+        keep = labels_all >= 0
+        # Per class, the (scene, point) pairs of its weak points.
+        self.by_class = {
+            int(c): (scenes_all[keep & (labels_all == c)], points_all[keep & (labels_all == c)])
+            for c in np.unique(labels_all[keep])
+        }
+
+    @property
+    def classes(self) -> list[int]:
+        return sorted(self.by_class)
+
+    def record(self, draw: SphereDraw) -> None:
+        """Nothing to remember: class-balanced draws are independent."""
+
+    def draw(self, classes: set[int] | frozenset[int] | None = None) -> SphereDraw:
+        """A sphere on a weak point of a class drawn from ``classes`` (default: every labelled class)."""
+        options = sorted(set(self.by_class) & set(classes)) if classes is not None else self.classes
+        if not options:
+            raise ValueError("no weak-labelled point of the requested classes")
+        label = options[int(self.rng.integers(len(options)))]
+        scenes, points = self.by_class[label]
+        pick = int(self.rng.integers(len(points)))
+        scene_id = int(scenes[pick])
+        point = self.scene_set.clouds[scene_id].points[points[pick]]
+        center = jitter_center(point, self.radius, self.jitter, self.rng)
+        return SphereDraw(scene_id, center, crop_sphere(self.scene_set, scene_id, center, self.radius))
+
+
+def test_sphere_centers(points: np.ndarray, radius: float, spacing: float) -> np.ndarray:
+    """float64 [K, 3]: centres of test spheres such that every point lies in at least one sphere.
+
+    points: float [N, 3]; spacing: distance between neighbouring centres as a fraction of ``radius``
+    (EvalConfig.sphere_spacing). Centres form a regular 3D grid over the cloud's bounding box, keeping
+    those whose sphere contains points; below a spacing of 2 / sqrt(3) the grid alone covers the cloud,
+    otherwise (or at float round-off) the points left over get extra centres of their own, greedily.
+    """
+    if spacing <= 0 or radius <= 0:
+        raise ValueError(f"radius and spacing must be positive, got {radius}, {spacing}")
+    points = np.asarray(points, dtype=np.float64)
+    if len(points) == 0:
+        return np.zeros((0, 3), dtype=np.float64)
+    step = spacing * radius
+    low, high = points.min(axis=0), points.max(axis=0)
+    counts = np.floor((high - low) / step).astype(np.int64) + 1
+    # Centre the grid on the box, so both ends get the same margin.
+    start = (low + high) / 2 - (counts - 1) * step / 2
+    axes = [start[a] + step * np.arange(counts[a]) for a in range(3)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    tree = cKDTree(points)
+    distance, _ = tree.query(grid, k=1, distance_upper_bound=radius * (1 - _COVER_MARGIN))
+    centers = grid[np.isfinite(distance)]
+    inner = radius * (1 - _COVER_MARGIN)
+    if len(centers):
+        nearest, _ = cKDTree(centers).query(points, k=1)
+        left = np.flatnonzero(nearest > inner)
+    else:
+        left = np.arange(len(points))
+    extra = []
+    while len(left):
+        # A centre on a leftover point covers it exactly (distance 0) and its neighbours.
+        center = points[left[0]]
+        extra.append(center)
+        left = left[np.linalg.norm(points[left] - center, axis=1) > inner]
+    if extra:
+        centers = np.concatenate([centers, np.asarray(extra)])
+    return centers
+
+
+# Not a pytest test despite its name (tests import it).
+test_sphere_centers.__test__ = False

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from dsp3d.sampling.spheres import ClassBalancedSampler, PotentialSampler, crop_sphere, test_sphere_centers
+from dsp3d.sampling.toy import toy_scene_set
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return toy_scene_set(num_scenes=2, seed=0)
+
+
+def test_crop_sphere_is_sorted_and_exact(scenes):
+    center = np.array([1.0, 1.5, 0.2])
+    got = crop_sphere(scenes, 0, center, 0.7)
+    d = np.linalg.norm(scenes.clouds[0].points - center, axis=1)
+    np.testing.assert_array_equal(got, np.flatnonzero(d <= 0.7))
+    assert got.dtype == np.int64
+
+
+@pytest.mark.parametrize("spacing", [0.5, 0.8, 1.6])
+def test_test_spheres_cover_every_point(scenes, spacing):
+    points = scenes.clouds[1].points
+    radius = 0.9
+    centers = test_sphere_centers(points, radius, spacing)
+    covered = np.zeros(len(points), dtype=bool)
+    tree = cKDTree(points)
+    for center in centers:
+        found = tree.query_ball_point(center, radius)
+        assert len(found) > 0  # no empty test sphere
+        covered[found] = True
+    assert covered.all()
+
+
+def test_test_spheres_form_a_grid_when_dense_enough(scenes):
+    centers = test_sphere_centers(scenes.clouds[0].points, 1.0, 0.8)
+    # Differences between centres are multiples of the spacing: no extra centre was needed.
+    steps = (centers - centers[0]) / 0.8
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-6)
+
+
+def test_test_spheres_on_a_single_point():
+    centers = test_sphere_centers(np.array([[1.0, 2.0, 3.0]]), 0.5, 0.8)
+    assert len(centers) == 1 and np.linalg.norm(centers[0] - [1, 2, 3]) < 0.5
+
+
+def draws(sampler, n):
+    return [sampler.draw() for _ in range(n)]
+
+
+def test_potential_sampler_is_deterministic(scenes):
+    a = draws(PotentialSampler(scenes, 1.0, np.random.default_rng(5)), 10)
+    b = draws(PotentialSampler(scenes, 1.0, np.random.default_rng(5)), 10)
+    c = draws(PotentialSampler(scenes, 1.0, np.random.default_rng(6)), 10)
+    for x, y in zip(a, b, strict=True):
+        assert x.scene_id == y.scene_id
+        np.testing.assert_array_equal(x.center, y.center)
+        np.testing.assert_array_equal(x.indices, y.indices)
+    assert any(not np.array_equal(x.center, z.center) for x, z in zip(a, c, strict=True))
+
+
+def test_potential_sampler_spreads_coverage(scenes):
+    sampler = PotentialSampler(scenes, 1.0, np.random.default_rng(0))
+    seen = [np.zeros(len(c), dtype=bool) for c in scenes.clouds]
+    for draw in draws(sampler, 80):
+        assert len(draw.indices) > 0
+        seen[draw.scene_id][draw.indices] = True
+    fraction = sum(s.sum() for s in seen) / sum(len(s) for s in seen)
+    assert fraction > 0.95
+
+
+def test_class_balanced_sampler_centres_on_weak_points_of_the_class(scenes):
+    sampler = ClassBalancedSampler(scenes, 1.0, np.random.default_rng(0))
+    assert sampler.classes == [0, 1, 2, 3, 4]
+    counts = np.zeros(5)
+    for _ in range(200):
+        draw = sampler.draw()
+        labels = scenes.clouds[draw.scene_id].labels
+        weak = draw.indices[scenes.weak_mask(draw.scene_id)[draw.indices]]
+        counts[np.unique(labels[weak])] += 1
+    # The small 'clutter' class (4) is seen in a good share of spheres, not only by chance.
+    assert counts[4] >= 200 / 5 * 0.7
+    only_table = sampler.draw(classes={3})
+    labels = scenes.clouds[only_table.scene_id].labels
+    weak = only_table.indices[scenes.weak_mask(only_table.scene_id)[only_table.indices]]
+    assert 3 in set(labels[weak].tolist())
