@@ -1,5 +1,11 @@
-"""Stacked multi-level batches: neighbours, pooling and upsampling indices per level."""
+"""Stacked multi-level batches: neighbours, pooling and upsampling indices per level.
+
+The training and test batch streams live in dsp3d.batching.loader (imported on demand: it pulls in the
+samplers and the DataLoader machinery, which the model does not need).
+"""
 
 from dsp3d.batching.batch import Batch
+from dsp3d.batching.neighbors import nearest_neighbor, radius_neighbors
+from dsp3d.batching.pyramid import build_batch, calibrate_caps
 
-__all__ = ["Batch"]
+__all__ = ["Batch", "build_batch", "calibrate_caps", "nearest_neighbor", "radius_neighbors"]
