@@ -1,0 +1,216 @@
+"""Training and test batch streams.
+
+Training: the sphere picker (potentials, pairs, point budget) runs in the main process as the
+DataLoader's sampler; it only chooses spheres (scene, centre, point indices) and a seed per batch, which
+is cheap. Everything costly (features, augmentation, the neighbour pyramid) happens in the DataLoader
+workers, each batch from its own seed. The main process's choices do not depend on the workers, and the
+DataLoader returns batches in sampler order, so the stream is the same for a given seed whatever
+num_workers is (0 included), and each iteration over a loader replays it from the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from dsp3d.batching.batch import Batch
+from dsp3d.batching.pyramid import build_batch
+from dsp3d.config import AugmentConfig, DataConfig, TrainConfig
+from dsp3d.data.types import SubsampledCloud
+from dsp3d.levels import LevelSpec
+from dsp3d.sampling.augment import augment
+from dsp3d.sampling.pairs import PairSampler
+from dsp3d.sampling.sample import extract_sample
+from dsp3d.sampling.scenes import SceneSet, feature_columns
+from dsp3d.sampling.spheres import ClassBalancedSampler, PotentialSampler, SphereDraw, test_sphere_centers
+
+PICKERS = ("potential", "balanced")
+
+
+@dataclass
+class BatchSpec:
+    """What a worker needs to build one training batch: its spheres in order, and a seed for their
+    augmentation. ``paired``: spheres (0, 1), (2, 3), ... are CSFR pairs."""
+
+    spheres: list[SphereDraw]
+    seed: int
+    paired: bool
+
+
+def subsample_indices(
+    indices: np.ndarray, weak_mask: np.ndarray, budget: int, rng: np.random.Generator
+) -> np.ndarray:
+    """At most ``budget`` of a sphere's point ``indices`` (int64 [n], sorted), chosen at random but weak
+    points first (they carry the loss, and a pair's shared class must survive). Sorted."""
+    if len(indices) <= budget:
+        return indices
+    weak = indices[weak_mask[indices]]
+    other = indices[~weak_mask[indices]]
+    if len(weak) >= budget:
+        return np.sort(rng.choice(weak, size=budget, replace=False))
+    return np.sort(np.concatenate([weak, rng.choice(other, size=budget - len(weak), replace=False)]))
+
+
+class SphereBatchPlanner(Sampler):
+    """Infinite stream of BatchSpec, the DataLoader's sampler (runs in the main process).
+
+    A batch takes spheres (or, with ``pairs``, pairs of spheres) in drawing order while they fit in
+    ``batch_points`` points and ``spheres_per_batch`` samples; the one that does not fit opens the next
+    batch. A sphere (or pair) larger than the whole budget is randomly subsampled down to it.
+    """
+
+    def __init__(
+        self, scene_set: SceneSet, radius: float, train: TrainConfig, pairs: bool, seed: int, picker: str
+    ):
+        if picker not in PICKERS:
+            raise ValueError(f"unknown sphere picker '{picker}'; valid: {', '.join(PICKERS)}")
+        if train.spheres_per_batch < 2 or (pairs and train.spheres_per_batch % 2):
+            raise ValueError(f"spheres_per_batch must be even and >= 2, got {train.spheres_per_batch}")
+        self.scene_set, self.radius, self.train = scene_set, radius, train
+        self.pairs, self.seed, self.picker = pairs, seed, picker
+        self.pair_sampler: PairSampler | None = None
+
+    def _units(self, rng: np.random.Generator) -> Iterator[list[SphereDraw]]:
+        """Endless groups of spheres that must stay together: single spheres, or pairs."""
+        balanced = ClassBalancedSampler(self.scene_set, self.radius, rng)
+        if self.picker == "balanced" and not balanced.classes:
+            raise ValueError("class-balanced spheres need weak-labelled points")
+        picker = balanced if self.picker == "balanced" else PotentialSampler(self.scene_set, self.radius, rng)
+        if self.pairs:
+            self.pair_sampler = PairSampler(self.scene_set, picker, balanced, self.train.pair_tries)
+        while True:
+            yield list(self.pair_sampler.draw()) if self.pair_sampler else [picker.draw()]
+
+    def _fit(self, unit: list[SphereDraw], budget: int, rng: np.random.Generator) -> list[SphereDraw]:
+        total = sum(len(d.indices) for d in unit)
+        out = []
+        for draw in unit:
+            share = max(1, budget * len(draw.indices) // total)
+            mask = self.scene_set.weak_mask(draw.scene_id)
+            out.append(
+                SphereDraw(draw.scene_id, draw.center, subsample_indices(draw.indices, mask, share, rng))
+            )
+        return out
+
+    def __iter__(self) -> Iterator[BatchSpec]:
+        rng = np.random.default_rng(self.seed)
+        units = self._units(rng)
+        budget, most = self.train.batch_points, self.train.spheres_per_batch
+        pending = None
+        while True:
+            spheres: list[SphereDraw] = []
+            total = 0
+            while len(spheres) < most:
+                unit = pending if pending is not None else next(units)
+                pending = None
+                size = sum(len(d.indices) for d in unit)
+                if not spheres and size > budget:
+                    unit = self._fit(unit, budget, rng)
+                    size = sum(len(d.indices) for d in unit)
+                if total + size > budget or len(spheres) + len(unit) > most:
+                    pending = unit
+                    break
+                spheres.extend(unit)
+                total += size
+            yield BatchSpec(spheres, int(rng.integers(2**63 - 1)), self.pairs)
+
+
+class TrainSphereDataset(Dataset):
+    """Map-style dataset whose 'indices' are BatchSpecs: builds the augmented multi-level Batch."""
+
+    def __init__(self, scene_set: SceneSet, levels: list[LevelSpec], augment_config: AugmentConfig):
+        self.scene_set, self.levels, self.augment_config = scene_set, levels, augment_config
+        self.color_columns = feature_columns(scene_set.feature_names).get("rgb")
+
+    def __getitem__(self, spec: BatchSpec) -> Batch:
+        rng = np.random.default_rng(spec.seed)
+        samples = []
+        for draw in spec.spheres:
+            cloud = self.scene_set.clouds[draw.scene_id]
+            sample = extract_sample(
+                cloud,
+                draw.scene_id,
+                draw.indices,
+                draw.center,
+                self.scene_set.feature_names,
+                self.scene_set.weak_mask(draw.scene_id),
+            )
+            sample.points, sample.features = augment(
+                sample.points, sample.features, self.augment_config, rng, self.color_columns
+            )
+            samples.append(sample)
+        pairs = [(i, i + 1) for i in range(0, len(samples), 2)] if spec.paired else None
+        return build_batch(samples, self.levels, pairs)
+
+
+def _keep(batch: Batch) -> Batch:
+    return batch
+
+
+def make_train_loader(
+    scene_set: SceneSet,
+    levels: list[LevelSpec],
+    data_cfg: DataConfig,
+    aug_cfg: AugmentConfig,
+    train_cfg: TrainConfig,
+    pairs: bool,
+    seed: int,
+    picker: str = "potential",
+) -> DataLoader:
+    """An endless DataLoader of training Batches (spheres of data_cfg.sphere_radius).
+
+    pairs: batches of adjacent CSFR pairs with ``batch.pairs`` = [[0, 1], [2, 3], ...].
+    picker: "potential" (coverage-driven, KPConv) or "balanced" (a weak point of a random class).
+    """
+    planner = SphereBatchPlanner(scene_set, data_cfg.sphere_radius, train_cfg, pairs, seed, picker)
+    workers = train_cfg.num_workers
+    return DataLoader(
+        TrainSphereDataset(scene_set, levels, aug_cfg),
+        batch_size=None,
+        sampler=planner,
+        num_workers=workers,
+        collate_fn=_keep,
+        persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+
+
+def iter_test_batches(
+    cloud: SubsampledCloud,
+    feature_names: list[str],
+    levels: list[LevelSpec],
+    radius: float,
+    spacing: float,
+    batch_points: int,
+    pairs: bool = False,
+) -> Iterator[Batch]:
+    """Deterministic, un-augmented Batches of regular test spheres covering every point of ``cloud``.
+
+    spacing: centre spacing as a fraction of ``radius``. ``input_indices`` index ``cloud``'s points, for
+    vote accumulation. A sphere larger than ``batch_points`` gets a batch of its own (no point may be
+    dropped at test time). pairs: consecutive spheres are paired ([[0, 1], [2, 3], ...]), for scoring the
+    cross branch; an odd sphere out is paired with itself.
+    """
+    centers = test_sphere_centers(cloud.points, radius, spacing)
+    tree = cKDTree(cloud.points)
+    spheres = [np.sort(np.asarray(tree.query_ball_point(c, radius), dtype=np.int64)) for c in centers]
+    step = 2 if pairs else 1
+    units = [list(range(i, min(i + step, len(spheres)))) for i in range(0, len(spheres), step)]
+    batch: list[int] = []
+    total = 0
+    for unit in units + [None]:
+        size = 0 if unit is None else sum(len(spheres[i]) for i in unit)
+        if batch and (unit is None or total + size > batch_points):
+            samples = [extract_sample(cloud, 0, spheres[i], centers[i], feature_names) for i in batch]
+            pair_list = None
+            if pairs:
+                pair_list = [(k, min(k + 1, len(batch) - 1)) for k in range(0, len(batch), 2)]
+            yield build_batch(samples, levels, pair_list)
+            batch, total = [], 0
+        if unit is not None:
+            batch.extend(unit)
+            total += size

@@ -1,0 +1,125 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from dsp3d.batching import Batch
+from dsp3d.batching.loader import iter_test_batches, make_train_loader, subsample_indices
+from dsp3d.config import AugmentConfig, DataConfig, TrainConfig
+from dsp3d.levels import make_levels
+from dsp3d.sampling.pairs import labelled_classes
+from dsp3d.sampling.toy import toy_scene_set
+
+LEVELS = make_levels(0.08, [12, 14, 16])
+DATA = DataConfig(grid_size=0.08, sphere_radius=1.0)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return toy_scene_set(num_scenes=3, seed=0, ratio=0.02)
+
+
+def take(loader, n):
+    return list(itertools.islice(iter(loader), n))
+
+
+def check_batch(batch, scenes, budget, most):
+    assert isinstance(batch, Batch)
+    assert len(batch.points[0]) <= budget and batch.num_samples <= most
+    start = 0
+    for sample, length in enumerate(batch.lengths[0].tolist()):
+        scene = int(batch.scene_ids[sample])
+        rows = slice(start, start + length)
+        indices = batch.input_indices[rows].numpy()
+        np.testing.assert_array_equal(batch.weak_mask[rows].numpy(), scenes.weak_mask(scene)[indices])
+        np.testing.assert_array_equal(batch.labels[rows].numpy(), scenes.clouds[scene].labels[indices])
+        start += length
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_yields_batches_within_budget(scenes, workers):
+    train = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=workers)
+    batches = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=False, seed=0), 4)
+    for batch in batches:
+        check_batch(batch, scenes, 2500, 4)
+        assert batch.pairs is None
+
+
+def test_same_stream_with_and_without_workers(scenes):
+    train0 = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=0)
+    train1 = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=1)
+    a = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train0, pairs=True, seed=7), 3)
+    b = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train1, pairs=True, seed=7), 3)
+    c = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train0, pairs=True, seed=8), 1)
+    for x, y in zip(a, b, strict=True):
+        for field in ("features", "input_indices", "pairs"):
+            assert torch.equal(getattr(x, field), getattr(y, field))
+        for level in range(len(LEVELS)):
+            assert torch.equal(x.points[level], y.points[level])
+            assert torch.equal(x.neighbors[level], y.neighbors[level])
+    assert not torch.equal(a[0].input_indices[:100], c[0].input_indices[:100])
+
+
+def test_pairs_are_adjacent_and_share_a_labelled_class(scenes):
+    train = TrainConfig(batch_points=3000, spheres_per_batch=4, num_workers=0)
+    loader = make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=True, seed=1)
+    for batch in take(loader, 5):
+        check_batch(batch, scenes, 3000, 4)
+        n = batch.num_samples
+        assert n % 2 == 0
+        assert batch.pairs.tolist() == [[i, i + 1] for i in range(0, n, 2)]
+        starts = np.concatenate([[0], np.cumsum(batch.lengths[0].numpy())])
+        classes = [
+            labelled_classes(
+                scenes, int(batch.scene_ids[i]), batch.input_indices[starts[i] : starts[i + 1]].numpy()
+            )
+            for i in range(n)
+        ]
+        for i, j in batch.pairs.tolist():
+            assert classes[i] & classes[j]
+    assert loader.sampler.pair_sampler.fallbacks == 0
+
+
+def test_oversized_spheres_are_subsampled_to_the_budget(scenes):
+    train = TrainConfig(batch_points=300, spheres_per_batch=4, num_workers=0)
+    for pairs in (False, True):
+        loader = make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=pairs, seed=2)
+        for batch in take(loader, 3):
+            check_batch(batch, scenes, 300, 4)
+            assert len(batch.points[0]) >= 250  # filled up to about the budget, not starved
+
+
+def test_subsample_keeps_weak_points_first():
+    mask = np.zeros(100, dtype=bool)
+    mask[[3, 50, 97]] = True
+    got = subsample_indices(np.arange(100), mask, 10, np.random.default_rng(0))
+    assert len(got) == 10 and set([3, 50, 97]) <= set(got.tolist()) and (np.diff(got) > 0).all()
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_test_batches_cover_every_point_deterministically(scenes, pairs):
+    cloud = scenes.clouds[0]
+    args = (cloud, ["ones", "rgb"], LEVELS, 1.0, 0.8, 4000)
+    batches = list(iter_test_batches(*args, pairs=pairs))
+    seen = np.zeros(len(cloud), dtype=bool)
+    for batch in batches:
+        assert not batch.weak_mask.any()
+        seen[batch.input_indices.numpy()] = True
+        if pairs:
+            flat = batch.pairs.reshape(-1)
+            assert flat.max() < batch.num_samples and batch.pairs[:, 0].tolist() == list(
+                range(0, batch.num_samples, 2)
+            )
+        else:
+            assert batch.pairs is None
+            assert len(batch.points[0]) <= 4000
+    assert seen.all()
+    again = list(iter_test_batches(*args, pairs=pairs))
+    assert len(again) == len(batches)
+    assert all(torch.equal(x.points[0], y.points[0]) for x, y in zip(batches, again, strict=True))
+    # un-augmented: points are the cloud's points relative to the sphere centre
+    first = batches[0]
+    n0 = int(first.lengths[0][0])
+    offset = cloud.points[first.input_indices[:n0].numpy()] - first.points[0][:n0].numpy()
+    assert np.ptp(offset, axis=0).max() < 1e-5
