@@ -4,7 +4,7 @@ Reference: KPConv-PyTorch's C++ grid_subsampling takes 0.59 s on this input. Two
 one (points on a few hundred random planar patches in a 10 x 10 x 3 m box, as a scan looks) and uniform
 random points (the worst case: almost one point per voxel).
 
-    .venv/bin/python benchmarks/bench_subsample.py [--points 1000000] [--grid 0.04] [--repeats 7]
+    .venv/bin/python benchmarks/bench_subsample.py [--points 1000000] [--grid 0.04] [--repeats 7] [--serial]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from dsp3d.data.types import Cloud
+from dsp3d.preprocessing import grid
 from dsp3d.preprocessing.grid import grid_subsample_points
 from dsp3d.preprocessing.subsample import grid_subsample
 
@@ -74,8 +75,15 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--grid", type=float, default=0.04)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--serial", action="store_true", help="one thread (no helper thread)")
     args = parser.parse_args()
-    print(f"{args.points} points, grid {args.grid} m, median of {args.repeats} runs (reference C++: 0.59 s)")
+    if args.serial:
+        grid.PARALLEL_MIN_POINTS = 2**62
+    threads = "1 thread" if args.serial else "up to 2 threads"
+    print(
+        f"{args.points} points, grid {args.grid} m, median of {args.repeats} runs, {threads}"
+        " (reference C++: 0.59 s)"
+    )
     for cloud in (surface_cloud(args.points), uniform_cloud(args.points)):
         sub = grid_subsample(cloud, args.grid)
         full = median_time(lambda c=cloud: grid_subsample(c, args.grid), args.repeats)
