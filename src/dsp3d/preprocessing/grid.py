@@ -117,7 +117,7 @@ def _cell_keys(cells: np.ndarray, grid: _Grid, sample_ids: np.ndarray | None, ou
     out[:] = cells[:, 0]
     out -= grid.lo[0]
     if sample_ids is not None:
-        out += sample_ids * dims[0]
+        out += sample_ids.astype(np.int64) * dims[0]  # int64 before the product: no int32 overflow
     for k in (1, 2):
         out *= dims[k]
         out += cells[:, k].astype(np.int64)
