@@ -1,0 +1,91 @@
+"""The losses of each training mode (DESIGN.md section 1, paper eq. 1 and 10).
+
+    baseline / full:  CE_m(Z)
+    csfr:             CE_m(Z) + lambda_cr ||Z - Z^c||^2
+    isfr:             CE_m(Z) + CE_m(Z^s) + lambda_sr ||Z^s - Z||^2
+    joint:            all four terms
+
+CE_m is the cross-entropy averaged over the labelled points (mask m) only; ||.||^2 is the mean over points
+and classes of the squared difference of logits. No segmentation loss on the cross branch (Table 2a).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from dsp3d.model.dsp import STAGE_MODULES
+
+
+@dataclass
+class LossTerms:
+    """The total and each term (0-dim tensors; absent terms are 0)."""
+
+    total: torch.Tensor
+    seg: torch.Tensor
+    cross_reg: torch.Tensor
+    seg_intra: torch.Tensor
+    self_reg: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {
+            name: float(getattr(self, name).detach())
+            for name in ("total", "seg", "cross_reg", "seg_intra", "self_reg")
+        }
+
+
+def weak_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the points where ``mask`` (bool [N]) is True; logits [N, C], labels [N].
+
+    A batch with no labelled point gives an exact 0 that is still part of the graph (zero gradient).
+    """
+    if not bool(mask.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[mask].float(), labels[mask])
+
+
+def consistency(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over points (``rows``, bool [N], or all) and classes of (a - b)^2; a, b [N, C]."""
+    if rows is not None:
+        if not bool(rows.any()):
+            return (a.sum() + b.sum()) * 0.0
+        a, b = a[rows], b[rows]
+    return ((a.float() - b.float()) ** 2).mean()
+
+
+def stage_loss(
+    mode: str,
+    basic: torch.Tensor,
+    cross: torch.Tensor | None,
+    intra: torch.Tensor | None,
+    labels: torch.Tensor,
+    weak_mask: torch.Tensor,
+    lambda_cr: float = 1.0,
+    lambda_sr: float = 1.0,
+    cross_rows: torch.Tensor | None = None,
+) -> LossTerms:
+    """The loss of one training mode (a key of dsp3d.model.dsp.STAGE_MODULES).
+
+    basic / cross / intra: logits [N_0, C] of the decoder branches; labels int64 [N_0]; weak_mask bool [N_0];
+    cross_rows: bool [N_0], the points of paired samples (L_CR is computed on those only).
+    """
+    if mode not in STAGE_MODULES:
+        raise ValueError(f"unknown training mode '{mode}'; valid: {', '.join(STAGE_MODULES)}")
+    uses_cross, uses_intra = STAGE_MODULES[mode]
+    mask = weak_mask & (labels >= 0)
+    zero = basic.sum() * 0.0
+    seg = weak_cross_entropy(basic, labels, mask)
+    cross_reg = seg_intra = self_reg = zero
+    if uses_cross:
+        if cross is None:
+            raise ValueError(f"mode '{mode}' needs the cross branch's logits")
+        cross_reg = consistency(basic, cross, cross_rows)
+    if uses_intra:
+        if intra is None:
+            raise ValueError(f"mode '{mode}' needs the intra branch's logits")
+        seg_intra = weak_cross_entropy(intra, labels, mask)
+        self_reg = consistency(intra, basic)
+    total = seg + lambda_cr * cross_reg + seg_intra + lambda_sr * self_reg
+    return LossTerms(total, seg, cross_reg, seg_intra, self_reg)

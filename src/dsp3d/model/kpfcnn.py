@@ -1,0 +1,119 @@
+"""KPFCNN: the KPConv segmentation network (rigid kernels), split into ``encode`` and ``decode``.
+
+Widths double per level: w(l) = first_features x 2^l. Encoder, per level l:
+    l = 0:      simple (D -> w0/2), resnet (w0/2 -> w0)
+    l >= 1:     strided resnet from level l-1 (w(l-1)), resnet (w(l-1) -> w(l)), and, below the
+                coarsest level, one more resnet (w(l) -> w(l))
+The input of each strided block is the skip feature of its level. Decoder, per level l = L-2 .. 0:
+nearest upsampling from level l+1, concatenation with the skip of level l, unary (-> w(l)). Head:
+unary (w0 -> w0) + linear (w0 -> C).
+
+``encode`` = encoder + the first decoder step, so its features live at level L-2 (DESIGN.md section 1):
+the DSP modules sit between ``encode`` and ``decode``. ``forward`` = decode(encode(batch)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dsp3d.batching.batch import Batch
+from dsp3d.levels import LevelSpec
+from dsp3d.model.blocks import ResnetBottleneckBlock, SimpleBlock, UnaryBlock
+
+
+@dataclass
+class Encoded:
+    """features: [N_{L-2}, w(L-2)] after the first upsampling block; skips[l]: [N_l, w(l)], l <= L-2."""
+
+    features: torch.Tensor
+    skips: list[torch.Tensor]
+
+
+class KPFCNN(nn.Module):
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        levels: list[LevelSpec],
+        first_features: int = 32,
+        kernel_points: int = 15,
+        bn_momentum: float = 0.02,
+    ):
+        super().__init__()
+        if len(levels) < 3:
+            raise ValueError(f"KPFCNN needs at least 3 levels, got {len(levels)}")
+        self.levels = list(levels)
+        self.num_classes = num_classes
+        widths = [first_features * 2**index for index in range(len(levels))]
+        self.widths = widths
+
+        def resnet(cin: int, cout: int, level: LevelSpec, strided: bool = False) -> ResnetBottleneckBlock:
+            return ResnetBottleneckBlock(cin, cout, level, kernel_points, bn_momentum, strided)
+
+        half = max(widths[0] // 2, 1)
+        self.stem = SimpleBlock(in_features, half, levels[0], kernel_points, bn_momentum)
+        # level_blocks[l]: the blocks that run at level l (after the strided block that enters it).
+        self.level_blocks = nn.ModuleList([nn.ModuleList([resnet(half, widths[0], levels[0])])])
+        self.strided_blocks = nn.ModuleList()
+        for index in range(1, len(levels)):
+            previous = widths[index - 1]
+            self.strided_blocks.append(resnet(previous, previous, levels[index - 1], strided=True))
+            blocks = [resnet(previous, widths[index], levels[index])]
+            if index < len(levels) - 1:
+                blocks.append(resnet(widths[index], widths[index], levels[index]))
+            self.level_blocks.append(nn.ModuleList(blocks))
+        # decoder[l] merges level l+1 (upsampled) with the skip of level l; decoder[L-2] runs in encode.
+        self.decoder = nn.ModuleList(
+            [
+                UnaryBlock(widths[index + 1] + widths[index], widths[index], bn_momentum)
+                for index in range(len(levels) - 1)
+            ]
+        )
+        self.head = nn.Sequential(
+            UnaryBlock(widths[0], widths[0], bn_momentum), nn.Linear(widths[0], num_classes)
+        )
+
+    @property
+    def feature_dim(self) -> int:
+        """K, the width of the features ``encode`` returns."""
+        return self.widths[-2]
+
+    def _check(self, batch: Batch) -> None:
+        if batch.num_levels != len(self.levels):
+            raise ValueError(f"the batch has {batch.num_levels} levels, the network {len(self.levels)}")
+
+    def encode(self, batch: Batch) -> Encoded:
+        self._check(batch)
+        points, neighbors = batch.points, batch.neighbors
+        x = self.stem(points[0], neighbors[0], batch.features)
+        skips = []
+        for level, blocks in enumerate(self.level_blocks):
+            if level > 0:
+                x = self.strided_blocks[level - 1](
+                    points[level], points[level - 1], batch.pools[level - 1], x
+                )
+            for block in blocks:
+                x = block(points[level], points[level], neighbors[level], x)
+            skips.append(x)
+        top = len(self.levels) - 2
+        features = self._merge(top, skips[-1], skips[top], batch)
+        return Encoded(features=features, skips=skips[: top + 1])
+
+    def _merge(self, level: int, coarse: torch.Tensor, skip: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Nearest upsampling of ``coarse`` (level l+1) to level l, skip concatenation, unary."""
+        return self.decoder[level](torch.cat([coarse[batch.upsamples[level]], skip], dim=1))
+
+    def decode(self, features: torch.Tensor, encoded: Encoded, batch: Batch) -> torch.Tensor:
+        """features [N_{L-2}, K] (encode's, or reallocated ones with the same layout) -> logits [N_0, C]."""
+        x = features
+        for level in range(len(self.levels) - 3, -1, -1):
+            x = self._merge(level, x, encoded.skips[level], batch)
+        return self.head(x)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """logits [N_0, C] for every input point of the batch."""
+        encoded = self.encode(batch)
+        return self.decode(encoded.features, encoded, batch)

@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+
+from dsp3d.batching.pyramid import build_batch
+from dsp3d.levels import make_levels
+from dsp3d.sampling.sample import extract_sample
+from dsp3d.sampling.spheres import crop_sphere
+from dsp3d.sampling.toy import toy_scene_set
+
+LEVELS = make_levels(0.1, [16, 18, 20, 20])
+
+
+@pytest.fixture(scope="package")
+def levels():
+    return LEVELS
+
+
+@pytest.fixture(scope="package")
+def pair_batch():
+    """Two toy spheres of two scenes, paired (0, 1); every labelled point is weak-labelled."""
+    scenes = toy_scene_set(num_scenes=2, seed=3, grid_size=0.1)
+    samples = []
+    for scene_id, center in ((0, (1.5, 1.5, 1.0)), (1, (2.0, 1.0, 0.8))):
+        indices = crop_sphere(scenes, scene_id, np.array(center), 1.2)
+        cloud = scenes.clouds[scene_id]
+        samples.append(
+            extract_sample(
+                cloud, scene_id, indices, np.array(center), ["ones", "rgb"], np.ones(len(cloud), dtype=bool)
+            )
+        )
+    return build_batch(samples, LEVELS, pairs=[(0, 1)])

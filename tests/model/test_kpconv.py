@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from dsp3d.model.kernel_points import kernel_points, optimise_kernel_points
+from dsp3d.model.kpconv import KERNEL_RADIUS_RATIO, KPConv, kpconv_reference
+
+
+def small_problem(seed=0, n=40, m=12, h=6, cin=3, dtype=torch.float32):
+    """Random supports, queries among them, and capped neighbours padded with the shadow index n."""
+    g = torch.Generator().manual_seed(seed)
+    s_points = torch.rand(n, 3, generator=g, dtype=dtype)
+    q_points = s_points[:m].clone()
+    neighbors = torch.randint(0, n, (m, h), generator=g)
+    neighbors[:, -2:] = n  # two missing neighbours per query
+    features = torch.randn(n, cin, generator=g, dtype=dtype)
+    return q_points, s_points, neighbors, features
+
+
+def brute_force(layer, q_points, s_points, neighbors, features):
+    """out[m] = sum over real neighbours h, kernel points k: max(0, 1 - |p_h - q - k| / extent) x_h W_k."""
+    kernel = layer.kernel.double().numpy()
+    weights = layer.weights.detach().double().numpy()
+    out = np.zeros((len(q_points), layer.out_channels))
+    for m in range(len(q_points)):
+        for index in neighbors[m].tolist():
+            if index == len(s_points):
+                continue
+            relative = (s_points[index] - q_points[m]).double().numpy()
+            for k in range(len(kernel)):
+                influence = max(0.0, 1 - np.linalg.norm(relative - kernel[k]) / layer.extent)
+                out[m] += influence * features[index].double().numpy() @ weights[k]
+    return out
+
+
+def test_kernel_points_are_deterministic_centred_and_spread():
+    a, b = optimise_kernel_points(15), optimise_kernel_points(15)
+    np.testing.assert_array_equal(a, b)
+    assert np.allclose(a[0], 0) and np.isclose(np.linalg.norm(a, axis=1).max(), 1.0)
+    distances = np.linalg.norm(a[:, None] - a[None], axis=-1) + 10 * np.eye(15)
+    assert distances.min() > 0.6  # 14 points on a unit sphere: evenly spread, none bunched
+    np.testing.assert_allclose(kernel_points(15), a.astype(np.float32))
+
+
+def test_layer_equals_brute_force_loop():
+    torch.manual_seed(0)
+    layer = KPConv(3, 5, num_kernel_points=15, radius=0.5, extent=0.24)
+    q_points, s_points, neighbors, features = small_problem()
+    expected = brute_force(layer, q_points, s_points, neighbors, features)
+    got = layer(q_points, s_points, neighbors, features).detach().double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(expected).max() > 0.1  # the neighbourhoods are really within reach of the kernel
+    reference = kpconv_reference(
+        q_points, s_points, neighbors, features, layer.kernel, layer.weights.detach(), layer.extent
+    )
+    np.testing.assert_allclose(reference.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_kernel_is_scaled_to_the_radius():
+    layer = KPConv(2, 2, num_kernel_points=15, radius=0.3, extent=0.1)
+    assert torch.isclose(layer.kernel.norm(dim=1).max(), torch.tensor(KERNEL_RADIUS_RATIO * 0.3))
+
+
+def test_shadow_neighbours_contribute_nothing():
+    torch.manual_seed(1)
+    layer = KPConv(3, 4, num_kernel_points=15, radius=0.5, extent=0.24)
+    q_points, s_points, neighbors, features = small_problem(seed=1)
+    all_shadow = torch.full_like(neighbors, len(s_points))
+    assert torch.count_nonzero(layer(q_points, s_points, all_shadow, features)) == 0
+    # Dropping the shadow columns changes nothing.
+    full = layer(q_points, s_points, neighbors, features)
+    trimmed = layer(q_points, s_points, neighbors[:, :-2], features)
+    torch.testing.assert_close(full, trimmed)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gradcheck_in_double(seed):
+    torch.manual_seed(seed)
+    layer = KPConv(2, 3, num_kernel_points=5, radius=0.5, extent=0.3).double()
+    q_points, s_points, neighbors, features = small_problem(seed, n=10, m=4, h=4, cin=2, dtype=torch.float64)
+    features.requires_grad_(True)
+
+    def fn(x, w):
+        params = {"weights": w, "kernel": layer.kernel}
+        return torch.func.functional_call(layer, params, (q_points, s_points, neighbors, x))
+
+    weights = layer.weights.detach().clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(fn, (features, weights), eps=1e-6, atol=1e-5)

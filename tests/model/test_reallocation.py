@@ -1,0 +1,126 @@
+import math
+
+import pytest
+import torch
+
+from dsp3d.model.dsp import DSPModel
+from dsp3d.model.kpfcnn import KPFCNN
+from dsp3d.model.reallocation import CrossSampleReallocation, IntraSampleReallocation
+
+
+def features(lengths, dim=6, seed=0):
+    return torch.randn(sum(lengths), dim, generator=torch.Generator().manual_seed(seed))
+
+
+def test_weights_start_at_scaled_identity():
+    for module in (CrossSampleReallocation(16), IntraSampleReallocation(16)):
+        torch.testing.assert_close(module.weight.detach(), torch.eye(16) / math.sqrt(16))
+
+
+def test_csfr_rows_sum_to_one_over_the_other_sample():
+    module = CrossSampleReallocation(6)
+    f = features([7, 4])
+    to_i, to_j = module.pair_weights(f[:7], f[7:])
+    assert to_i.shape == (7, 4) and to_j.shape == (4, 7)
+    torch.testing.assert_close(to_i.sum(1), torch.ones(7))
+    torch.testing.assert_close(to_j.sum(1), torch.ones(4))
+    # Both directions come from one affinity A = F_i W F_j^T.
+    affinity = f[:7] @ module.weight @ f[7:].T
+    torch.testing.assert_close(to_i, torch.softmax(affinity, 1))
+    torch.testing.assert_close(to_j, torch.softmax(affinity.T, 1))
+
+
+def test_csfr_rebuilds_each_pair_member_from_its_partner():
+    module = CrossSampleReallocation(6)
+    lengths = [7, 4, 5]
+    f = features(lengths)
+    out = module(f, torch.tensor(lengths), torch.tensor([[0, 1]]))
+    assert out.shape == f.shape
+    to_i, to_j = module.pair_weights(f[:7], f[7:11])
+    torch.testing.assert_close(out[:7], to_i @ f[7:11])
+    torch.testing.assert_close(out[7:11], to_j @ f[:7])
+    torch.testing.assert_close(out[11:], f[11:])  # a sample in no pair is left as it is
+
+
+def test_isfr_rows_sum_to_one_within_the_sample():
+    module = IntraSampleReallocation(6)
+    lengths = [5, 3]
+    f = features(lengths)
+    weights = module.weights(f[:5], f[:5])
+    assert weights.shape == (5, 5)
+    torch.testing.assert_close(weights.sum(1), torch.ones(5))
+    out = module(f, torch.tensor(lengths))
+    torch.testing.assert_close(out[:5], weights @ f[:5])  # no residual connection
+    torch.testing.assert_close(out[5:], module.weights(f[5:], f[5:]) @ f[5:])
+
+
+def dsp_model(levels, seed=0):
+    torch.manual_seed(seed)
+    backbone = KPFCNN(in_features=4, num_classes=5, levels=levels, first_features=8)
+    # eval: BatchNorm uses fixed statistics, so samples do not interact through batch statistics.
+    return DSPModel(backbone).eval()
+
+
+def encoder_feature_grad(model, batch, branch, loss_rows):
+    """Gradient of a loss on the logits of ``loss_rows`` (bool [N_0]) w.r.t. the encoder features F."""
+    captured = {}
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        captured["F"] = output
+
+    handle = model.backbone.decoder[-1].register_forward_hook(keep)
+    try:
+        outputs = model(batch, cross=branch == "cross", intra=branch == "intra")
+    finally:
+        handle.remove()
+    logits = {"basic": outputs.basic, "cross": outputs.cross, "intra": outputs.intra}[branch]
+    torch.nn.functional.cross_entropy(logits[loss_rows], batch.labels[loss_rows]).backward()
+    return captured["F"].grad
+
+
+def sample_rows(lengths, sample):
+    rows = torch.zeros(int(lengths.sum()), dtype=torch.bool)
+    start = int(lengths[:sample].sum())
+    rows[start : start + int(lengths[sample])] = True
+    return rows
+
+
+def test_csfr_routes_gradient_from_labelled_points_of_i_to_features_of_j(pair_batch, levels):
+    model = dsp_model(levels)
+    labelled_i = sample_rows(pair_batch.lengths[0], 0) & pair_batch.weak_mask
+    labelled_i &= torch.cumsum(labelled_i.int(), 0) <= 5  # a few labelled points of sample i only
+    coarse_j = sample_rows(pair_batch.lengths[-2], 1)
+    with_module = encoder_feature_grad(model, pair_batch, "cross", labelled_i)
+    without = encoder_feature_grad(model, pair_batch, "basic", labelled_i)
+    # Every point of j (labelled or not) receives gradient through the softmax; none without the module.
+    assert (with_module[coarse_j].abs().sum(1) > 0).all()
+    assert torch.count_nonzero(without[coarse_j]) == 0
+
+
+def test_isfr_routes_gradient_beyond_the_receptive_field(pair_batch, levels):
+    model = dsp_model(levels)
+    labelled = sample_rows(pair_batch.lengths[0], 0) & pair_batch.weak_mask
+    labelled &= torch.cumsum(labelled.int(), 0) <= 3
+    # The decoder reaches F only through nearest upsampling: the labelled points' receptive field in F
+    # is the chain of their coarser ancestors.
+    ancestors = pair_batch.upsamples[0][labelled]
+    for level in range(1, len(levels) - 2):
+        ancestors = pair_batch.upsamples[level][ancestors]
+    outside = sample_rows(pair_batch.lengths[-2], 0)
+    outside[ancestors] = False
+    assert outside.sum() > 10
+    with_module = encoder_feature_grad(model, pair_batch, "intra", labelled)
+    without = encoder_feature_grad(model, pair_batch, "basic", labelled)
+    assert torch.count_nonzero(without[outside]) == 0
+    assert (with_module[outside].abs().sum(1) > 0).all()
+    # ISFR stays within the sample: the other sample gets nothing.
+    assert torch.count_nonzero(with_module[sample_rows(pair_batch.lengths[-2], 1)]) == 0
+
+
+def test_cross_branch_needs_pairs(pair_batch, levels):
+    import dataclasses
+
+    model = dsp_model(levels)
+    with pytest.raises(ValueError, match="pairs"):
+        model(dataclasses.replace(pair_batch, pairs=None), cross=True)

@@ -1,0 +1,62 @@
+import math
+
+import pytest
+import torch
+
+from dsp3d.losses import consistency, stage_loss, weak_cross_entropy
+
+LOGITS = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
+LABELS = torch.tensor([0, 1, 1, -1])
+MASK = torch.tensor([True, True, False, False])
+
+
+def test_weak_cross_entropy_averages_over_labelled_points_only():
+    expected = (math.log(1 + math.exp(-2)) + math.log(2)) / 2
+    assert weak_cross_entropy(LOGITS, LABELS, MASK).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_no_labelled_point_gives_an_exact_zero_in_the_graph():
+    logits = LOGITS.clone().requires_grad_(True)
+    loss = weak_cross_entropy(logits, LABELS, torch.zeros(4, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(logits.grad) == 0
+
+
+def test_consistency_is_mean_squared_difference_of_logits():
+    other = LOGITS + torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+    assert consistency(LOGITS, other).item() == pytest.approx((1 + 4) / 8)
+    rows = torch.tensor([True, False, True, False])
+    assert consistency(LOGITS, other, rows).item() == pytest.approx((1 + 4) / 4)
+
+
+def test_stage_losses_combine_the_right_terms():
+    cross = LOGITS + 1.0  # squared difference 1 everywhere
+    intra = LOGITS * 0.0
+    seg = weak_cross_entropy(LOGITS, LABELS, MASK).item()
+    seg_intra = weak_cross_entropy(intra, LABELS, MASK).item()
+    reg_intra = consistency(intra, LOGITS).item()
+    args = (LABELS, MASK)
+    assert stage_loss("baseline", LOGITS, None, None, *args).total.item() == pytest.approx(seg)
+    assert stage_loss("full", LOGITS, None, None, *args).total.item() == pytest.approx(seg)
+    csfr = stage_loss("csfr", LOGITS, cross, None, *args, lambda_cr=0.5)
+    assert csfr.total.item() == pytest.approx(seg + 0.5 * 1.0)
+    assert csfr.seg_intra.item() == 0 and csfr.self_reg.item() == 0
+    isfr = stage_loss("isfr", LOGITS, None, intra, *args, lambda_sr=2.0)
+    assert isfr.total.item() == pytest.approx(seg + seg_intra + 2.0 * reg_intra)
+    joint = stage_loss("joint", LOGITS, cross, intra, *args)
+    assert joint.total.item() == pytest.approx(seg + 1.0 + seg_intra + reg_intra)
+    assert set(joint.as_floats()) == {"total", "seg", "cross_reg", "seg_intra", "self_reg"}
+
+
+def test_cross_regulariser_only_on_paired_rows():
+    cross = LOGITS + torch.tensor([[0.0, 0.0], [0.0, 0.0], [2.0, 2.0], [2.0, 2.0]])
+    rows = torch.tensor([True, True, False, False])
+    terms = stage_loss("csfr", LOGITS, cross, None, LABELS, MASK, cross_rows=rows)
+    assert terms.cross_reg.item() == 0.0
+
+
+def test_missing_branch_and_unknown_mode_are_errors():
+    with pytest.raises(ValueError, match="cross"):
+        stage_loss("csfr", LOGITS, None, None, LABELS, MASK)
+    with pytest.raises(ValueError, match="unknown"):
+        stage_loss("csfr-isfr", LOGITS, None, None, LABELS, MASK)
