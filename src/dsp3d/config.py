@@ -51,7 +51,10 @@ class DataConfig:
     weak_labels: str = ""  # folder of saved weak-label index files to reuse
     features: list[str] = field(default_factory=lambda: ["ones", "rgb"])  # ones, rgb, intensity, height
     test_area: int = 5  # s3dis
-    val_scenes: list[str] = field(default_factory=list)
+    val_scenes: list[str] = field(default_factory=list)  # scannet / folder: held-out scenes by name
+    val_fraction: float = 0.25  # scannet without official split files: share of rooms held out
+    split_seed: int = 0  # scannet without official split files: which rooms are held out
+    prep_workers: int = 0  # processes that preprocess scenes in parallel; 0 = one per CPU core
     cache_dir: str = ""  # default: ~/.cache/dsp3d
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -196,6 +199,8 @@ def validate(config: Config) -> Config:
             "data.label_protocol",
             "must be ratio, count or given",
         ),
+        (0 < d.val_fraction < 1, "data.val_fraction", "must be in (0, 1)"),
+        (d.prep_workers >= 0, "data.prep_workers", "must be >= 0"),
         (len(d.features) > 0, "data.features", "needs at least one feature"),
         (
             set(d.features) <= {"ones", "rgb", "intensity", "height"},

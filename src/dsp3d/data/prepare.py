@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ import numpy as np
 from dsp3d.config import Config
 from dsp3d.data.types import Cloud, SubsampledCloud
 from dsp3d.evaluation.evaluate import TestScene
-from dsp3d.preprocessing.cache import cache_key, default_cache_dir, load_subsampled, save_subsampled
-from dsp3d.preprocessing.subsample import grid_subsample
+from dsp3d.io.errors import DataError
+from dsp3d.preprocessing.cache import default_cache_dir
+from dsp3d.preprocessing.scenes import build_cached_scene, load_cached_scene, preprocess_scenes
 from dsp3d.preprocessing.weak_labels import (
     count_weak_labels,
     load_weak_labels,
@@ -34,11 +36,16 @@ class PreparedData:
     class_names: list[str]
     feature_names: list[str]
     weak_meta: dict
+    summary: dict = field(default_factory=dict)  # see dataset_summary
 
 
 @dataclass
 class SceneSource:
-    """A scene that can be loaded on demand, with the identity that keys its cache entry."""
+    """A scene that can be loaded on demand, with the identity that keys its cache entry.
+
+    ``load`` must be picklable (a module-level function or a partial of one, not a lambda): scenes are
+    preprocessed in worker processes.
+    """
 
     name: str
     identity: dict
@@ -49,23 +56,13 @@ def _cached_scene(
     source: SceneSource, grid_size: float, cache_dir: Path
 ) -> tuple[SubsampledCloud, np.ndarray]:
     """The subsampled cloud and the original points' labels, computed once per (scene, grid)."""
-    key = cache_key(scene=source.identity, grid_size=grid_size)
-    folder = cache_dir / "scenes"
-    folder.mkdir(parents=True, exist_ok=True)
-    sub_path, labels_path = folder / f"{key}.npz", folder / f"{key}.labels.npy"
-    if sub_path.is_file() and labels_path.is_file():
-        try:
-            return load_subsampled(sub_path), np.load(labels_path)
-        except (OSError, ValueError, KeyError):
-            pass  # a corrupt entry is rebuilt below
-    cloud = source.load()
-    sub = grid_subsample(cloud, grid_size)
-    save_subsampled(sub, sub_path)
-    labels = cloud.labels if cloud.labels is not None else np.full(len(cloud), -1, dtype=np.int64)
-    tmp = labels_path.with_suffix(".tmp.npy")
-    np.save(tmp, labels.astype(np.int64))
-    tmp.replace(labels_path)
-    return sub, labels
+    cached = load_cached_scene(source.identity, grid_size, cache_dir)
+    if cached is None:
+        build_cached_scene(source.load, source.identity, grid_size, cache_dir)
+        cached = load_cached_scene(source.identity, grid_size, cache_dir)
+    if cached is None:
+        raise OSError(f"{cache_dir}: cannot read back the cache entry of scene {source.name}")
+    return cached
 
 
 def synthetic_sources(config: Config) -> tuple[list[SceneSource], list[SceneSource], list[str]]:
@@ -76,7 +73,7 @@ def synthetic_sources(config: Config) -> tuple[list[SceneSource], list[SceneSour
     def source(split: str, index: int, seed: int) -> SceneSource:
         name = f"{split}_{index:03d}"
         identity = {"dataset": "synthetic", "seed": seed, "density": s.density, "version": 1}
-        return SceneSource(name, identity, lambda: generate_room(seed, density=s.density, name=name))
+        return SceneSource(name, identity, partial(generate_room, seed, density=s.density, name=name))
 
     # Test rooms draw from a disjoint seed stream, so no test room is a copy of a training room.
     train = [source("train", k, s.seed * 100_003 + k) for k in range(s.train_rooms)]
@@ -120,31 +117,136 @@ def draw_weak_labels(
     return indices, {"protocol": "ratio", "ratio": d.ratio, "seed": d.weak_seed}
 
 
-def prepare_data(config: Config, progress: Callable[[str], None] = print, full: bool = False) -> PreparedData:
-    """Load / generate, subsample (cached) and draw weak labels; ``full`` labels every point."""
+# Input features that need a per-point attribute of the clouds, and what users call it.
+_FEATURE_SOURCES = {"rgb": ("colors", "colour"), "intensity": ("intensity", "intensity")}
+
+
+def resolve_features(
+    requested: list[str], clouds: list[SubsampledCloud], adapt: bool, progress: Callable[[str], None] = print
+) -> list[str]:
+    """The input features to use on ``clouds``.
+
+    A requested feature whose attribute (colour, intensity) no cloud has is dropped when ``adapt``
+    (colour-less scans), and colour-less clouds that all carry intensity then use it in place of colour.
+    A feature that only some clouds lack, or any missing one when not ``adapt`` (a trained model needs
+    exactly its features), is a DataError naming those clouds.
+    """
+    features = list(requested)
+    for feature, (attribute, word) in _FEATURE_SOURCES.items():
+        if feature not in features:
+            continue
+        lacking = [cloud.name for cloud in clouds if getattr(cloud, attribute) is None]
+        if not lacking:
+            continue
+        if not adapt or len(lacking) < len(clouds):
+            listed = ", ".join(lacking[:5]) + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+            raise DataError(
+                f"{listed}: no {word}, but the input features include '{feature}'"
+                + ("" if adapt else " (the model was trained with it)")
+            )
+        features.remove(feature)
+        message = f"the clouds have no {word}: input feature '{feature}' left out"
+        if feature == "rgb" and "intensity" not in features and all(c.intensity is not None for c in clouds):
+            features.append("intensity")
+            message += ", 'intensity' used instead"
+        progress(message)
+    return features or ["ones"]
+
+
+def dataset_summary(
+    train: list[SubsampledCloud],
+    weak: list[np.ndarray],
+    test: list[TestScene],
+    original_train_points: int,
+    class_names: list[str],
+) -> dict:
+    """Scenes, points, classes present and labelled points per class, of the train and test sides.
+
+    Per class: ``train_points`` (subsampled points with that label), ``weak_labels`` (those of them the
+    training may use) and ``test_points`` (original test points with that label, what evaluation counts).
+    """
+    num_classes = len(class_names)
+
+    def count(labels: np.ndarray) -> np.ndarray:
+        labels = labels[labels >= 0]
+        return np.bincount(labels, minlength=num_classes)[:num_classes]
+
+    zeros = np.zeros(num_classes, np.int64)
+    train_counts = sum((count(c.labels) for c in train if c.labels is not None), zeros)
+    weak_counts = sum(
+        (count(c.labels[w]) for c, w in zip(train, weak, strict=True) if c.labels is not None), zeros
+    )
+    test_counts = sum((count(s.full_labels) for s in test), zeros)
+    present = train_counts + test_counts
+    return {
+        "train_scenes": len(train),
+        "test_scenes": len(test),
+        "train_points": int(original_train_points),
+        "train_subsampled_points": int(sum(len(c) for c in train)),
+        "test_points": int(sum(len(s.full_labels) for s in test)),
+        "classes_present": [name for name, n in zip(class_names, present, strict=True) if n],
+        "per_class": {
+            name: {"train_points": int(a), "weak_labels": int(b), "test_points": int(c)}
+            for name, a, b, c in zip(class_names, train_counts, weak_counts, test_counts, strict=True)
+        },
+    }
+
+
+def summary_table(summary: dict) -> str:
+    """The summary as text: totals, then one row per class."""
+    lines = [
+        f"train: {summary['train_scenes']} scenes, {summary['train_points']:,} points "
+        f"({summary['train_subsampled_points']:,} after subsampling); "
+        f"test: {summary['test_scenes']} scenes, {summary['test_points']:,} points",
+        f"{'class':<18}{'train pts':>12}{'weak labels':>13}{'test pts':>12}",
+    ]
+    for name, row in summary["per_class"].items():
+        lines.append(
+            f"{name:<18}{row['train_points']:>12,}{row['weak_labels']:>13,}{row['test_points']:>12,}"
+        )
+    return "\n".join(lines)
+
+
+def prepare_data(
+    config: Config,
+    progress: Callable[[str], None] = print,
+    full: bool = False,
+    test_only: bool = False,
+    adapt_features: bool = True,
+) -> PreparedData:
+    """Load / generate, subsample (cached, in parallel processes) and draw weak labels.
+
+    full: label every point. test_only: leave the training scenes out (evaluation of a trained model).
+    adapt_features: drop input features the data lacks (see resolve_features); False for a trained model.
+    """
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
     train_sources, test_sources, class_names = dataset_sources(config)
+    if test_only:
+        train_sources = []
+    if not test_sources and (test_only or not train_sources):
+        raise DataError(f"{config.data.dataset}: no test scenes (check data.test_area / data.val_scenes)")
     grid = config.data.grid_size
-    train_clouds = []
-    for index, source in enumerate(train_sources):
-        train_clouds.append(_cached_scene(source, grid, cache_dir)[0])
-        progress(
-            f"  train scene {index + 1}/{len(train_sources)}: {source.name} ({len(train_clouds[-1])} pts)"
-        )
-    test = []
-    for index, source in enumerate(test_sources):
+    preprocess_scenes(train_sources + test_sources, grid, cache_dir, config.data.prep_workers, progress)
+    train_clouds, original_points = [], 0
+    for source in train_sources:
         sub, labels = _cached_scene(source, grid, cache_dir)
-        test.append(TestScene(sub, labels))
-        progress(f"  test scene {index + 1}/{len(test_sources)}: {source.name} ({len(labels)} original pts)")
+        train_clouds.append(sub)
+        original_points += len(labels)
+    test = [TestScene(*_cached_scene(source, grid, cache_dir)) for source in test_sources]
+    features = resolve_features(
+        list(config.data.features), train_clouds + [scene.cloud for scene in test], adapt_features, progress
+    )
     weak, meta = draw_weak_labels(config, train_clouds, full)
     meta.update({"grid_size": grid, "dataset": config.data.dataset})
     train = SceneSet(
         clouds=train_clouds,
         weak_indices=weak,
-        feature_names=list(config.data.features),
+        feature_names=features,
         num_classes=len(class_names),
     )
-    return PreparedData(train, test, class_names, list(config.data.features), meta)
+    summary = dataset_summary(train_clouds, weak, test, original_points, class_names)
+    progress(summary_table(summary))
+    return PreparedData(train, test, class_names, features, meta, summary)
 
 
 def write_weak_labels(data: PreparedData, folder: str | Path) -> None:
