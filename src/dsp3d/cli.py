@@ -55,6 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--out", default="ablation_out")
     _add_config_args(ablate, required=False)
 
+    predict = sub.add_parser(
+        "predict", help="label every point of clouds of any size (PLY, LAS/LAZ, NPY, TXT)"
+    )
+    predict.add_argument("checkpoint", help="model.pt written by train / demo")
+    predict.add_argument("inputs", nargs="+", help="point cloud files")
+    predict.add_argument(
+        "-o", "--out", required=True, help="output folder (files keep their names and formats)"
+    )
+    predict.add_argument(
+        "--fields", default=None, help="YAML field spec for NPY/TXT inputs (see docs/data.md)"
+    )
+    predict.add_argument(
+        "--probabilities", action="store_true", help="also write the winning class probability"
+    )
+    predict.add_argument("--colors", action="store_true", help="also write a colour per predicted label")
+    predict.add_argument(
+        "--batch-points", type=int, default=60000, help="points per inference batch (memory)"
+    )
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
     evaluate = sub.add_parser("evaluate", help="evaluate an inference model at full resolution")
     evaluate.add_argument("checkpoint", help="model.pt written by train / demo")
     _add_config_args(evaluate, required=True)
@@ -103,6 +123,20 @@ def main(argv: list[str] | None = None) -> int:
             config = load_config(args.config, overrides)
             modes = tuple(mode.strip() for mode in args.modes.split(",") if mode.strip())
             run_ablation(config, modes, args.seeds, args.out, progress)
+        elif args.command == "predict":
+            from dsp3d.commands import predict_command
+
+            predict_command(
+                args.checkpoint,
+                args.inputs,
+                args.out,
+                args.fields,
+                args.probabilities,
+                args.colors,
+                args.batch_points,
+                args.device,
+                progress,
+            )
         elif args.command == "evaluate":
             from dsp3d.commands import evaluate_command
 

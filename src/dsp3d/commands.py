@@ -1,13 +1,21 @@
-"""Command implementations that are more than a call: evaluate (and, later, predict)."""
+"""Command implementations that are more than a call: evaluate and predict."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from dsp3d.config import Config
-from dsp3d.data.prepare import prepare_data
+from dsp3d.data.prepare import dataset_sources, prepare_data
+from dsp3d.datasets.folder import load_folder_spec
 from dsp3d.evaluation.evaluate import evaluate
+from dsp3d.inference.predict import check_inputs, label_palette, predict_cloud
+from dsp3d.io.atomic import atomic_output
+from dsp3d.io.clouds import cloud_format, read_cloud, write_cloud_like
+from dsp3d.io.errors import DataError
 from dsp3d.report_table import per_class_table
 from dsp3d.runs import atomic_write_json
 from dsp3d.training.checkpoint import CheckpointError
@@ -24,11 +32,13 @@ def evaluate_command(
     # The checkpoint fixes the input resolution and features; the config only chooses the data.
     config.data.grid_size = meta.grid_size
     config.data.features = list(meta.feature_names)
-    data = prepare_data(config, progress)
-    if list(meta.class_names) != list(data.class_names):
+    _, _, class_names = dataset_sources(config)  # checked before any slow preprocessing
+    if list(meta.class_names) != list(class_names):
         raise CheckpointError(
-            f"{checkpoint}: trained for classes {meta.class_names}, but the dataset has {data.class_names}"
+            f"{checkpoint}: trained for classes {meta.class_names}, but the {config.data.dataset} data "
+            f"has {class_names}"
         )
+    data = prepare_data(config, progress, test_only=True, adapt_features=False)
     result = evaluate(
         model,
         data.test,
@@ -44,4 +54,93 @@ def evaluate_command(
     path = Path(out) if out else Path(checkpoint).with_name("evaluation.json")
     atomic_write_json(summary, path)
     progress(per_class_table({meta.method: result}, meta.class_names))
+    return summary
+
+
+def _check_predict_paths(inputs: list[str], out: Path) -> list[Path]:
+    """Every input exists in a supported format and gets its own output file (DataError otherwise),
+    checked before any slow work so that a typo in the last name does not cost a run."""
+    paths = []
+    for name in inputs:
+        path = Path(name)
+        cloud_format(path)
+        if not path.is_file():
+            raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+        paths.append(path)
+    targets = [out / path.name for path in paths]
+    if len(set(targets)) != len(targets):
+        raise DataError(f"{out}: two inputs have the same file name; predict them into different folders")
+    for path, target in zip(paths, targets, strict=True):
+        if target.resolve() == path.resolve():
+            raise DataError(f"{path}: the output would replace the input; choose another output folder")
+    return paths
+
+
+def predict_command(
+    checkpoint: str,
+    inputs: list[str],
+    outdir: str,
+    spec_path: str | None,
+    probabilities: bool,
+    colors: bool,
+    batch_points: int,
+    device_name: str,
+    progress: Callable[[str], None],
+) -> dict:
+    """Label every point of every input cloud; write each, in its own format, into ``outdir`` with its
+    original fields plus ``pred`` (class index), optionally ``prob`` (its probability) and
+    ``pred_red/green/blue`` (the class colour). Writes ``outdir/predictions.json``: classes, palette and
+    points per class of every file. Returns that summary."""
+    out = Path(outdir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    paths = _check_predict_paths(inputs, out)
+    if batch_points < 1:
+        raise DataError(f"--batch-points must be positive, got {batch_points}")
+    device = resolve_device(device_name)
+    model, meta = load_inference_model(checkpoint, device)
+    spec = load_folder_spec(spec_path).fields if spec_path else None
+    if spec is not None and spec.class_names and list(spec.class_names) != list(meta.class_names):
+        raise DataError(
+            f"{spec_path}: classes {list(spec.class_names)} disagree with the checkpoint {checkpoint}, "
+            f"trained for {list(meta.class_names)}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    palette = label_palette(len(meta.class_names))
+    totals = np.zeros(len(meta.class_names), dtype=np.int64)
+    files = {}
+    for index, path in enumerate(paths):
+        progress(f"[{index + 1}/{len(paths)}] {path}")
+        cloud = read_cloud(path, spec)
+        check_inputs(cloud, meta, path)
+        prediction = predict_cloud(model, meta, cloud, device, batch_points, progress=progress)
+        fields = {"pred": prediction.labels.astype(np.int32)}
+        if probabilities:
+            fields["prob"] = prediction.confidence
+        if colors:
+            rgb = palette[prediction.labels]
+            fields.update(pred_red=rgb[:, 0], pred_green=rgb[:, 1], pred_blue=rgb[:, 2])
+        target = out / path.name
+        write_cloud_like(path, target, fields)
+        counts = np.bincount(prediction.labels, minlength=len(meta.class_names))
+        totals += counts
+        files[str(path)] = {
+            "output": str(target),
+            "points": len(cloud),
+            "points_per_class": {name: int(n) for name, n in zip(meta.class_names, counts, strict=True)},
+        }
+        progress(f"  -> {target}")
+    summary = {
+        "checkpoint": str(checkpoint),
+        "classes": list(meta.class_names),
+        "palette": palette.tolist(),
+        "files": files,
+        "points_per_class": {name: int(n) for name, n in zip(meta.class_names, totals, strict=True)},
+    }
+    with atomic_output(out / "predictions.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    total = max(int(totals.sum()), 1)
+    progress("points per predicted class:")
+    for name, n in zip(meta.class_names, totals, strict=True):
+        progress(f"  {name:<18}{n:>14,}  {100 * n / total:5.1f}%")
     return summary

@@ -1,0 +1,1 @@
+"""Prediction on clouds of any size (tiled spheres, voting, reprojection)."""

@@ -1,0 +1,173 @@
+"""`dsp3d predict`: every format written back with the same points in the same order and valid labels;
+bad inputs refused before any output is written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dsp3d.cli import main
+from dsp3d.commands import predict_command
+from dsp3d.data.types import Cloud
+from dsp3d.io.clouds import read_fields, write_cloud
+from dsp3d.io.errors import DataError
+
+CLASSES = ["ground", "tree", "house"]  # the tiny models' classes (conftest.py)
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+def make_scan(n: int = 1500, seed: int = 0, colour: bool = True) -> Cloud:
+    rng = np.random.default_rng(seed)
+    points = np.column_stack([rng.random((n, 2)) * 3, rng.random(n) * 1.5]).astype(np.float32)
+    colors = rng.random((n, 3)).astype(np.float32) if colour else None
+    return Cloud(points=points, colors=colors, name="scan")
+
+
+@pytest.mark.parametrize("fmt", ["ply", "las", "npy", "txt"])
+def test_round_trip(tmp_path, colour_model, fmt):
+    if fmt == "las":
+        pytest.importorskip("laspy", reason="LAS needs laspy")
+    src = tmp_path / f"scan.{fmt}"
+    write_cloud(src, make_scan(), extra_fields={"keep": np.arange(1500, dtype=np.int32)})
+    before = read_fields(src)
+    summary = predict_command(
+        str(colour_model), [str(src)], str(tmp_path / "out"), None, True, True, 20000, "cpu", quiet
+    )
+    after = read_fields(tmp_path / "out" / src.name)
+    for name, values in before.items():  # same points, same order, original fields kept
+        np.testing.assert_array_equal(after[name], values, err_msg=name)
+    pred = after["pred"]
+    assert len(pred) == 1500 and pred.min() >= 0 and pred.max() < len(CLASSES)
+    assert np.all((after["prob"] >= 1 / len(CLASSES) - 1e-6) & (after["prob"] <= 1 + 1e-6))
+    palette = np.array(summary["palette"])
+    rgb = np.column_stack([after["pred_red"], after["pred_green"], after["pred_blue"]])
+    np.testing.assert_array_equal(rgb, palette[pred.astype(int)])
+    counts = summary["files"][str(src)]["points_per_class"]
+    assert sum(counts.values()) == 1500 and counts == {
+        name: int((pred == k).sum()) for k, name in enumerate(CLASSES)
+    }
+    assert json.loads((tmp_path / "out" / "predictions.json").read_text())["classes"] == CLASSES
+
+
+def test_colourless_las_with_a_geometry_model(tmp_path, geometry_model):
+    pytest.importorskip("laspy", reason="LAS needs laspy")
+    write_cloud(tmp_path / "grey.las", make_scan(800, colour=False))
+    predict_command(
+        str(geometry_model),
+        [str(tmp_path / "grey.las")],
+        str(tmp_path / "o"),
+        None,
+        False,
+        False,
+        20000,
+        "cpu",
+        quiet,
+    )
+    assert set(np.unique(read_fields(tmp_path / "o" / "grey.las")["pred"])) <= {0, 1, 2}
+
+
+def test_las_without_colour_for_a_colour_model(tmp_path, colour_model):
+    pytest.importorskip("laspy", reason="LAS needs laspy")
+    write_cloud(tmp_path / "grey.las", make_scan(300, colour=False))
+    with pytest.raises(DataError, match=r"grey\.las: no colour .* the model was trained with colour"):
+        predict_command(
+            str(colour_model),
+            [str(tmp_path / "grey.las")],
+            str(tmp_path / "o"),
+            None,
+            False,
+            False,
+            20000,
+            "cpu",
+            quiet,
+        )
+    assert not (tmp_path / "o" / "grey.las").exists()
+
+
+def test_inputs_are_checked_before_any_work(tmp_path, colour_model):
+    write_cloud(tmp_path / "a.ply", make_scan(100))
+    out = tmp_path / "out"
+    args = (None, False, False, 20000, "cpu", quiet)
+    with pytest.raises(DataError, match=r"missing\.ply: file not found"):
+        predict_command(
+            str(colour_model), [str(tmp_path / "a.ply"), str(tmp_path / "missing.ply")], str(out), *args
+        )
+    with pytest.raises(DataError, match=r"b\.obj: unsupported point cloud format"):
+        predict_command(str(colour_model), [str(tmp_path / "b.obj")], str(out), *args)
+    (tmp_path / "sub").mkdir()
+    write_cloud(tmp_path / "sub" / "a.ply", make_scan(100))
+    with pytest.raises(DataError, match="two inputs have the same file name"):
+        predict_command(
+            str(colour_model), [str(tmp_path / "a.ply"), str(tmp_path / "sub" / "a.ply")], str(out), *args
+        )
+    with pytest.raises(DataError, match="the output would replace the input"):
+        predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(tmp_path), *args)
+    assert not out.exists()
+
+
+def test_field_spec_classes_must_match_the_checkpoint(tmp_path, colour_model):
+    write_cloud(tmp_path / "a.ply", make_scan(100))
+    spec = tmp_path / "fields.yaml"
+    spec.write_text("classes: [ground, tree, car]\n")
+    with pytest.raises(DataError, match=r"fields\.yaml: classes .* disagree with the checkpoint"):
+        predict_command(
+            str(colour_model),
+            [str(tmp_path / "a.ply")],
+            str(tmp_path / "o"),
+            str(spec),
+            False,
+            False,
+            20000,
+            "cpu",
+            quiet,
+        )
+
+
+def test_field_spec_reads_a_headerless_table(tmp_path, colour_model):
+    table = np.column_stack([make_scan(400).points, np.full((400, 3), 0.5), np.arange(400)])
+    np.savetxt(tmp_path / "t.txt", table)
+    spec = tmp_path / "fields.yaml"
+    spec.write_text("coords: [0, 1, 2]\ncolors: [3, 4, 5]\ncolor_range: 1\n")
+    predict_command(
+        str(colour_model),
+        [str(tmp_path / "t.txt")],
+        str(tmp_path / "o"),
+        str(spec),
+        False,
+        False,
+        20000,
+        "cpu",
+        quiet,
+    )
+    rows = np.loadtxt(tmp_path / "o" / "t.txt")
+    np.testing.assert_array_equal(rows[:, :7], table)  # the original lines, unchanged, then the label
+    assert rows.shape == (400, 8) and set(np.unique(rows[:, 7])) <= {0, 1, 2}
+
+
+def test_cli_errors_are_one_line(tmp_path, colour_model, capsys):
+    (tmp_path / "broken.ply").write_bytes(
+        b"ply\nformat ascii 1.0\nelement vertex 5\nproperty float x\nend_header\n1\n"
+    )
+    code = main(
+        ["--quiet", "predict", str(colour_model), str(tmp_path / "broken.ply"), "-o", str(tmp_path / "o")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "broken.ply: truncated PLY file" in err and "\n" not in err
+    assert not (tmp_path / "o" / "broken.ply").exists()
+    code = main(
+        [
+            "--quiet",
+            "predict",
+            str(tmp_path / "nope.pt"),
+            str(tmp_path / "broken.ply"),
+            "-o",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 2 and "nope.pt" in capsys.readouterr().err
