@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -86,3 +87,29 @@ def test_labelled_folder(tmp_path):
     summary = evaluate_command(str(model), config, None, quiet)
     assert np.array(summary["runs"]["baseline"]["confusion"]).sum() == int((labels >= 0).sum())
     assert (tmp_path / "evaluation.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        (["data.dataset=s3dis"], "data.root must name the s3dis folder"),
+        (
+            ["data.dataset=scannet", "data.root=/nowhere/scannet"],
+            "/nowhere/scannet: dataset folder not found",
+        ),
+        (["data.dataset=folder", "data.root={tmp}"], r"fields\.yaml: field spec not found"),
+    ],
+)
+def test_cli_missing_data_is_one_line(tmp_path, capsys, settings, problem):
+    from dsp3d.cli import main
+
+    model = export_tiny_model(tmp_path / "m.pt", ["a", "b"], ["ones"])
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  cache_dir: {tmp_path / 'cache'}\n")
+    args = ["--quiet", "evaluate", str(model), "--config", str(config)]
+    for setting in settings:
+        args += ["--set", setting.format(tmp=tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert re.search(problem, err), err

@@ -176,14 +176,17 @@ def aggregation_labels(folder: Path, scene: str, num_vertices: int, root: Path) 
     groups = _load_json(aggregation_path).get("segGroups")
     if not isinstance(groups, list):
         raise DataError(f"{aggregation_path}: no segGroups list")
-    nyu40 = np.zeros(num_vertices, dtype=np.int64)
+    # segment id -> NYU40 id of its object (a segment claimed by two objects keeps the later one)
+    segment_label: dict[int, int] = {}
     unknown = set()
     for group in groups:
         category = group.get("label", "")
         if category not in table:
             unknown.add(category)
             continue
-        nyu40[np.isin(segments, np.asarray(group.get("segments", []), dtype=np.int64))] = table[category]
+        segment_label.update(dict.fromkeys((int(k) for k in group.get("segments", [])), table[category]))
+    ids, inverse = np.unique(segments, return_inverse=True)
+    nyu40 = np.array([segment_label.get(k, 0) for k in ids.tolist()], dtype=np.int64)[inverse]
     if unknown:
         warnings.warn(
             f"{aggregation_path}: categories not in {LABEL_TABLE}, left unannotated: {sorted(unknown)}",
