@@ -23,7 +23,8 @@ def demo_config(
     config.data.ratio = ratio
     config.train.seed = seed
     config.train.minutes = minutes_per_run
-    config.train.steps = 100_000  # the time budget decides
+    if not any(item.strip().startswith("train.steps=") for item in overrides or []):
+        config.train.steps = 100_000  # the time budget decides
     return config
 
 

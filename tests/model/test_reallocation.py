@@ -124,3 +124,17 @@ def test_cross_branch_needs_pairs(pair_batch, levels):
     model = dsp_model(levels)
     with pytest.raises(ValueError, match="pairs"):
         model(dataclasses.replace(pair_batch, pairs=None), cross=True)
+
+
+def test_auxiliary_branches_leave_batchnorm_running_stats_to_the_basic_branch(pair_batch, levels):
+    basic_only = dsp_model(levels).train()
+    with_branches = dsp_model(levels).train()
+    with torch.no_grad():
+        basic_only(pair_batch)
+        outputs = with_branches(pair_batch, cross=True, intra=True)
+    assert outputs.cross is not None and outputs.intra is not None
+    for (name, a), b in zip(
+        basic_only.state_dict().items(), with_branches.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+    assert with_branches.backbone.head[0].norm.momentum == 0.02  # restored after the branches

@@ -6,6 +6,8 @@ predicts with exactly the code and cost of a baseline model (DESIGN.md section 1
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -67,11 +69,33 @@ class DSPModel(nn.Module):
             if batch.pairs is None or len(batch.pairs) == 0:
                 raise ValueError("the cross branch needs a batch of paired samples (batch.pairs)")
             crossed = self.csfr(features, lengths, batch.pairs)
-            out.cross = self.backbone.decode(crossed, encoded, batch)
+            with frozen_running_stats(self.backbone):
+                out.cross = self.backbone.decode(crossed, encoded, batch)
             out.cross_rows = paired_point_mask(batch.lengths[0], batch.pairs)
         if intra:
-            out.intra = self.backbone.decode(self.isfr(features, lengths), encoded, batch)
+            with frozen_running_stats(self.backbone):
+                out.intra = self.backbone.decode(self.isfr(features, lengths), encoded, batch)
         return out
+
+
+@contextlib.contextmanager
+def frozen_running_stats(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers still normalise with the batch's statistics but do not update their running ones.
+
+    The decoder runs once per branch; reallocated features are smoother (softmax averages) than the
+    basic ones, so letting the auxiliary branches update the running statistics would leave inference,
+    which uses the basic branch alone, normalised by statistics of features it never sees.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
 
 
 def paired_point_mask(lengths: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:

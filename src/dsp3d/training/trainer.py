@@ -28,7 +28,15 @@ from dsp3d.training.schedule import exponential_lr
 
 log = logging.getLogger("dsp3d")
 
-WARMUP_STEPS = 3  # steps timed before a time budget is turned into a step count
+# With a time budget, the step count is planned from the measured speed at these steps (the first plan
+# early, then refined once caches and allocator are warm); the lr schedule follows the latest plan.
+REPLAN_STEPS = (4, 16, 48)
+
+
+def planned_steps(step: int, spent_s: float, timed_s: float, budget_s: float, most: int) -> int:
+    """Steps a budget buys: those done plus the rest of the budget at the speed of steps 1..step-1."""
+    per_step = timed_s / (step - 1)
+    return max(step + 1, min(most, step + int((budget_s - spent_s) / per_step)))
 
 
 @dataclass
@@ -98,10 +106,10 @@ def train_stage(
         if budget_s is not None:
             if step == 1:  # the first step pays for worker start-up: time from the second one
                 timed_from = time.perf_counter()
-            elif step == 1 + WARMUP_STEPS:
-                per_step = (time.perf_counter() - timed_from) / WARMUP_STEPS
-                spent = time.perf_counter() - start
-                total_steps = max(step + 1, min(t.steps, step + int((budget_s - spent) / per_step)))
+            elif step in REPLAN_STEPS:
+                total_steps = planned_steps(
+                    step, time.perf_counter() - start, time.perf_counter() - timed_from, budget_s, t.steps
+                )
         lr = exponential_lr(step, total_steps, t.lr, t.lr_decay_total)
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -1,0 +1,127 @@
+"""Training end to end on small generated rooms: stages, export, and a run that really learns."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from dsp3d.config import load_config
+from dsp3d.data.prepare import prepare_data
+from dsp3d.evaluation.evaluate import evaluate
+from dsp3d.evaluation.metrics import ConfusionMatrix
+from dsp3d.model.dsp import DSPModel
+from dsp3d.model.kpfcnn import KPFCNN
+from dsp3d.training import trainer
+from dsp3d.training.export import InferenceMeta, export_inference_model, load_inference_model
+
+SMALL = [
+    "data.grid_size=0.08",
+    "data.sphere_radius=1.2",
+    "data.ratio=0.02",
+    "data.synthetic.train_rooms=4",
+    "data.synthetic.test_rooms=2",
+    "data.synthetic.density=150",
+    "model.first_features=16",
+    "train.batch_points=6000",
+    "train.num_workers=0",
+    "train.log_every=1000",
+    "eval.batch_points=30000",
+]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    config = load_config(None, SMALL + [f"data.cache_dir={tmp_path_factory.mktemp('cache')}"])
+    return config, prepare_data(config, progress=lambda message: None)
+
+
+def with_method(config, method, steps):
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, method=method, steps=steps))
+
+
+def test_stage_two_starts_from_stage_one_weights(small_data, tmp_path, monkeypatch):
+    config, data = small_data
+    entered = []
+    original = trainer.train_stage
+
+    def recording(model, *args, **kwargs):
+        entered.append({k: v.clone() for k, v in model.state_dict().items()})
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_stage", recording)
+    model, reports = trainer.train(with_method(config, "csfr-isfr", 3), data.train, tmp_path, lambda m: None)
+    assert [r.mode for r in reports] == ["csfr", "isfr"] and [r.steps for r in reports] == [3, 3]
+    stage1 = torch.load(tmp_path / "stage1.pt", weights_only=False)["state_dict"]
+    assert len(entered) == 2
+    changed = [k for k in stage1 if not torch.equal(stage1[k], entered[0][k])]
+    assert changed  # stage 1 really trained
+    for key, value in stage1.items():
+        assert torch.equal(entered[1][key], value), key
+    # Stage 1 (CSFR) does not touch W_s; stage 2 (ISFR) does not touch W_c.
+    final = model.state_dict()
+    assert torch.equal(stage1["isfr.weight"], entered[0]["isfr.weight"])
+    assert torch.equal(final["csfr.weight"], stage1["csfr.weight"])
+    assert not torch.equal(final["isfr.weight"], stage1["isfr.weight"])
+
+
+def test_exported_model_has_no_module_and_predicts_like_the_basic_branch(small_data, tmp_path):
+    config, data = small_data
+    torch.manual_seed(0)
+    backbone = KPFCNN(data.train.feature_dim, 13, config.levels(), first_features=16)
+    model = DSPModel(backbone)
+    with torch.no_grad():
+        model.csfr.weight.mul_(3.0)  # modules that differ from their init, to be sure they are dropped
+    meta = InferenceMeta(
+        list(data.class_names), list(data.feature_names), config.levels(), 16, 15, 0.02, 1.2, "dsp"
+    )
+    export_inference_model(model.backbone, meta, tmp_path / "model.pt")
+    saved = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert not [k for k in saved["state_dict"] if "csfr" in k or "isfr" in k]
+    loaded, loaded_meta = load_inference_model(tmp_path / "model.pt")
+    assert loaded_meta == meta
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in model.backbone.parameters())
+    batch = next(
+        iter(
+            trainer.make_train_loader(
+                data.train, config.levels(), config.data, config.augment, config.train, pairs=True, seed=0
+            )
+        )
+    )
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch), model(batch, cross=True, intra=True).basic)
+
+
+def majority_miou(data) -> float:
+    """mIoU of the best constant prediction (the most frequent class): the bar for 'above chance'."""
+    labels = np.concatenate([scene.full_labels for scene in data.test])
+    majority = np.bincount(labels[labels >= 0]).argmax()
+    matrix = ConfusionMatrix(len(data.class_names))
+    matrix.update(labels, np.full_like(labels, majority))
+    return 100 * matrix.miou()
+
+
+def test_tiny_training_run_lowers_the_loss_and_beats_chance(small_data, tmp_path):
+    config, data = small_data
+    config = with_method(config, "baseline", 120)
+    model, (report,) = trainer.train(config, data.train, tmp_path, lambda m: None)
+    losses = np.array(report.losses)
+    assert losses[-20:].mean() < 0.7 * losses[:10].mean()
+    result = evaluate(
+        model.backbone,
+        data.test,
+        data.feature_names,
+        data.class_names,
+        config.levels(),
+        config.data.sphere_radius,
+        config.eval,
+        torch.device("cpu"),
+        progress=lambda m: None,
+    )
+    chance = majority_miou(data)
+    print(
+        f"tiny run: loss {losses[:10].mean():.2f} -> {losses[-20:].mean():.2f}, mIoU {result['miou']:.1f} "
+        f"(majority-class mIoU {chance:.1f})"
+    )
+    assert result["miou"] > 3 * chance
