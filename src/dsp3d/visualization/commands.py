@@ -1,0 +1,74 @@
+"""``dsp3d plot`` and ``dsp3d export``: the command-line entry points of this package."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from dsp3d.visualization.export import export_scene
+from dsp3d.visualization.plotset import (
+    AffinityOptions,
+    affinity_plots,
+    chart_plots,
+    scene_plots,
+    write_plots,
+)
+from dsp3d.visualization.runs import RunRecord, find_runs
+from dsp3d.visualization.scenes import predict_scenes
+
+# Datasets of closed rooms, whose renders hide the ceiling (the top 20% of the height) by default.
+INDOOR = ("synthetic", "s3dis")
+DEFAULT_CUT = 0.8
+
+
+def default_cut(runs: list[RunRecord], cut: float | None) -> float | None:
+    """The height fraction above which renders hide points: ``cut`` when given (1 or more: keep all),
+    else DEFAULT_CUT for indoor datasets with ceilings and nothing hidden for others."""
+    if cut is not None:
+        return None if cut >= 1 else cut
+    return DEFAULT_CUT if runs and runs[0].config().data.dataset in INDOOR else None
+
+
+def plot_command(
+    paths: list[str],
+    out: str | Path,
+    scenes: list[str] | None = None,
+    scene_count: int = 1,
+    pair: int = 0,
+    point: int | None = None,
+    cut: float | None = None,
+    device: str = "auto",
+    with_scenes: bool = True,
+    progress: Callable[[str], None] = print,
+) -> list[Path]:
+    """Write every plot of the runs in ``paths`` to ``out``; returns the PNG paths."""
+    runs = find_runs(paths)
+    progress(f"plotting {len(runs)} run(s): {', '.join(run.name for run in runs)}")
+    plots = chart_plots(runs)
+    if with_scenes:
+        predicted = predict_scenes(runs, scenes, scene_count, device, progress)
+        plots += scene_plots(predicted, default_cut(runs, cut))
+        if predicted:
+            plots += affinity_plots(runs, AffinityOptions(predicted[0].name, pair, point), progress)
+    written = write_plots(plots, out)
+    for path in written:
+        progress(f"  wrote {path}")
+    return written
+
+
+def export_command(
+    paths: list[str],
+    out: str | Path,
+    scenes: list[str] | None = None,
+    scene_count: int = 1,
+    device: str = "auto",
+    progress: Callable[[str], None] = print,
+) -> list[Path]:
+    """Coloured PLY files of test scenes: ground truth, and each run's prediction and errors."""
+    runs = find_runs(paths)
+    written = []
+    for scene in predict_scenes(runs, scenes, scene_count, device, progress):
+        for path in export_scene(scene, out):
+            progress(f"  wrote {path}")
+            written.append(path)
+    return written

@@ -1,0 +1,172 @@
+"""Pictures of point clouds: a test scene by ground truth / prediction / error, and Fig. 4's affinity
+maps. Images come from the numpy renderer (render.py); matplotlib only lays them out with titles,
+legends and colour bars."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.colors import LinearSegmentedColormap, LogNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from dsp3d.visualization.affinity import AffinityMap
+from dsp3d.visualization.colors import (
+    CORRECT,
+    HEAT_STOPS,
+    UNLABELLED,
+    WRONG,
+    error_colors,
+    heat_colors,
+    label_colors,
+    label_palette,
+)
+from dsp3d.visualization.render import ANGLE, TOP, View, height_cut, project, render
+from dsp3d.visualization.scenes import ScenePrediction
+
+HEAT_CMAP = LinearSegmentedColormap.from_list("dsp3d_heat", HEAT_STOPS / 255.0)
+PANEL = (480, 360)  # pixels of one rendered view
+
+
+def scene_accuracy(truth: np.ndarray, prediction: np.ndarray) -> float:
+    """Percent of the labelled points predicted right (NaN if none is labelled)."""
+    labelled = truth >= 0
+    return float(100.0 * np.mean(prediction[labelled] == truth[labelled])) if labelled.any() else float("nan")
+
+
+def scene_figure(
+    scene: ScenePrediction,
+    run: str,
+    cut: float | None = 0.8,
+    views: tuple[View, ...] = (TOP, ANGLE),
+    point_px: tuple[int, ...] = (3, 2),
+) -> Figure:
+    """Rows: views; columns: ground truth, the run's prediction, its errors. ``cut``: hide points above
+    that fraction of the height range (the ceiling), None to keep all. ``point_px``: square size per view
+    (from above, a floor is seen face-on and needs larger squares to look closed)."""
+    keep = height_cut(scene.points, cut)
+    points, truth, prediction = scene.points[keep], scene.truth[keep], scene.predictions[run][keep]
+    num_classes = len(scene.class_names)
+    colourings = [
+        ("ground truth", label_colors(truth, num_classes)),
+        (f"{run}: prediction", label_colors(prediction, num_classes)),
+        (
+            f"{run}: errors ({100 - scene_accuracy(truth, prediction):.1f}% wrong)",
+            error_colors(truth, prediction),
+        ),
+    ]
+    width, height = PANEL
+    figure = Figure(figsize=(3 * width / 100, len(views) * height / 100 + 1.1), layout="constrained")
+    axes = figure.subplots(len(views), 3, squeeze=False)
+    for row, view in enumerate(views):
+        for col, (title, colors) in enumerate(colourings):
+            ax = axes[row][col]
+            image = render(points, colors, view, width, height, point_px=point_px[row])
+            ax.imshow(image, interpolation="nearest")  # pixels as rendered, no blending of colours
+            ax.set_title(f"{title}, {view.name}" if view.name else title, fontsize=9)
+            ax.set_axis_off()
+    shown = "" if cut is None else f" (points above {cut:.0%} of the height hidden)"
+    figure.suptitle(f"{scene.name}{shown}", fontsize=10)
+    figure.legend(
+        handles=_legend(scene.class_names, truth, prediction),
+        loc="outside lower center",
+        ncol=min(8, num_classes + 2),
+        fontsize=8,
+        frameon=False,
+    )
+    return figure
+
+
+def _legend(class_names: list[str], truth: np.ndarray, prediction: np.ndarray) -> list[Patch]:
+    """Patches for the classes that appear in the ground truth or the prediction, and the error colours."""
+    palette = label_palette(len(class_names))
+    present = set(np.unique(truth).tolist()) | set(np.unique(prediction).tolist())
+    handles = [
+        Patch(color=palette[c] / 255.0, label=name) for c, name in enumerate(class_names) if c in present
+    ]
+    handles += [Patch(color=CORRECT / 255.0, label="correct"), Patch(color=WRONG / 255.0, label="wrong")]
+    if (truth < 0).any():
+        handles.append(Patch(color=UNLABELLED / 255.0, label="unlabelled"))
+    return handles
+
+
+def log_scale(weights: np.ndarray, floor_percentile: float = 2.0) -> tuple[np.ndarray, float, float]:
+    """(t in [0, 1], low, high): weights on a log scale from their ``floor_percentile`` to their maximum.
+
+    Softmax rows span anything from one decade (a flat CSFR row) to ten (a peaked ISFR row); a log scale
+    over each row's own range shows the structure of both.
+    """
+    positive = weights[weights > 0]
+    high = float(weights.max())
+    low = float(np.percentile(positive, floor_percentile)) if len(positive) else high
+    low = min(low, high / 1.0001)
+    t = (np.log(np.maximum(weights, low)) - np.log(low)) / (np.log(high) - np.log(low))
+    return t, low, high
+
+
+def _mark(ax, points: np.ndarray, index: int, width: int, height: int, face: str) -> None:
+    """A large round marker on point ``index`` of an image rendered at ANGLE with point_px 5."""
+    where = project(points, ANGLE, width, height, point_px=5)
+    ax.scatter(
+        [where.col[index] + 2],
+        [where.row[index] + 2],
+        s=110,
+        c=face,
+        edgecolors="black",
+        linewidths=1.2,
+        zorder=3,
+    )
+
+
+def affinity_figure(
+    maps: list[AffinityMap], run: str, scene: str, pair: int, class_names: list[str]
+) -> Figure:
+    """One row per module: its affinity over the target sphere (left), the query sphere with the chosen
+    point in red (right), as in the paper's Fig. 4."""
+    width, height = 420, 320
+    num_classes = len(class_names)
+    figure = Figure(figsize=(2 * width / 100 + 1.0, len(maps) * height / 100 + 0.6), layout="constrained")
+    axes = figure.subplots(len(maps), 2, squeeze=False)
+    for row, amap in enumerate(maps):
+        t, low, high = log_scale(amap.weights)
+        heat_ax, query_ax = axes[row]
+        heat_ax.imshow(
+            render(amap.target_points, heat_colors(t), ANGLE, width, height, point_px=5, shade=0.15)
+        )
+        partner = "the paired sphere" if amap.module == "CSFR" else "its own sphere"
+        if amap.module == "ISFR":  # the query is one of the target points: ring it
+            _mark(heat_ax, amap.target_points, amap.query, width, height, face="none")
+        heat_ax.set_title(f"{amap.module} affinity over {partner} ({amap.checkpoint})", fontsize=9)
+        bar = figure.colorbar(_scalar_mappable(low, high), ax=heat_ax, shrink=0.8)
+        bar.set_label("affinity (softmax weight, log scale)", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        # Ground-truth colours, paled so that the red query stands out, say what the affinity follows.
+        pale = (label_colors(amap.query_labels, num_classes) * 0.45 + 255 * 0.55).astype(np.uint8)
+        query_ax.imshow(render(amap.query_points, pale, ANGLE, width, height, point_px=5, shade=0.15))
+        _mark(query_ax, amap.query_points, amap.query, width, height, face="red")
+        query_ax.set_title(f"chosen point {amap.query} (red); sphere by ground truth", fontsize=9)
+        for ax in (heat_ax, query_ax):
+            ax.set_axis_off()
+    figure.suptitle(
+        f"{run}: affinity of one point, {scene}, test-sphere pair {pair} (level L-2)", fontsize=10
+    )
+    present = set(
+        np.unique(np.concatenate([m.query_labels for m in maps] + [m.target_labels for m in maps])).tolist()
+    )
+    palette = label_palette(num_classes)
+    handles = [Patch(color=palette[c] / 255.0, label=n) for c, n in enumerate(class_names) if c in present]
+    figure.legend(
+        handles=handles,
+        loc="outside lower right",
+        ncol=min(7, len(handles) or 1),
+        fontsize=7,
+        frameon=False,
+        title="ground truth (right)",
+        title_fontsize=7,
+    )
+    return figure
+
+
+def _scalar_mappable(low: float, high: float):
+    from matplotlib.cm import ScalarMappable
+
+    return ScalarMappable(norm=LogNorm(vmin=low, vmax=high), cmap=HEAT_CMAP)

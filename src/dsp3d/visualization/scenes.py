@@ -1,0 +1,137 @@
+"""Test scenes at full resolution with every run's prediction, for renders, the viewer and exports.
+
+Each run is scored as evaluation scores it (dsp3d.evaluation.evaluate.vote_scene on the run's own
+subsampled cloud, projected back to every original point), so the pictures show the predictions that
+the run's mIoU counts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dsp3d.data.prepare import dataset_sources, prepare_data
+from dsp3d.evaluation.evaluate import vote_scene
+from dsp3d.training.export import load_inference_model
+from dsp3d.training.trainer import resolve_device
+from dsp3d.visualization.runs import RunRecord
+
+
+@dataclass
+class ScenePrediction:
+    """One test scene and each run's prediction of its points.
+
+    points:      float32 [N, 3], relative to ``offset`` (float64 [3])
+    rgb:         uint8 [N, 3] input colours, or None for colour-less scans
+    truth:       int64 [N] ground-truth class, -1 where unknown
+    predictions: run name -> int64 [N] predicted class
+    """
+
+    name: str
+    points: np.ndarray
+    rgb: np.ndarray | None
+    truth: np.ndarray
+    class_names: list[str]
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def file_stem(self) -> str:
+        return safe_name(self.name)
+
+    def subset(self, indices: np.ndarray) -> ScenePrediction:
+        """The same scene restricted to ``indices`` (e.g. a random share of a very large scene)."""
+        return ScenePrediction(
+            self.name,
+            self.points[indices],
+            None if self.rgb is None else self.rgb[indices],
+            self.truth[indices],
+            self.class_names,
+            self.offset,
+            {run: labels[indices] for run, labels in self.predictions.items()},
+        )
+
+    def thinned(self, max_points: int, seed: int = 0) -> ScenePrediction:
+        """At most ``max_points`` points, a seeded uniform draw in the original order."""
+        if len(self.points) <= max_points:
+            return self
+        rng = np.random.default_rng(seed)
+        return self.subset(np.sort(rng.choice(len(self.points), size=max_points, replace=False)))
+
+
+def safe_name(name: str) -> str:
+    """A scene or run name as part of a file name (S3DIS scenes are 'Area_5/office_1', ablation runs
+    'csfr/seed0')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "unnamed"
+
+
+def select_indices(names: list[str], wanted: list[str] | None, count: int) -> list[int]:
+    """Indices of the scenes to show: ``wanted`` by name or index, else the first ``count``."""
+    if not wanted:
+        return list(range(min(count, len(names))))
+    chosen = []
+    for item in wanted:
+        if item in names:
+            chosen.append(names.index(item))
+        elif item.isdigit() and int(item) < len(names):
+            chosen.append(int(item))
+        else:
+            raise ValueError(f"no test scene '{item}'; the test scenes are: {', '.join(names)}")
+    return chosen
+
+
+def predict_scenes(
+    runs: list[RunRecord],
+    wanted: list[str] | None = None,
+    count: int = 1,
+    device: str = "auto",
+    progress: Callable[[str], None] = print,
+) -> list[ScenePrediction]:
+    """The chosen test scenes of the first run's dataset, each with every run's full-resolution
+    prediction. Runs must have been tested on the same scenes (the same dataset and split)."""
+    if not runs:
+        return []
+    torch_device = resolve_device(device)
+    quiet = lambda message: None  # noqa: E731 - the dataset summary is not news here
+    first_config = runs[0].config()
+    reference = prepare_data(first_config, quiet, test_only=True)
+    names = [scene.cloud.name for scene in reference.test]
+    indices = select_indices(names, wanted, count)
+    _, sources, class_names = dataset_sources(first_config)
+    scenes = []
+    for index in indices:
+        full = sources[index].load()
+        test = reference.test[index]
+        if len(full) != len(test.full_labels):
+            raise ValueError(f"{names[index]}: the loaded scene no longer matches its cached test scene")
+        rgb = None if full.colors is None else np.round(np.clip(full.colors, 0, 1) * 255).astype(np.uint8)
+        scenes.append(
+            ScenePrediction(names[index], full.points, rgb, test.full_labels, class_names, full.offset)
+        )
+    for run in runs:
+        config = run.config()
+        data = reference if run is runs[0] else prepare_data(config, quiet, test_only=True)
+        run_names = [scene.cloud.name for scene in data.test]
+        if run_names != names:
+            raise ValueError(
+                f"{run.name} was tested on other scenes than {runs[0].name}; compare runs of one dataset"
+            )
+        model, meta = load_inference_model(run.path / "model.pt", torch_device)
+        for scene, index in zip(scenes, indices, strict=True):
+            progress(f"  predicting {scene.name} with {run.name}")
+            cloud = data.test[index].cloud
+            probs = vote_scene(
+                model,
+                cloud,
+                meta.feature_names,
+                meta.levels,
+                meta.sphere_radius,
+                config.eval,
+                torch_device,
+                len(meta.class_names),
+            )
+            scene.predictions[run.name] = probs.argmax(axis=1).astype(np.int64)[cloud.reprojection]
+    return scenes

@@ -1,0 +1,50 @@
+import json
+
+import numpy as np
+import pytest
+
+from dsp3d.evaluation.metrics import ConfusionMatrix
+from dsp3d.visualization.runs import find_runs
+from dsp3d.visualization.scenes import ScenePrediction, predict_scenes, select_indices
+
+
+def test_predictions_are_the_ones_the_results_count(tiny_demo):
+    runs = find_runs([tiny_demo])
+    scenes = predict_scenes(runs, None, count=5, device="cpu", progress=lambda m: None)
+    assert [s.name for s in scenes] == ["test_000"]  # the tiny dataset has one test room
+    scene = scenes[0]
+    assert set(scene.predictions) == {"baseline", "dsp"}
+    assert scene.rgb is not None and scene.rgb.dtype == np.uint8 and len(scene.rgb) == len(scene.points)
+    for run in runs:
+        matrix = ConfusionMatrix(len(run.class_names))
+        matrix.update(scene.truth, scene.predictions[run.name])
+        # Same model, same voting, same points: exactly the confusion matrix of results.json.
+        expected = json.loads((run.path / "results.json").read_text())["confusion"]
+        assert matrix.matrix.tolist() == expected
+
+
+def test_scene_selection_by_name_or_index():
+    names = ["a", "b", "c"]
+    assert select_indices(names, None, 2) == [0, 1]
+    assert select_indices(names, ["c", "0"], 1) == [2, 0]
+    with pytest.raises(ValueError, match="the test scenes are: a, b, c"):
+        select_indices(names, ["z"], 1)
+
+
+def test_thinned_scene_is_a_seeded_subset_in_order():
+    n = 1000
+    scene = ScenePrediction(
+        "s",
+        np.arange(3 * n, dtype=np.float32).reshape(n, 3),
+        None,
+        np.arange(n) % 4,
+        ["a", "b", "c", "d"],
+        predictions={"r": np.arange(n) % 3},
+    )
+    small = scene.thinned(100)
+    assert len(small.points) == 100 and len(small.predictions["r"]) == 100
+    index = (small.points[:, 0] / 3).astype(np.int64)
+    assert (np.diff(index) > 0).all()
+    assert (small.truth == index % 4).all() and (small.predictions["r"] == index % 3).all()
+    assert np.array_equal(scene.thinned(100).points, small.points)
+    assert scene.thinned(5000) is scene
