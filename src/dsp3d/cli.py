@@ -79,7 +79,81 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", help="model.pt written by train / demo")
     _add_config_args(evaluate, required=True)
     evaluate.add_argument("--out", default=None, help="where to write results.json")
+    _add_picture_commands(sub)
     return parser
+
+
+def _add_scene_args(parser: argparse.ArgumentParser, count: int) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders, or folders of runs (demo)")
+    parser.add_argument(
+        "--scene",
+        dest="scenes",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help=f"test scene by name or index (repeatable; default: the first {count})",
+    )
+    parser.add_argument(
+        "--scene-count", type=int, default=count, help=f"scenes when none named (default {count})"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
+def _add_figure_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pair", type=int, default=0, help="test-sphere pair of the affinity maps (default 0)"
+    )
+    parser.add_argument("--point", type=int, default=None, help="query point of the affinity maps")
+    parser.add_argument(
+        "--cut",
+        type=float,
+        default=None,
+        help="hide points above this fraction of a scene's height (default 0.8 indoors; 1 keeps all)",
+    )
+
+
+def _add_picture_commands(sub) -> None:
+    plot = sub.add_parser("plot", help="PNG plots: curves, IoU, confusion, scene renders, affinity maps")
+    _add_scene_args(plot, 1)
+    _add_figure_args(plot)
+    plot.add_argument("-o", "--out", default="plots", help="output folder (default plots)")
+    plot.add_argument("--no-scenes", action="store_true", help="only the charts (no prediction needed)")
+    report = sub.add_parser("report", help="one self-contained HTML report with a 3D viewer")
+    _add_scene_args(report, 2)
+    _add_figure_args(report)
+    report.add_argument("-o", "--out", default="report.html", help="output file (default report.html)")
+    report.add_argument("--ablation", default=None, help="ablation.json of dsp3d ablate (Table 1)")
+    report.add_argument("--max-points", type=int, default=200_000, help="viewer points per scene")
+    report.add_argument("--title", default="dsp3d report")
+    export = sub.add_parser("export", help="coloured PLY of ground truth, predictions and errors")
+    _add_scene_args(export, 1)
+    export.add_argument("-o", "--out", default="export", help="output folder (default export)")
+
+
+def _picture_command(args: argparse.Namespace, progress) -> None:
+    scenes = dict(scenes=args.scenes, scene_count=args.scene_count, device=args.device, progress=progress)
+    if args.command == "plot":
+        from dsp3d.visualization.commands import plot_command
+
+        figures = dict(pair=args.pair, point=args.point, cut=args.cut)
+        plot_command(args.runs, args.out, with_scenes=not args.no_scenes, **figures, **scenes)
+    elif args.command == "report":
+        from dsp3d.report.command import report_command
+
+        figures = dict(pair=args.pair, point=args.point, cut=args.cut)
+        report_command(
+            args.runs,
+            args.out,
+            args.ablation,
+            max_points=args.max_points,
+            title=args.title,
+            **figures,
+            **scenes,
+        )
+    else:
+        from dsp3d.visualization.commands import export_command
+
+        export_command(args.runs, args.out, **scenes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             from dsp3d.commands import evaluate_command
 
             evaluate_command(args.checkpoint, load_config(args.config, args.overrides), args.out, progress)
+        elif args.command in ("plot", "report", "export"):
+            _picture_command(args, progress)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2

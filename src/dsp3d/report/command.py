@@ -1,0 +1,73 @@
+"""``dsp3d report``: runs to one self-contained HTML page."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from dsp3d.io.atomic import atomic_output
+from dsp3d.report.page import ReportContent, render_page
+from dsp3d.report.tables import ablation_rows
+from dsp3d.report.viewer import viewer_data
+from dsp3d.visualization.commands import default_cut
+from dsp3d.visualization.plotset import AffinityOptions, affinity_plots, chart_plots, scene_plots
+from dsp3d.visualization.runs import find_runs
+from dsp3d.visualization.scenes import predict_scenes
+
+VIEWER_POINTS = 200_000  # per scene: what the viewer draws smoothly on a laptop's integrated GPU
+
+
+def find_ablation(paths: list[str]) -> Path | None:
+    """An ablation.json at the top of one of the given folders (what ``dsp3d ablate`` writes)."""
+    for raw in paths:
+        candidate = Path(raw) / "ablation.json"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def report_command(
+    paths: list[str],
+    out: str | Path,
+    ablation: str | None = None,
+    scenes: list[str] | None = None,
+    scene_count: int = 2,
+    max_points: int = VIEWER_POINTS,
+    pair: int = 0,
+    point: int | None = None,
+    cut: float | None = None,
+    device: str = "auto",
+    title: str = "dsp3d report",
+    progress: Callable[[str], None] = print,
+) -> Path:
+    """Write the report of the runs in ``paths`` to ``out`` (scene_count 0: no scenes, no viewer)."""
+    runs = find_runs(paths)
+    progress(f"report on {len(runs)} run(s): {', '.join(run.name for run in runs)}")
+    ablation_path = Path(ablation) if ablation else find_ablation(paths)
+    rows, ratio = None, None
+    if ablation_path is not None:
+        data = json.loads(ablation_path.read_text())
+        rows, ratio = ablation_rows(data), data.get("ratio")
+    plots = chart_plots(runs)
+    viewer, notes = None, []
+    if scene_count > 0 or scenes:
+        predicted = predict_scenes(runs, scenes, scene_count, device, progress)
+        run_cut = default_cut(runs, cut)
+        progress("rendering the scenes")
+        plots += scene_plots(predicted, run_cut)
+        if predicted:
+            plots += affinity_plots(runs, AffinityOptions(predicted[0].name, pair, point), progress)
+        viewer = viewer_data(predicted, runs[0].class_names, max_points, run_cut)
+        thinned = [s.name for s in predicted if len(s.points) > max_points]
+        if thinned:
+            notes.append(
+                f"The viewer shows a uniform sample of {max_points:,} points of {', '.join(thinned)}."
+            )
+    content = ReportContent(title, runs, plots, rows, ratio, viewer, notes)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out) as tmp:
+        tmp.write_text(render_page(content), encoding="utf-8")
+    progress(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return out

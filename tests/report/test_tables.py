@@ -1,0 +1,82 @@
+import json
+import re
+
+from dsp3d.report.tables import ablation_rows, class_columns, table1_html, table4_html, training_table_html
+from dsp3d.visualization.runs import find_runs
+
+
+def _rows(html: str) -> list[list[str]]:
+    """Cell texts per body row, with '*' marking a bold cell."""
+    body = html.split("<tbody>", 1)[1]
+    rows = []
+    for row in re.findall(r"<tr>(.*?)</tr>", body):
+        cells = re.findall(r"<td>(.*?)</td>", row)
+        rows.append([re.sub(r"<b>(.*)</b>", r"*\1", c) for c in cells])
+    return rows
+
+
+def _run(folder, method, miou, per_class, oa=60.0):
+    folder.mkdir()
+    training = [
+        {"mode": m, "steps": 10, "seconds": 2.25, "first_loss": 2.5, "last_loss": 1.25} for m in method
+    ]
+    result = {"miou": miou, "oa": oa, "per_class_iou": per_class, "training": training}
+    (folder / "results.json").write_text(json.dumps(result))
+
+
+def test_table4_rows_bold_the_best_weak_label_value(tmp_path):
+    _run(tmp_path / "baseline", ["baseline"], 30.0, {"floor": 80.0, "chair": None})
+    _run(tmp_path / "dsp", ["csfr", "isfr"], 35.04, {"floor": 70.0, "chair": 5.0}, oa=58.0)
+    _run(tmp_path / "full", ["full"], 60.0, {"floor": 95.0, "chair": 40.0}, oa=90.0)
+    runs = find_runs([tmp_path / "baseline", tmp_path / "dsp", tmp_path / "full"])
+    html = table4_html(runs)
+    assert "<th>run</th><th>method</th><th>mIoU</th><th>OA</th>" in html
+    assert _rows(html) == [
+        ["baseline", "baseline", "30.0", "*60.0", "*80.0", "-"],
+        ["dsp", "csfr-isfr", "*35.0", "58.0", "70.0", "*5.0"],
+        ["full", "full", "60.0", "90.0", "95.0", "40.0"],  # the full-label bound is not ranked
+    ]
+    assert _rows(training_table_html(runs))[1] == ["dsp", "1", "csfr", "10", "2.2", "2.500", "1.250"]
+
+
+def test_table4_uses_the_paper_order_for_s3dis_classes():
+    names = ["ceiling", "floor", "wall", "beam", "column", "window", "door"]
+    names += ["table", "chair", "sofa", "bookcase", "board", "clutter"]
+    columns = class_columns(names)
+    assert [c for c, _ in columns][7:9] == ["chair", "table"] and columns[4] == ("column", "col.")
+    assert class_columns(["ground", "tree"]) == [("ground", "ground"), ("tree", "tree")]
+
+
+def test_table1_from_ablation_json():
+    data = {
+        "ratio": 0.01,
+        "rows": {
+            "baseline": {
+                "miou_mean": 40.0,
+                "miou_std": 1.0,
+                "miou": [39.0, 41.0],
+                "branches": {"basic": 40.0},
+            },
+            "csfr-isfr": {
+                "miou_mean": 44.5,
+                "miou_std": 0.5,
+                "miou": [44.0, 45.0],
+                "branches": {"basic": 44.5, "cross": 42.0},
+            },
+            "full": {"miou_mean": 60.0, "miou_std": 0.0, "miou": [60.0], "branches": {"basic": 60.0}},
+        },
+    }
+    rows = ablation_rows(data)
+    html = table1_html(rows, data["ratio"])
+    assert "mIoU (1% labels)" in html
+    assert _rows(html) == [
+        ["", "baseline", "40.0", "1.0", "39.0, 41.0", "40.0", "-", "-"],
+        ["two stage", "csfr-isfr", "*44.5", "0.5", "44.0, 45.0", "*44.5", "*42.0", "-"],
+        ["full labels", "full", "60.0", "0.0", "60.0", "60.0", "-", "-"],
+    ]
+
+
+def test_table_cells_are_escaped(tmp_path):
+    _run(tmp_path / "a<b>", ["baseline"], 1.0, {"<x>": 1.0})
+    html = table4_html(find_runs([tmp_path / "a<b>"]))
+    assert "a&lt;b&gt;" in html and "&lt;x&gt;" in html and "<x>" not in html

@@ -1,0 +1,57 @@
+import io
+
+from PIL import Image
+
+from dsp3d.cli import main
+from dsp3d.io.ply import read_ply
+
+
+def test_plot_writes_every_plot(tiny_demo, tmp_path):
+    out = tmp_path / "plots"
+    assert main(["--quiet", "plot", str(tiny_demo), "-o", str(out), "--device", "cpu"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "affinity_dsp.png",
+        "confusion_baseline.png",
+        "confusion_dsp.png",
+        "iou_per_class.png",
+        "scene_test_000_baseline.png",
+        "scene_test_000_dsp.png",
+        "training_curves.png",
+    ]
+    for path in out.iterdir():
+        image = Image.open(io.BytesIO(path.read_bytes()))
+        assert image.format == "PNG" and min(image.size) > 200
+
+
+def test_plot_without_scenes_needs_no_model(tiny_demo, tmp_path):
+    out = tmp_path / "charts"
+    assert main(["--quiet", "plot", str(tiny_demo / "dsp"), "-o", str(out), "--no-scenes"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "confusion_dsp.png",
+        "iou_per_class.png",
+        "training_curves.png",
+    ]
+
+
+def test_export_writes_ply_per_run(tiny_demo, tmp_path):
+    out = tmp_path / "ply"
+    assert main(["--quiet", "export", str(tiny_demo), "-o", str(out), "--device", "cpu"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "test_000_baseline_errors.ply",
+        "test_000_baseline_prediction.ply",
+        "test_000_dsp_errors.ply",
+        "test_000_dsp_prediction.ply",
+        "test_000_truth.ply",
+    ]
+    truth = read_ply(out / "test_000_truth.ply")
+    errors = read_ply(out / "test_000_dsp_errors.ply")
+    assert len(truth["x"]) == len(errors["x"]) > 1000
+    assert (errors["truth"] == truth["label"]).all()
+    assert ((errors["label"] == errors["truth"]) == (errors["correct"] == 1)).all()
+
+
+def test_plot_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):
+    assert main(["plot", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
