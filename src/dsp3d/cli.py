@@ -39,9 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    train = sub.add_parser("train", help="train one method from a config")
-    _add_config_args(train, required=True)
+    train = sub.add_parser("train", help="train one method from a config, or resume an interrupted run")
+    _add_config_args(train, required=False)
     train.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    train.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last checkpoint",
+    )
 
     ablate = sub.add_parser("ablate", help="Table 1 rows and Table 3 branches over several seeds")
     ablate.add_argument(
@@ -172,10 +178,20 @@ def main(argv: list[str] | None = None) -> int:
             from dsp3d.data.prepare import prepare_data
             from dsp3d.runs import run_method
 
-            config = load_config(args.config, args.overrides)
-            out = Path(args.out or Path("runs") / Path(args.config).stem)
+            if args.resume:
+                out = Path(args.resume)
+                if not (out / "config.yaml").is_file():
+                    raise ConfigError(f"{out}: not a run folder (no config.yaml); nothing to resume")
+                config = load_config(out / "config.yaml", args.overrides)
+                if (out / "weak_labels").is_dir():
+                    config.data.weak_labels = str(out / "weak_labels")  # exactly the labels it started with
+            elif args.config:
+                config = load_config(args.config, args.overrides)
+                out = Path(args.out or Path("runs") / Path(args.config).stem)
+            else:
+                raise ConfigError("train needs --config FILE (a new run) or --resume RUN_DIR")
             data = prepare_data(config, progress)
-            result = run_method(config, data, out, progress)
+            result = run_method(config, data, out, progress, resume=bool(args.resume))
             print(
                 f"{config.train.method}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
                 f"  ({out / 'results.json'})"

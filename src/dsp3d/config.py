@@ -100,8 +100,10 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 1
     device: str = "auto"
-    val_every: int = 0  # steps; 0 = only at the end
+    val_every: int = 0  # steps between validations on the held-out scenes (best.pt); 0 = none
     log_every: int = 20
+    checkpoint_every: int = 50  # steps between resume checkpoints (checkpoints/last.pt); 0 = stage ends only
+    max_bad_steps: int = 5  # non-finite losses in a row before the run stops
 
 
 @dataclass
@@ -225,6 +227,10 @@ def validate(config: Config) -> Config:
         (0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)"),
         (0 < t.lr_decay_total <= 1, "train.lr_decay_total", "must be in (0, 1]"),
         (t.num_workers >= 0, "train.num_workers", "must be >= 0"),
+        (t.val_every >= 0, "train.val_every", "must be >= 0"),
+        (t.log_every > 0, "train.log_every", "must be > 0"),
+        (t.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0"),
+        (t.max_bad_steps > 0, "train.max_bad_steps", "must be > 0"),
         (
             t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
             "train.device",

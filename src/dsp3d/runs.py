@@ -40,16 +40,35 @@ def run_method(
     data: PreparedData,
     run_dir: str | Path,
     progress: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> dict:
-    """Train ``config.train.method`` on ``data``, write ``run_dir/model.pt`` and ``run_dir/results.json``."""
+    """Train ``config.train.method`` on ``data``, write ``run_dir/model.pt`` and ``run_dir/results.json``.
+
+    resume: continue an interrupted run in ``run_dir`` (its config and weak labels are already there).
+    With ``train.val_every`` > 0 the held-out scenes are scored during training (metrics.jsonl, best.pt).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
     method = config.train.method
     scenes = fully_labelled(data.train) if method == "full" else data.train
-    if method != "full":
-        write_weak_labels(data, run_dir / "weak_labels")
-    model, reports = train(config, scenes, run_dir, progress)
+    if not resume:
+        save_config(config, run_dir / "config.yaml")
+        if method != "full":
+            write_weak_labels(data, run_dir / "weak_labels")
+    device = resolve_device(config.train.device)
+    scoring = (
+        data.feature_names,
+        data.class_names,
+        config.levels(),
+        config.data.sphere_radius,
+        config.eval,
+        device,
+    )
+
+    def validate(model) -> dict:
+        return evaluate(model.backbone, data.test, *scoring, progress=lambda message: None)
+
+    model, reports = train(config, scenes, run_dir, progress, resume=resume, validate=validate)
     meta = InferenceMeta(
         class_names=list(data.class_names),
         feature_names=list(data.feature_names),
@@ -61,16 +80,7 @@ def run_method(
         method=method,
     )
     export_inference_model(model.backbone, meta, run_dir / "model.pt")
-    device = resolve_device(config.train.device)
     progress(f"evaluating {method} on {len(data.test)} held-out scenes")
-    scoring = (
-        data.feature_names,
-        data.class_names,
-        config.levels(),
-        config.data.sphere_radius,
-        config.eval,
-        device,
-    )
     result = evaluate(model.backbone, data.test, *scoring, progress=progress)
     if config.eval.branches:
         result["branches"] = {"basic": result["miou"]}

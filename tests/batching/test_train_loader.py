@@ -123,3 +123,15 @@ def test_test_batches_cover_every_point_deterministically(scenes, pairs):
     n0 = int(first.lengths[0][0])
     offset = cloud.points[first.input_indices[:n0].numpy()] - first.points[0][:n0].numpy()
     assert np.ptp(offset, axis=0).max() < 1e-5
+
+
+def test_start_skips_exactly_the_first_batches(scenes):
+    train = TrainConfig(batch_points=3000, spheres_per_batch=4, num_workers=0)
+    full = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=True, seed=5), 5)
+    resumed = take(
+        make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=True, seed=5, start=3), 2
+    )
+    for a, b in zip(full[3:], resumed, strict=True):
+        torch.testing.assert_close(a.points[0], b.points[0])
+        torch.testing.assert_close(a.features, b.features)
+        assert torch.equal(a.input_indices, b.input_indices)

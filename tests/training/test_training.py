@@ -15,24 +15,10 @@ from dsp3d.model.kpfcnn import KPFCNN
 from dsp3d.training import trainer
 from dsp3d.training.export import InferenceMeta, export_inference_model, load_inference_model
 
-SMALL = [
-    "data.grid_size=0.08",
-    "data.sphere_radius=1.2",
-    "data.ratio=0.02",
-    "data.synthetic.train_rooms=4",
-    "data.synthetic.test_rooms=2",
-    "data.synthetic.density=150",
-    "model.first_features=16",
-    "train.batch_points=6000",
-    "train.num_workers=0",
-    "train.log_every=1000",
-    "eval.batch_points=30000",
-]
-
 
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    config = load_config(None, SMALL + [f"data.cache_dir={tmp_path_factory.mktemp('cache')}"])
+def small_data(small_synthetic):
+    config = load_config(None, small_synthetic)
     return config, prepare_data(config, progress=lambda message: None)
 
 

@@ -64,7 +64,14 @@ class SphereBatchPlanner(Sampler):
     """
 
     def __init__(
-        self, scene_set: SceneSet, radius: float, train: TrainConfig, pairs: bool, seed: int, picker: str
+        self,
+        scene_set: SceneSet,
+        radius: float,
+        train: TrainConfig,
+        pairs: bool,
+        seed: int,
+        picker: str,
+        start: int = 0,
     ):
         if picker not in PICKERS:
             raise ValueError(f"unknown sphere picker '{picker}'; valid: {', '.join(PICKERS)}")
@@ -72,6 +79,7 @@ class SphereBatchPlanner(Sampler):
             raise ValueError(f"spheres_per_batch must be even and >= 2, got {train.spheres_per_batch}")
         self.scene_set, self.radius, self.train = scene_set, radius, train
         self.pairs, self.seed, self.picker = pairs, seed, picker
+        self.start = start  # BatchSpecs planned and dropped first: a resumed run continues the stream
         self.pair_sampler: PairSampler | None = None
 
     def _units(self, rng: np.random.Generator) -> Iterator[list[SphereDraw]]:
@@ -101,6 +109,7 @@ class SphereBatchPlanner(Sampler):
         units = self._units(rng)
         budget, most = self.train.batch_points, self.train.spheres_per_batch
         pending = None
+        planned = 0
         while True:
             spheres: list[SphereDraw] = []
             total = 0
@@ -116,7 +125,10 @@ class SphereBatchPlanner(Sampler):
                     break
                 spheres.extend(unit)
                 total += size
-            yield BatchSpec(spheres, int(rng.integers(2**63 - 1)), self.pairs)
+            spec = BatchSpec(spheres, int(rng.integers(2**63 - 1)), self.pairs)
+            planned += 1
+            if planned > self.start:
+                yield spec
 
 
 class TrainSphereDataset(Dataset):
@@ -160,13 +172,16 @@ def make_train_loader(
     pairs: bool,
     seed: int,
     picker: str = "potential",
+    start: int = 0,
 ) -> DataLoader:
     """An endless DataLoader of training Batches (spheres of data_cfg.sphere_radius).
 
     pairs: batches of adjacent CSFR pairs with ``batch.pairs`` = [[0, 1], [2, 3], ...].
     picker: "potential" (coverage-driven, KPConv) or "balanced" (a weak point of a random class).
+    start: skip the first ``start`` batches of the stream (only their spheres are planned, which is cheap):
+    the stream then continues exactly where a run stopped after ``start`` steps.
     """
-    planner = SphereBatchPlanner(scene_set, data_cfg.sphere_radius, train_cfg, pairs, seed, picker)
+    planner = SphereBatchPlanner(scene_set, data_cfg.sphere_radius, train_cfg, pairs, seed, picker, start)
     workers = train_cfg.num_workers
     return DataLoader(
         TrainSphereDataset(scene_set, levels, aug_cfg),

@@ -2,17 +2,25 @@
 
 Each stage gets a fresh SGD optimiser and schedule; stage 2 starts from stage 1's weights. A stage
 runs a fixed number of steps, or, with a time budget, as many as the budget buys (measured on the
-first steps and then fixed, so the learning-rate schedule stays a pure function of the step).
+first steps, so the learning-rate schedule stays a pure function of the step and the planned total).
+
+A run folder holds, besides what runs.py adds: ``metrics.jsonl`` (a line per logged step and per
+validation), ``checkpoints/last.pt`` (model, optimiser, step and plan, written every
+``train.checkpoint_every`` steps, the previous one kept as ``last.prev.pt``), ``stage<k>.pt`` at each
+stage end and ``best.pt`` (best validation mIoU). ``train(..., resume=True)`` continues from
+``last.pt``: the sphere stream is replayed to the same step (dsp3d.batching.loader, ``start``) and
+every augmentation is seeded per batch, so a resumed run reaches the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,20 +31,21 @@ from dsp3d.config import Config
 from dsp3d.losses import stage_loss
 from dsp3d.model.dsp import METHOD_STAGES, STAGE_MODULES, DSPModel
 from dsp3d.sampling.scenes import SceneSet
-from dsp3d.training.checkpoint import atomic_torch_save
+from dsp3d.training.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
 from dsp3d.training.schedule import exponential_lr
 
 log = logging.getLogger("dsp3d")
 
+TRAINING_KIND = "dsp3d-training"
 # With a time budget, the step count is planned from the measured speed at these steps (the first plan
 # early, then refined once caches and allocator are warm); the lr schedule follows the latest plan.
 REPLAN_STEPS = (4, 16, 48)
 
+Validator = Callable[[DSPModel], dict]
 
-def planned_steps(step: int, spent_s: float, timed_s: float, budget_s: float, most: int) -> int:
-    """Steps a budget buys: those done plus the rest of the budget at the speed of steps 1..step-1."""
-    per_step = timed_s / (step - 1)
-    return max(step + 1, min(most, step + int((budget_s - spent_s) / per_step)))
+
+class TrainingDiverged(RuntimeError):
+    """The loss was not finite for ``train.max_bad_steps`` steps in a row."""
 
 
 @dataclass
@@ -47,6 +56,18 @@ class StageReport:
     first_loss: float
     last_loss: float
     losses: list[float] = field(default_factory=list)
+
+
+@dataclass
+class StageState:
+    """Where a stage stands; with the model and optimiser states, all a checkpoint needs to resume."""
+
+    stage: int  # index into METHOD_STAGES[method]
+    step: int = 0
+    total_steps: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    best_miou: float = -1.0
 
 
 def seed_everything(seed: int) -> None:
@@ -73,44 +94,138 @@ def stage_budgets(config: Config) -> list[float | None]:
     return [first, total - first]
 
 
+def planned_steps(step: int, spent_s: float, timed_s: float, budget_s: float, most: int) -> int:
+    """Steps a budget buys: those done plus the rest of the budget at the speed of steps 1..step-1."""
+    per_step = timed_s / (step - 1)
+    return max(step + 1, min(most, step + int((budget_s - spent_s) / per_step)))
+
+
+class RunFolder:
+    """The files of a run folder that the training loop writes (see the module docstring)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+        self.last = self.checkpoints / "last.pt"
+        self.previous = self.checkpoints / "last.prev.pt"
+        self.metrics = self.root / "metrics.jsonl"
+
+    def stage_path(self, stage: int) -> Path:
+        return self.root / f"stage{stage + 1}.pt"
+
+    def log_metrics(self, record: dict) -> None:
+        with open(self.metrics, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def save_last(self, payload: dict) -> None:
+        """last.pt, keeping the one before as last.prev.pt (a kill between the two renames loses neither)."""
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoints / "last.next.pt"
+        atomic_torch_save(payload, tmp)
+        if self.last.exists():
+            self.last.replace(self.previous)
+        tmp.replace(self.last)
+
+    def load_last(self) -> dict:
+        """The newest readable resume checkpoint; a corrupt or partial last.pt falls back to the previous."""
+        errors = []
+        for path in (self.last, self.previous):
+            try:
+                data = load_checkpoint(path)
+                if data.get("kind") != TRAINING_KIND or "stage_state" not in data:
+                    raise CheckpointError(f"{path}: not a resumable training checkpoint")
+                if errors:
+                    log.warning("%s; resuming from %s instead", errors[-1], path.name)
+                return data
+            except CheckpointError as error:
+                errors.append(str(error))
+        raise CheckpointError(f"{self.root}: nothing to resume from ({'; '.join(errors)})")
+
+    def trim_metrics(self, stage: int, step: int) -> None:
+        """Drop metric lines logged after the checkpoint a run resumes from (they will be logged again)."""
+        if not self.metrics.exists():
+            return
+        kept = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by the kill
+            if (record.get("stage", 0), record.get("step", 0)) <= (stage + 1, step):
+                kept.append(line)
+        tmp = self.metrics.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.metrics)
+
+
+def _checkpoint(model: DSPModel, optimizer, state: StageState, reports: list[StageReport], mode: str) -> dict:
+    return {
+        "kind": TRAINING_KIND,
+        "stage": state.stage + 1,
+        "mode": mode,
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "stage_state": asdict(state),
+        "reports": [asdict(r) for r in reports],
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
 def train_stage(
     model: DSPModel,
     scenes: SceneSet,
     config: Config,
     mode: str,
-    stage_index: int,
+    state: StageState,
     device: torch.device,
     budget_s: float | None,
+    folder: RunFolder,
+    reports: list[StageReport],
     progress: Callable[[str], None] = print,
+    optimizer_state: dict | None = None,
+    validate: Validator | None = None,
 ) -> StageReport:
+    """Run (or continue, from ``state.step``) one stage; checkpoints and metrics go to ``folder``."""
     cross, intra = STAGE_MODULES[mode]
     t = config.train
-    levels = config.levels()
     # The modules a stage does not use stay out of the optimiser (their weights are not trained there).
     params = list(model.backbone.parameters())
     params += list(model.csfr.parameters()) if cross else []
     params += list(model.isfr.parameters()) if intra else []
     optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    resumed = state.step > 0
+    if not resumed:
+        state.total_steps = t.steps
     loader = make_train_loader(
-        scenes, levels, config.data, config.augment, t, pairs=cross, seed=t.seed * 1000 + stage_index
+        scenes,
+        config.levels(),
+        config.data,
+        config.augment,
+        t,
+        pairs=cross,
+        seed=t.seed * 1000 + state.stage,
+        start=state.step,
     )
     model.train()
-    total_steps = t.steps
-    losses: list[float] = []
-    start = time.perf_counter()
+    start = time.perf_counter() - state.seconds
+    session_start = time.perf_counter()
     timed_from = None
-    step = 0
+    bad_steps = 0
+    window: list[dict[str, float]] = []
+    points_seen = 0
     for batch in loader:
-        if step >= total_steps:
+        if state.step >= state.total_steps:
             break
-        if budget_s is not None:
+        step = state.step
+        if budget_s is not None and not resumed:  # a resumed run keeps the plan it was checkpointed with
             if step == 1:  # the first step pays for worker start-up: time from the second one
                 timed_from = time.perf_counter()
             elif step in REPLAN_STEPS:
-                total_steps = planned_steps(
-                    step, time.perf_counter() - start, time.perf_counter() - timed_from, budget_s, t.steps
-                )
-        lr = exponential_lr(step, total_steps, t.lr, t.lr_decay_total)
+                now = time.perf_counter()
+                state.total_steps = planned_steps(step, now - start, now - timed_from, budget_s, t.steps)
+        lr = exponential_lr(step, state.total_steps, t.lr, t.lr_decay_total)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = batch.to(device)
@@ -126,30 +241,83 @@ def train_stage(
             t.lambda_sr,
             cross_rows=outputs.cross_rows,
         )
-        loss = terms.total
-        if not torch.isfinite(loss):
-            log.warning("stage %d step %d: non-finite loss, step skipped", stage_index + 1, step)
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            continue
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        state.step += 1
+        if not torch.isfinite(terms.total):
+            bad_steps += 1
+            log.warning("stage %d step %d: non-finite loss, step skipped", state.stage + 1, step)
+            if bad_steps >= t.max_bad_steps:
+                raise TrainingDiverged(
+                    f"training diverged: {bad_steps} non-finite losses in a row (stage {state.stage + 1},"
+                    f" step {step}); lower train.lr or check the input features for NaN/inf"
+                )
+            continue
+        bad_steps = 0
+        terms.total.backward()
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         optimizer.step()
-        losses.append(float(loss.detach()))
-        step += 1
-        if step % t.log_every == 0 or step == total_steps:
-            recent = float(np.mean(losses[-t.log_every :]))
+        state.losses.append(float(terms.total.detach()))
+        window.append(terms.as_floats())
+        points_seen += len(batch.points[0])
+        if state.step % t.log_every == 0 or state.step == state.total_steps:
             elapsed = time.perf_counter() - start
-            eta = elapsed / step * (total_steps - step)
+            record = {
+                "stage": state.stage + 1,
+                "mode": mode,
+                "step": state.step,
+                "total_steps": state.total_steps,
+                **{name: float(np.mean([w[name] for w in window])) for name in window[0]},
+                "lr": lr,
+                "points_per_s": round(points_seen / max(time.perf_counter() - session_start, 1e-9), 1),
+                "elapsed_s": round(elapsed, 2),
+            }
+            record["loss"] = record.pop("total")
+            folder.log_metrics(record)
+            eta = elapsed / state.step * (state.total_steps - state.step)
             progress(
-                f"  [{mode}] step {step}/{total_steps}  loss {recent:.3f}  lr {lr:.2e}  "
+                f"  [{mode}] step {state.step}/{state.total_steps}  loss {record['loss']:.3f}  lr {lr:.2e}  "
                 f"{elapsed:.0f}s elapsed, ~{eta:.0f}s left"
             )
-    seconds = time.perf_counter() - start
+            window = []
+        if validate is not None and t.val_every > 0 and state.step % t.val_every == 0:
+            _validate(model, validate, state, mode, folder, progress)
+        if t.checkpoint_every > 0 and state.step % t.checkpoint_every == 0 and state.step < state.total_steps:
+            state.seconds = time.perf_counter() - start
+            folder.save_last(_checkpoint(model, optimizer, state, reports, mode))
+    state.seconds = time.perf_counter() - start
+    losses = state.losses
     first = float(np.mean(losses[: max(1, min(10, len(losses)))])) if losses else math.nan
     last = float(np.mean(losses[-max(1, min(10, len(losses))) :])) if losses else math.nan
-    return StageReport(mode, step, seconds, first, last, losses)
+    return StageReport(mode, state.step, state.seconds, first, last, list(losses))
+
+
+def _validate(
+    model: DSPModel,
+    validate: Validator,
+    state: StageState,
+    mode: str,
+    folder: RunFolder,
+    progress: Callable[[str], None],
+) -> None:
+    result = validate(model)
+    model.train()
+    record = {"kind": "val", "stage": state.stage + 1, "mode": mode, "step": state.step}
+    record.update({key: result[key] for key in ("miou", "oa", "per_class_iou") if key in result})
+    folder.log_metrics(record)
+    progress(f"  [{mode}] validation at step {state.step}: mIoU {result['miou']:.1f}")
+    if result["miou"] > state.best_miou:
+        state.best_miou = result["miou"]
+        atomic_torch_save(
+            {
+                "kind": TRAINING_KIND,
+                "stage": state.stage + 1,
+                "mode": mode,
+                "step": state.step,
+                "miou": result["miou"],
+                "state_dict": model.state_dict(),
+            },
+            folder.root / "best.pt",
+        )
 
 
 def build_model(config: Config, in_features: int, num_classes: int) -> DSPModel:
@@ -171,22 +339,56 @@ def train(
     scenes: SceneSet,
     run_dir: str | Path,
     progress: Callable[[str], None] = print,
+    resume: bool = False,
+    validate: Validator | None = None,
 ) -> tuple[DSPModel, list[StageReport]]:
-    """Train every stage of ``config.train.method``; checkpoints each stage's end in ``run_dir``."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Train every stage of ``config.train.method`` in ``run_dir``; ``resume`` continues from last.pt."""
+    folder = RunFolder(run_dir)
+    folder.root.mkdir(parents=True, exist_ok=True)
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
-    in_features = scenes.feature_dim
-    model = build_model(config, in_features, scenes.num_classes).to(device)
-    reports = []
+    model = build_model(config, scenes.feature_dim, scenes.num_classes).to(device)
     stages = METHOD_STAGES[config.train.method]
-    for index, (mode, budget) in enumerate(zip(stages, stage_budgets(config), strict=True)):
-        progress(f"stage {index + 1}/{len(stages)}: {mode}")
-        report = train_stage(model, scenes, config, mode, index, device, budget, progress)
-        reports.append(report)
-        atomic_torch_save(
-            {"kind": "dsp3d-training", "stage": index + 1, "mode": mode, "state_dict": model.state_dict()},
-            run_dir / f"stage{index + 1}.pt",
+    reports: list[StageReport] = []
+    state, optimizer_state = StageState(stage=0), None
+    if resume:
+        checkpoint = folder.load_last()
+        model.load_state_dict(checkpoint["state_dict"])
+        reports = [StageReport(**r) for r in checkpoint["reports"]]
+        state = StageState(**checkpoint["stage_state"])
+        optimizer_state = checkpoint["optimizer"]
+        torch.set_rng_state(checkpoint["torch_rng"])
+        folder.trim_metrics(state.stage, state.step)
+        progress(f"resuming {folder.root} at stage {state.stage + 1}/{len(stages)}, step {state.step}")
+    elif folder.metrics.exists():
+        folder.metrics.unlink()  # a fresh run in an old folder starts a fresh log
+    budgets = stage_budgets(config)
+    while state.stage < len(stages):
+        mode = stages[state.stage]
+        progress(f"stage {state.stage + 1}/{len(stages)}: {mode}")
+        report = train_stage(
+            model,
+            scenes,
+            config,
+            mode,
+            state,
+            device,
+            budgets[state.stage],
+            folder,
+            reports,
+            progress,
+            optimizer_state,
+            validate,
         )
+        reports.append(report)
+        stage_payload = {
+            "kind": TRAINING_KIND,
+            "stage": state.stage + 1,
+            "mode": mode,
+            "state_dict": model.state_dict(),
+        }
+        atomic_torch_save(stage_payload, folder.stage_path(state.stage))
+        state, optimizer_state = StageState(stage=state.stage + 1, best_miou=state.best_miou), None
+        # A stage end is a resume point too: the next stage starts from these weights, fresh optimiser.
+        folder.save_last(_checkpoint(model, None, state, reports, mode))
     return model, reports

@@ -1,0 +1,26 @@
+"""`dsp3d demo` end to end on the small generated dataset: the table, results.json and the models."""
+
+import json
+
+from dsp3d.cli import main
+from dsp3d.training.export import load_inference_model
+
+
+def test_demo_writes_results_and_inference_models(small_synthetic, tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--minutes", "0", "--out", str(out), "--ratio", "0.02"]
+    for item in small_synthetic + ["train.steps=3", "eval.sphere_spacing=1.5"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "mIoU" in printed and "ceil." in printed and "1% label" not in printed and "2% label" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "synthetic" and results["ratio"] == 0.02
+    assert list(results["runs"]) == ["baseline", "dsp", "full"]
+    for run, result in results["runs"].items():
+        assert 0 <= result["miou"] <= 100 and 0 <= result["oa"] <= 100
+        assert len(result["per_class_iou"]) == 13
+        model, meta = load_inference_model(out / run / "model.pt")
+        assert meta.class_names[0] == "ceiling" and meta.method in ("baseline", "csfr-isfr", "full")
+        assert not any("csfr" in k or "isfr" in k for k in model.state_dict())
+    assert [stage["mode"] for stage in results["runs"]["dsp"]["training"]] == ["csfr", "isfr"]
