@@ -60,3 +60,15 @@ def test_missing_branch_and_unknown_mode_are_errors():
         stage_loss("csfr", LOGITS, None, None, LABELS, MASK)
     with pytest.raises(ValueError, match="unknown"):
         stage_loss("csfr-isfr", LOGITS, None, None, LABELS, MASK)
+
+
+def test_detached_cross_target_sends_no_regulariser_gradient_to_the_basic_branch():
+    basic = LOGITS.clone().requires_grad_(True)
+    cross = (LOGITS + 1.0).requires_grad_(True)
+    no_labels = torch.zeros(4, dtype=torch.bool)
+    stage_loss("csfr", basic, cross, None, LABELS, no_labels, cr_target_detach=True).total.backward()
+    assert torch.count_nonzero(basic.grad) == 0
+    torch.testing.assert_close(cross.grad, torch.full((4, 2), 2.0 / 8))
+    basic.grad = None
+    stage_loss("csfr", basic, cross, None, LABELS, no_labels).total.backward()
+    torch.testing.assert_close(basic.grad, torch.full((4, 2), -2.0 / 8))

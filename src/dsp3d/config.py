@@ -96,6 +96,7 @@ class TrainConfig:
     grad_clip: float = 100.0
     lambda_cr: float = 1.0
     lambda_sr: float = 1.0
+    cr_target_detach: bool = False  # L_CR treats the basic logits as a fixed target (teacher -> cross branch)
     pair_tries: int = 20
     seed: int = 0
     num_workers: int = 1

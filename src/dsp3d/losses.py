@@ -65,11 +65,13 @@ def stage_loss(
     lambda_cr: float = 1.0,
     lambda_sr: float = 1.0,
     cross_rows: torch.Tensor | None = None,
+    cr_target_detach: bool = False,
 ) -> LossTerms:
     """The loss of one training mode (a key of dsp3d.model.dsp.STAGE_MODULES).
 
     basic / cross / intra: logits [N_0, C] of the decoder branches; labels int64 [N_0]; weak_mask bool [N_0];
     cross_rows: bool [N_0], the points of paired samples (L_CR is computed on those only).
+    cr_target_detach: stop the gradient of L_CR into the basic branch's logits.
     """
     if mode not in STAGE_MODULES:
         raise ValueError(f"unknown training mode '{mode}'; valid: {', '.join(STAGE_MODULES)}")
@@ -81,7 +83,9 @@ def stage_loss(
     if uses_cross:
         if cross is None:
             raise ValueError(f"mode '{mode}' needs the cross branch's logits")
-        cross_reg = consistency(basic, cross, cross_rows)
+        # Detached, L_CR still routes i's supervision through the softmax into j's features, but no
+        # longer pulls the basic logits towards the (early on, poor) cross reconstruction.
+        cross_reg = consistency(basic.detach() if cr_target_detach else basic, cross, cross_rows)
     if uses_intra:
         if intra is None:
             raise ValueError(f"mode '{mode}' needs the intra branch's logits")

@@ -240,6 +240,7 @@ def train_stage(
             t.lambda_cr,
             t.lambda_sr,
             cross_rows=outputs.cross_rows,
+            cr_target_detach=t.cr_target_detach,
         )
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
