@@ -116,6 +116,7 @@ def test_viewer_draws_and_switches_colourings(tmp_path):
         wrong, right = _count(shot, WRONG), _count(shot, CORRECT)
         assert wrong > 2000 and right > 2000 and _count(shot, PALETTE[1]) == 0
         assert 0.5 < wrong / right < 2.0  # half of the floor is wrong
+        assert browser.evaluate("document.querySelector('.viewer-legend').textContent") == "correctwrong"
 
         _click(browser, "rgb")
         assert _count(browser.screenshot("#viewer canvas"), RGB) > 4000

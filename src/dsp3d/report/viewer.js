@@ -143,7 +143,7 @@
   function resetCamera() {
     var e = scene(state.scene).info.extent, m = scene(state.scene).info.min;
     camera.target = [m[0] + e[0] / 2, m[1] + e[1] / 2, m[2] + e[2] / 2];
-    camera.distance = 1.6 * Math.max(e[0], e[1], e[2], 1e-3);
+    camera.distance = 1.25 * Math.max(e[0], e[1], e[2], 1e-3);
     camera.yaw = -0.6;
     camera.pitch = 0.7;
   }
@@ -274,7 +274,7 @@
     if (state.mode === "error") {
       legend.appendChild(swatch(data.correct, "correct"));
       legend.appendChild(swatch(data.wrong, "wrong"));
-      legend.appendChild(swatch(data.unlabelled, "unlabelled"));
+      if (d.truth.indexOf(data.noLabel) >= 0) legend.appendChild(swatch(data.unlabelled, "unlabelled"));
     } else if (state.mode !== "rgb") {
       var labels = state.mode === "prediction" && state.run ? d.predictions[state.run] : d.truth;
       var seen = {};
