@@ -79,3 +79,17 @@ def test_indexed_png_keeps_few_colours_exact():
     decoded = np.asarray(Image.open(io.BytesIO(figure_png(figure, indexed=True))).convert("RGB"))
     assert Image.open(io.BytesIO(figure_png(figure, indexed=True))).mode == "P"
     assert decoded[-1, 0].tolist() == [12, 200, 99] and decoded[-1, 15].tolist() == [250, 3, 40]
+
+
+def test_smoothing_restarts_at_each_stage():
+    from dsp3d.visualization.charts import smooth_stages
+    from dsp3d.visualization.runs import TrainingCurve
+
+    curve = TrainingCurve(
+        steps=np.array([1, 2, 3, 4, 5]),
+        loss=np.array([1.0, 3.0, 5.0, 10.0, 20.0]),
+        lr=np.full(5, np.nan),
+        stage_starts=[(0, "csfr"), (3, "isfr")],
+        measured=True,
+    )
+    np.testing.assert_allclose(smooth_stages(curve, 2), [1.0, 2.0, 4.0, 10.0, 15.0])

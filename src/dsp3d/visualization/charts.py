@@ -120,7 +120,19 @@ def _draw_loss(ax, name: str, curve: TrainingCurve, color: str) -> None:
     window = max(1, len(curve.loss) // 50)
     if window > 1:
         ax.plot(curve.steps, curve.loss, color=color, alpha=0.25, linewidth=0.8)
-    ax.plot(curve.steps, smooth(curve.loss, window), color=color, label=name)
+    ax.plot(curve.steps, smooth_stages(curve, window), color=color, label=name)
+
+
+def smooth_stages(curve: TrainingCurve, window: int) -> np.ndarray:
+    """The loss smoothed within each stage: a new stage's loss (other terms, fresh lr) must not be
+    averaged with the end of the previous one."""
+    boundaries = np.array([start for start, _ in curve.stage_starts[1:]], dtype=np.int64)
+    stage = np.searchsorted(boundaries, curve.steps, side="left")
+    out = np.empty(len(curve.loss))
+    for index in np.unique(stage):
+        rows = stage == index
+        out[rows] = smooth(curve.loss[rows], window)
+    return out
 
 
 def iou_bars_figure(runs: list[RunRecord]) -> Figure:
