@@ -58,6 +58,15 @@ def test_export_writes_truth_prediction_and_errors_that_read_back(tmp_path):
     assert errors["truth"].tolist() == [0, 1, -1] and errors["correct"].tolist() == [1, 0, -1]
     rgb = np.stack([errors["red"], errors["green"], errors["blue"]], 1)
     np.testing.assert_array_equal(rgb, np.stack([CORRECT, WRONG, UNLABELLED]))
+    # The body, read without dsp3d's reader: packed little-endian rows of exactly these fields.
+    data = written[1].read_bytes()
+    body = data[data.index(b"end_header\n") + len(b"end_header\n") :]
+    row = np.dtype(
+        [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1"), ("label", "<i4")]
+    )
+    assert len(body) == 3 * row.itemsize == 3 * 19
+    raw = np.frombuffer(body, dtype=row)
+    assert raw["label"].tolist() == [0, 2, 1] and raw["y"].tolist() == [0.0, 0.25, 1.0]
     truth = read_ply(written[0])
     assert truth["label"].tolist() == [0, 1, -1]
     assert any("classes: 0=floor 1=wall 2=chair" in line for line in header)
