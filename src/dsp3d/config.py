@@ -98,6 +98,10 @@ class TrainConfig:
     lambda_sr: float = 1.0
     cr_target_detach: bool = False  # L_CR treats the basic logits as a fixed target (teacher -> cross branch)
     pair_tries: int = 20
+    # How the second sphere of a CSFR pair is drawn: "potential" (the next coverage spheres that share a
+    # labelled class: the same sphere distribution as the baseline) or "balanced" (centred on a weak point
+    # of a shared class). Measured on the generated rooms, "balanced" alone costs ~2 mIoU (docs/method.md).
+    pair_partner: str = "potential"
     seed: int = 0
     num_workers: int = 1
     device: str = "auto"
@@ -225,6 +229,7 @@ def validate(config: Config) -> Config:
             "must be an even number >= 2",
         ),
         (t.lr > 0, "train.lr", "must be > 0"),
+        (t.pair_partner in ("potential", "balanced"), "train.pair_partner", "must be potential or balanced"),
         (0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)"),
         (0 < t.lr_decay_total <= 1, "train.lr_decay_total", "must be in (0, 1]"),
         (t.num_workers >= 0, "train.num_workers", "must be >= 0"),

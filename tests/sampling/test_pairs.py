@@ -2,17 +2,19 @@ import dataclasses
 import logging
 
 import numpy as np
+import pytest
 
 from dsp3d.sampling.pairs import PairSampler, labelled_classes
 from dsp3d.sampling.spheres import ClassBalancedSampler, PotentialSampler
 from dsp3d.sampling.toy import toy_scene_set
 
 
-def make_pairs(scenes, tries=20, seed=0, picker="potential"):
+def make_pairs(scenes, tries=20, seed=0, picker="potential", partner="balanced"):
     rng = np.random.default_rng(seed)
     balanced = ClassBalancedSampler(scenes, 0.8, rng)
-    first = balanced if picker == "balanced" else PotentialSampler(scenes, 0.8, rng)
-    return PairSampler(scenes, first, balanced, tries)
+    potential = PotentialSampler(scenes, 0.8, rng)
+    first = balanced if picker == "balanced" else potential
+    return PairSampler(scenes, first, balanced, tries, potential if partner == "potential" else None)
 
 
 def test_labelled_classes_reads_only_weak_points():
@@ -25,10 +27,11 @@ def test_labelled_classes_reads_only_weak_points():
     assert labelled_classes(scenes, 0, some) == frozenset({3})
 
 
-def test_pairs_share_a_labelled_class():
+@pytest.mark.parametrize("partner", ["potential", "balanced"])
+def test_pairs_share_a_labelled_class(partner):
     scenes = toy_scene_set(num_scenes=3, seed=0, ratio=0.005)
     for picker in ("potential", "balanced"):
-        sampler = make_pairs(scenes, picker=picker)
+        sampler = make_pairs(scenes, picker=picker, partner=partner)
         for _ in range(30):
             a, b = sampler.draw()
             shared = sampler.classes(a) & sampler.classes(b)
@@ -36,9 +39,10 @@ def test_pairs_share_a_labelled_class():
         assert sampler.fallbacks == 0
 
 
-def test_pairs_can_come_from_different_scenes():
+@pytest.mark.parametrize("partner", ["potential", "balanced"])
+def test_pairs_can_come_from_different_scenes(partner):
     scenes = toy_scene_set(num_scenes=3, seed=0)
-    sampler = make_pairs(scenes)
+    sampler = make_pairs(scenes, partner=partner)
     pairs = [sampler.draw() for _ in range(30)]
     assert any(a.scene_id != b.scene_id for a, b in pairs)
 
@@ -56,3 +60,13 @@ def test_fallback_is_logged_and_counted(caplog):
     assert sampler.fallbacks > 0
     assert any("CSFR pairs" in record.getMessage() for record in caplog.records)
     assert any(r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_potential_partner_takes_most_partners_from_the_coverage_stream():
+    scenes = toy_scene_set(num_scenes=3, seed=0, ratio=0.05)
+    sampler = make_pairs(scenes, partner="potential")
+    for _ in range(30):
+        a, b = sampler.draw()
+        assert sampler.classes(a) & sampler.classes(b)
+    assert sampler.coverage_partners >= 24 and sampler.fallbacks == 0
+    assert make_pairs(scenes, partner="balanced").coverage_partners == 0

@@ -87,9 +87,11 @@ class SphereBatchPlanner(Sampler):
         balanced = ClassBalancedSampler(self.scene_set, self.radius, rng)
         if self.picker == "balanced" and not balanced.classes:
             raise ValueError("class-balanced spheres need weak-labelled points")
-        picker = balanced if self.picker == "balanced" else PotentialSampler(self.scene_set, self.radius, rng)
+        potential = PotentialSampler(self.scene_set, self.radius, rng)
+        picker = balanced if self.picker == "balanced" else potential
         if self.pairs:
-            self.pair_sampler = PairSampler(self.scene_set, picker, balanced, self.train.pair_tries)
+            coverage = potential if self.train.pair_partner == "potential" else None
+            self.pair_sampler = PairSampler(self.scene_set, picker, balanced, self.train.pair_tries, coverage)
         while True:
             yield list(self.pair_sampler.draw()) if self.pair_sampler else [picker.draw()]
 
