@@ -275,9 +275,15 @@ def train_stage(
             record["loss"] = record.pop("total")
             folder.log_metrics(record)
             eta = elapsed / state.step * (state.total_steps - state.step)
+            extra = "".join(
+                f" {name} {record[name]:.3f}"
+                for name in ("cross_reg", "seg_intra", "self_reg")
+                if record[name]
+            )
             progress(
-                f"  [{mode}] step {state.step}/{state.total_steps}  loss {record['loss']:.3f}  lr {lr:.2e}  "
-                f"{elapsed:.0f}s elapsed, ~{eta:.0f}s left"
+                f"  [{mode}] step {state.step}/{state.total_steps}  loss {record['loss']:.3f} (seg"
+                f" {record['seg']:.3f}{extra})  lr {lr:.2e}  {record['points_per_s']:,.0f} pts/s"
+                f"  {elapsed:.0f}s elapsed, ~{eta:.0f}s left"
             )
             window = []
         if validate is not None and t.val_every > 0 and state.step % t.val_every == 0:
