@@ -8,3 +8,12 @@ def test_exponential_lr_endpoints_and_midpoint():
     assert exponential_lr(100, 100, 0.01, 0.1) == pytest.approx(0.001)
     assert exponential_lr(50, 100, 0.01, 0.01) == pytest.approx(0.001)
     assert exponential_lr(500, 100, 0.01, 0.1) == pytest.approx(0.001)  # clamped past the end
+
+
+def test_planned_steps_spends_the_rest_of_the_budget_at_the_measured_speed():
+    from dsp3d.training.trainer import planned_steps
+
+    # 15 steps timed in 3 s (0.2 s each), 4 s spent of 60: 56 s buy 280 more steps.
+    assert planned_steps(16, 4.0, 3.0, 60.0, 10_000) == 16 + 280
+    assert planned_steps(16, 4.0, 3.0, 60.0, 100) == 100  # never more than train.steps
+    assert planned_steps(16, 70.0, 3.0, 60.0, 10_000) == 17  # over budget: at least the next step

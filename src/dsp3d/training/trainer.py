@@ -40,6 +40,7 @@ TRAINING_KIND = "dsp3d-training"
 # With a time budget, the step count is planned from the measured speed at these steps (the first plan
 # early, then refined once caches and allocator are warm); the lr schedule follows the latest plan.
 REPLAN_STEPS = (4, 16, 48)
+REPLAN_EVERY = 50  # and again every 50 steps after that: a shared machine's speed changes during a run
 
 Validator = Callable[[DSPModel], dict]
 
@@ -222,9 +223,12 @@ def train_stage(
         if budget_s is not None and not resumed:  # a resumed run keeps the plan it was checkpointed with
             if step == 1:  # the first step pays for worker start-up: time from the second one
                 timed_from = time.perf_counter()
-            elif step in REPLAN_STEPS:
+            elif step in REPLAN_STEPS or (step > REPLAN_STEPS[-1] and step % REPLAN_EVERY == 0):
                 now = time.perf_counter()
                 state.total_steps = planned_steps(step, now - start, now - timed_from, budget_s, t.steps)
+            if step > 0 and time.perf_counter() - start >= budget_s:  # slower than planned: stop on time
+                state.total_steps = step
+                break
         lr = exponential_lr(step, state.total_steps, t.lr, t.lr_decay_total)
         for group in optimizer.param_groups:
             group["lr"] = lr
