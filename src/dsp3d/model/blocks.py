@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dsp3d.levels import LevelSpec
+from dsp3d.model.indexing import neighbour_max
 from dsp3d.model.kpconv import KPConv
 
 LEAKY_SLOPE = 0.1
@@ -44,8 +45,7 @@ class SimpleBlock(nn.Module):
 
 def max_pool(x: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
     """[M, C]: per query, the max of its neighbours' features (shadow rows count as 0, as in KPConv)."""
-    padded = torch.cat([x, x.new_zeros((1, x.shape[1]))], 0)
-    return padded[neighbors].max(dim=1).values
+    return neighbour_max(x, neighbors)
 
 
 class ResnetBottleneckBlock(nn.Module):

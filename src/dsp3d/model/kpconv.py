@@ -6,6 +6,10 @@ For a query point q with support neighbours p_h (features x_h) and kernel points
 
 Missing neighbours carry the shadow index N (one past the last support point): they are given a point far
 away, so their influence is 0, and a zero feature row.
+
+``KPConv`` computes this as two sparse products over the non-zero influences only (kernel_graph.py);
+``kpconv_reference`` is the usual dense formulation, kept as the slow, obvious path the tests check the
+layer against.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import math
 import torch
 from torch import nn
 
+from dsp3d.model.kernel_graph import KPConvFunction, kernel_graph
 from dsp3d.model.kernel_points import kernel_points
 
 # Kernel points sit in a ball of this fraction of the convolution radius (KPConv's own choice, 0.66):
@@ -86,12 +91,12 @@ class KPConv(nn.Module):
         self, q_points: torch.Tensor, s_points: torch.Tensor, neighbors: torch.Tensor, features: torch.Tensor
     ) -> torch.Tensor:
         """q_points [M, 3], s_points [N, 3], neighbors int64 [M, H], features [N, C_in] -> [M, C_out]."""
-        # The points carry no gradient (rigid kernels): the influence is a constant of the graph.
-        with torch.no_grad():
-            influence = neighbour_influence(q_points, s_points, neighbors, self.kernel, self.extent)
-        padded = torch.cat([features, features.new_zeros((1, features.shape[1]))], 0)
-        weighted = influence.to(features.dtype).transpose(1, 2) @ padded[neighbors]  # [M, K, C_in]
-        return weighted.reshape(len(q_points), -1) @ self.weights.reshape(-1, self.out_channels)
+        # The points carry no gradient (rigid kernels): the influences are a constant of the graph, shared
+        # by the layers that use the same neighbourhoods inside kernel_graph.shared_graphs().
+        graph = kernel_graph(
+            q_points, s_points, neighbors, self.kernel, self.extent, features.dtype, SHADOW_DISTANCE
+        )
+        return KPConvFunction.apply(features, self.weights, graph)
 
     def extra_repr(self) -> str:
         return (

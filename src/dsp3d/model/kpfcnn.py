@@ -22,6 +22,8 @@ from torch import nn
 from dsp3d.batching.batch import Batch
 from dsp3d.levels import LevelSpec
 from dsp3d.model.blocks import ResnetBottleneckBlock, SimpleBlock, UnaryBlock
+from dsp3d.model.indexing import gather_rows
+from dsp3d.model.kernel_graph import shared_graphs
 
 
 @dataclass
@@ -87,6 +89,14 @@ class KPFCNN(nn.Module):
 
     def encode(self, batch: Batch) -> Encoded:
         self._check(batch)
+        with shared_graphs():  # the KPConvs of a level share its kernel-influence graph
+            skips = self._encoder(batch)
+        top = len(self.levels) - 2
+        features = self._merge(top, skips[-1], skips[top], batch)
+        return Encoded(features=features, skips=skips[: top + 1])
+
+    def _encoder(self, batch: Batch) -> list[torch.Tensor]:
+        """skips[l] [N_l, w(l)]: the encoder's output at every level."""
         points, neighbors = batch.points, batch.neighbors
         x = self.stem(points[0], neighbors[0], batch.features)
         skips = []
@@ -98,13 +108,11 @@ class KPFCNN(nn.Module):
             for block in blocks:
                 x = block(points[level], points[level], neighbors[level], x)
             skips.append(x)
-        top = len(self.levels) - 2
-        features = self._merge(top, skips[-1], skips[top], batch)
-        return Encoded(features=features, skips=skips[: top + 1])
+        return skips
 
     def _merge(self, level: int, coarse: torch.Tensor, skip: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Nearest upsampling of ``coarse`` (level l+1) to level l, skip concatenation, unary."""
-        return self.decoder[level](torch.cat([coarse[batch.upsamples[level]], skip], dim=1))
+        return self.decoder[level](torch.cat([gather_rows(coarse, batch.upsamples[level]), skip], dim=1))
 
     def decode(self, features: torch.Tensor, encoded: Encoded, batch: Batch) -> torch.Tensor:
         """features [N_{L-2}, K] (encode's, or reallocated ones with the same layout) -> logits [N_0, C]."""
