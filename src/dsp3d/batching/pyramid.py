@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
@@ -9,6 +15,7 @@ from scipy.spatial import cKDTree
 from dsp3d.batching.batch import Batch
 from dsp3d.batching.neighbors import StackedTree, separation
 from dsp3d.levels import LevelSpec
+from dsp3d.preprocessing.cache import cache_key, default_cache_dir
 from dsp3d.preprocessing.grid import grid_subsample_points
 from dsp3d.sampling.sample import Sample
 from dsp3d.sampling.scenes import SceneSet
@@ -129,3 +136,64 @@ def calibrate_caps(
             )
             sizes[index].append(np.asarray(counts))
     return [max(1, int(np.ceil(np.percentile(np.concatenate(s), percentile)))) for s in sizes]
+
+
+def _scenes_fingerprint(scene_set: SceneSet, samples: int = 64) -> list:
+    """What identifies the scenes for the caps cache: names, sizes and a strided sample of each scene's
+    points (hashing every point of a large dataset would cost more than the calibration it saves)."""
+    parts = []
+    for cloud in scene_set.clouds:
+        picked = np.linspace(0, len(cloud) - 1, num=min(samples, len(cloud))).astype(np.int64)
+        parts.append([cloud.name, len(cloud), np.round(cloud.points[picked].astype(np.float64), 5).tolist()])
+    return parts
+
+
+def cached_caps(
+    scene_set: SceneSet,
+    levels: list[LevelSpec],
+    radius: float,
+    percentile: float = 90.0,
+    num_spheres: int = 20,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+) -> list[int]:
+    """``calibrate_caps``, computed once per (scenes, level radii and grids, sphere radius, percentile,
+    spheres, seed) and then read from ``<cache>/caps/<key>.json`` (cache: ``cache_dir`` or
+    dsp3d.preprocessing.cache.default_cache_dir()). The file is written atomically.
+    """
+    key = cache_key(
+        kind="neighbour_caps",
+        scenes=_scenes_fingerprint(scene_set),
+        levels=[[spec.grid_size, spec.conv_radius] for spec in levels],
+        radius=float(radius),
+        percentile=float(percentile),
+        num_spheres=int(num_spheres),
+        seed=int(seed),
+    )
+    path = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = path / "caps" / f"{key}.json"
+    try:
+        caps = json.loads(path.read_text())["caps"]
+        if len(caps) == len(levels) and all(isinstance(c, int) and c > 0 for c in caps):
+            return caps
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or unreadable: calibrate again and rewrite it
+    caps = calibrate_caps(scene_set, levels, radius, percentile, num_spheres, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump({"caps": caps, "percentile": percentile, "radius": radius}, stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return caps
+
+
+def calibrated_levels(
+    scene_set: SceneSet, levels: list[LevelSpec], radius: float, percentile: float = 90.0, **kwargs
+) -> list[LevelSpec]:
+    """``levels`` with their neighbour caps replaced by ``cached_caps`` (same grids and radii)."""
+    caps = cached_caps(scene_set, levels, radius, percentile, **kwargs)
+    return [dataclasses.replace(spec, neighbour_cap=cap) for spec, cap in zip(levels, caps, strict=True)]
