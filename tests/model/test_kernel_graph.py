@@ -190,3 +190,19 @@ def test_graphs_are_shared_inside_the_scope_only(monkeypatch):
     shared_kernel_graph(*args)
     shared_kernel_graph(*args)
     assert len(built) == 6  # outside the scope nothing is kept
+
+
+def test_low_precision_features_are_convolved_in_float32():
+    torch.manual_seed(7)
+    layer = KPConv(3, 4, num_kernel_points=15, radius=0.5, extent=0.24)
+    q_points, s_points, neighbors, features = problem(7, dtype=torch.float32)
+    expected = layer(q_points, s_points, neighbors, features)
+    x = features.bfloat16().requires_grad_(True)
+    out = layer(q_points, s_points, neighbors, x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad).all()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = layer(q_points, s_points, neighbors, features)
+    torch.testing.assert_close(auto.float(), expected)  # the layer opts out of autocast: float32

@@ -387,6 +387,12 @@ class KPConvFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         x, weights = ctx.saved_tensors
+        # In the forward pass's precision whatever autocast region the backward pass runs in.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return KPConvFunction._backward(ctx, grad_out.to(x.dtype), x, weights)
+
+    @staticmethod
+    def _backward(ctx, grad_out, x, weights):
         graph: KernelGraph = ctx.graph
         grad_out = grad_out.contiguous()
         w = weights.detach().reshape(-1, weights.shape[-1])  # [K*C, O]

@@ -93,10 +93,15 @@ class KPConv(nn.Module):
         """q_points [M, 3], s_points [N, 3], neighbors int64 [M, H], features [N, C_in] -> [M, C_out]."""
         # The points carry no gradient (rigid kernels): the influences are a constant of the graph, shared
         # by the layers that use the same neighbourhoods inside kernel_graph.shared_graphs().
+        # Half / bfloat16 features (autocast, .half()) are convolved in float32: influences need more than
+        # bfloat16's 3 digits, and the sparse sums accumulate in the features' dtype.
+        compute = torch.float64 if features.dtype == torch.float64 else torch.float32
         graph = kernel_graph(
-            q_points, s_points, neighbors, self.kernel, self.extent, features.dtype, SHADOW_DISTANCE
+            q_points, s_points, neighbors, self.kernel, self.extent, compute, SHADOW_DISTANCE
         )
-        return KPConvFunction.apply(features, self.weights, graph)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            out = KPConvFunction.apply(features.to(compute), self.weights.to(compute), graph)
+        return out if features.dtype in (torch.float32, torch.float64) else out.to(features.dtype)
 
     def extra_repr(self) -> str:
         return (
