@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# Values of one chunk of the max-pool gather ([queries, H, C]): a few MB, so the chunk stays in cache.
-POOL_CHUNK_VALUES = 1 << 20
+# Values of one chunk of the max-pool gather ([queries, H, C]): about 1 MB, so the chunk stays in cache.
+POOL_CHUNK_VALUES = 1 << 18
 
 
 def _take_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -56,8 +56,10 @@ class _NeighbourMax(torch.autograd.Function):
         # winner[m, c]: the row of ``padded`` the max came from (the first one on ties, as torch.max).
         winner = torch.empty((m_count, c_count), dtype=torch.int64, device=x.device)
         # Rank h as H - h so that the largest rank among the maximal entries is the first of them; the
-        # amax of a masked rank is much cheaper than torch.max's indices on the CPU (measured).
-        rank = torch.arange(h_count, 0, -1, device=x.device, dtype=torch.int32)[:, None]
+        # amax of a masked rank is much cheaper than torch.max's indices on the CPU (measured), the more
+        # so in the narrowest integer type that holds H.
+        rank_dtype = torch.uint8 if h_count < 256 else torch.int32
+        rank = torch.arange(h_count, 0, -1, device=x.device, dtype=rank_dtype)[:, None]
         step = max(1, POOL_CHUNK_VALUES // max(1, h_count * c_count))
         for start in range(0, m_count, step):
             rows = neighbors[start : start + step]
