@@ -7,7 +7,9 @@ import torch
 from dsp3d.model import kernel_graph
 from dsp3d.model.kernel_graph import (
     KPConvFunction,
+    _query_major_csr,
     build_graph,
+    influence_lists_numpy,
     kernel_major_influence,
     kernel_major_influence_numpy,
     shared_graphs,
@@ -206,3 +208,21 @@ def test_low_precision_features_are_convolved_in_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         auto = layer(q_points, s_points, neighbors, features)
     torch.testing.assert_close(auto.float(), expected)  # the layer opts out of autocast: float32
+
+
+def test_threads_build_the_same_graph():
+    q_points, s_points, neighbors, _ = problem(8, dtype=torch.float32, strided=True)
+    layer = KPConv(1, 1, num_kernel_points=15, radius=0.5, extent=0.24)
+    args = (q_points.numpy(), s_points.numpy(), neighbors.numpy(), layer.kernel.numpy(), layer.extent, 1e6)
+    single = influence_lists_numpy(*args, threads=1)
+    several = influence_lists_numpy(*args, threads=3)
+    assert len(single) == len(several) == 15
+    for a, b in zip(single, several, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    csr_single = _query_major_csr(single, len(q_points), len(s_points), np.float32, threads=1)
+    csr_several = _query_major_csr(several, len(q_points), len(s_points), np.float32, threads=4)
+    for x, y in zip(csr_single, csr_several, strict=True):
+        np.testing.assert_array_equal(x, y)
+    indptr, indices, data = csr_single
+    assert indptr[-1] == len(indices) == len(data) == sum(len(m) for m, _, _ in single)

@@ -31,7 +31,9 @@ built once per (queries, supports, neighbours) tensors and reused.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,18 +95,21 @@ def kernel_major_influence(
     return _positive(torch.cat(rows), torch.cat(cols), torch.cat(values))
 
 
-def kernel_major_influence_numpy(
+def influence_lists_numpy(
     q_points: np.ndarray,
     s_points: np.ndarray,
     neighbors: np.ndarray,
     kernel: np.ndarray,
     extent: float,
     shadow_distance: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``kernel_major_influence`` on the CPU, the same arithmetic in numpy (measured about 1.5x faster
-    than torch for these element-wise passes over a million pairs, which torch runs with more overhead).
+    threads: int = 1,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per kernel point k: (queries m int64 [E_k], non-decreasing; supports n int64 [E_k]; influences
+    [E_k] > 0) of its non-zero influences, in (m, h) order. The CPU counterpart of
+    ``kernel_major_influence`` (numpy: measured about 1.5x faster than torch for these element-wise passes
+    over a million pairs), the kernel points shared among ``threads`` threads (numpy releases the GIL).
 
-    Arrays as in kernel_major_influence (float32 or float64 points); cols come back as int64.
+    Arrays as in kernel_major_influence, float32 or float64 points.
     """
     m_count, h_count = neighbors.shape
     dtype = s_points.dtype
@@ -121,29 +126,106 @@ def kernel_major_influence_numpy(
     r2 += relative[2] * relative[2]
     c2 = (kernel * kernel).sum(1)
     limit = extent * extent - c2
-    rows, cols, values = [], [], []
-    partial, term = np.empty_like(r2), np.empty_like(r2)
-    for k in range(len(kernel)):
-        # Three scaled adds rather than a [3] @ [3, P] product: numpy's vector-matrix product is ~5x
-        # slower here. The buffers are reused: no allocation per kernel point.
-        twice = kernel[k] * -2
-        np.multiply(relative[0], twice[0], out=partial)
-        partial += r2
-        np.multiply(relative[1], twice[1], out=term)
-        partial += term
-        np.multiply(relative[2], twice[2], out=term)
-        partial += term
-        hit = np.flatnonzero(partial < limit[k])
-        sq = partial[hit]
-        sq += c2[k]
-        np.maximum(sq, 0, out=sq)
-        np.sqrt(sq, out=sq)
-        values.append(1 - sq / dtype.type(extent))
-        rows.append(hit // h_count + k * m_count)
-        cols.append(flat[hit])
+
+    def kernel_points_lists(ks: range) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        partial, term = np.empty_like(r2), np.empty_like(r2)  # reused: no allocation per kernel point
+        out = []
+        for k in ks:
+            # Three scaled adds rather than a [3] @ [3, P] product: numpy's vector-matrix product is ~5x
+            # slower here.
+            twice = kernel[k] * -2
+            np.multiply(relative[0], twice[0], out=partial)
+            partial += r2
+            np.multiply(relative[1], twice[1], out=term)
+            partial += term
+            np.multiply(relative[2], twice[2], out=term)
+            partial += term
+            hit = np.flatnonzero(partial < limit[k])
+            sq = partial[hit]
+            sq += c2[k]
+            np.maximum(sq, 0, out=sq)
+            np.sqrt(sq, out=sq)
+            values = 1 - sq / dtype.type(extent)
+            out.append(_positive(hit // h_count, flat[hit], values))
+        return out
+
+    return [item for group in _parallel(kernel_points_lists, len(kernel), threads) for item in group]
+
+
+def kernel_major_influence_numpy(
+    q_points: np.ndarray,
+    s_points: np.ndarray,
+    neighbors: np.ndarray,
+    kernel: np.ndarray,
+    extent: float,
+    shadow_distance: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``influence_lists_numpy`` as kernel_major_influence returns it: rows k*M + m, cols, values."""
+    lists = influence_lists_numpy(q_points, s_points, neighbors, kernel, extent, shadow_distance)
+    m_count = len(neighbors)
+    rows = [m + k * m_count for k, (m, _, _) in enumerate(lists)]
     if not rows:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
-    return _positive(np.concatenate(rows), np.concatenate(cols), np.concatenate(values))
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, s_points.dtype)
+    return (
+        np.concatenate(rows),
+        np.concatenate([c for _, c, _ in lists]),
+        np.concatenate([v for *_, v in lists]),
+    )
+
+
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None
+
+
+def _parallel(function, count: int, threads: int) -> list:
+    """[function(range) for contiguous ranges splitting range(count)], on up to ``threads`` threads.
+
+    The pool is per process (a pool inherited through fork has no threads) and per thread count.
+    """
+    global _pool
+    threads = max(1, min(threads, count))
+    bounds = np.linspace(0, count, threads + 1).round().astype(int)
+    ranges = [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if threads == 1:
+        return [function(r) for r in ranges]
+    if _pool is None or _pool[:2] != (os.getpid(), threads):
+        _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="dsp3d-graph"))
+    return list(_pool[2].map(function, ranges))
+
+
+def _query_major_csr(
+    lists: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    m_count: int,
+    n_count: int,
+    value_dtype: np.dtype,
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR arrays (indptr [M*K + 1], indices [E], data [E]) of S, rows m*K + k, from the per kernel
+    point lists of influence_lists_numpy. Each list is sorted by query, so an entry's place is its row's
+    start plus its rank among the entries of the same query in its list: no sort, O(E)."""
+    k_count = len(lists)
+    counts = np.zeros((m_count, k_count), dtype=np.int64)
+    for k, (m, _, _) in enumerate(lists):
+        counts[:, k] = np.bincount(m, minlength=m_count)
+    total = int(counts.sum())
+    big = max(m_count * k_count, n_count, total) >= 2**31 - 1
+    index_dtype = np.int64 if big else np.int32
+    indptr = np.zeros(m_count * k_count + 1, dtype=np.int64)
+    np.cumsum(counts.reshape(-1), out=indptr[1:])
+    indices = np.empty(total, dtype=index_dtype)
+    data = np.empty(total, dtype=value_dtype)
+
+    def place(ks: range) -> None:
+        for k in ks:
+            m, cols, values = lists[k]
+            first = np.zeros(m_count, dtype=np.int64)  # first entry of each query in this list
+            np.cumsum(counts[:-1, k], out=first[1:])
+            position = indptr[m * k_count + k] - first[m]
+            position += np.arange(len(m))
+            indices[position] = cols
+            data[position] = values
+
+    _parallel(place, k_count, threads)
+    return indptr.astype(index_dtype), indices, data
 
 
 def _positive(rows, cols, values):
@@ -154,6 +236,10 @@ def _positive(rows, cols, values):
         return rows, cols, values
     return rows[keep], cols[keep], values[keep]
 
+
+# Threads (at most, and no more than torch's) that build a graph: each holds two [pairs] buffers, and
+# past a few the element-wise passes are memory-bound anyway.
+GRAPH_THREADS = 4
 
 # Bytes of one chunk's [queries, K*C] temporaries (two of them live at a time).
 CHUNK_BYTES = 8 << 20
@@ -235,24 +321,6 @@ def uses_scipy(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype in (torch.float32, torch.float64)
 
 
-def _query_major(rows: np.ndarray, m_count: int, k_count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For entries sorted by kernel-major row k*M + m: (indptr [M*K + 1] of the query-major rows
-    m*K + k, each entry's position in query-major order, each entry's query-major row).
-
-    Entries of one row stay together and in order, so this is a row permutation: O(E), no sort.
-    """
-    k_index, m_index = np.divmod(rows, m_count)
-    new_rows = m_index * k_count + k_index
-    counts = np.bincount(rows, minlength=m_count * k_count)
-    old_start = np.zeros(m_count * k_count + 1, dtype=np.int64)
-    np.cumsum(counts, out=old_start[1:])
-    new_counts = counts.reshape(k_count, m_count).T.reshape(-1)
-    indptr = np.zeros(m_count * k_count + 1, dtype=np.int64)
-    np.cumsum(new_counts, out=indptr[1:])
-    position = indptr[new_rows] + (np.arange(len(rows)) - old_start[rows])
-    return indptr, position, new_rows
-
-
 def build_graph(
     q_points: torch.Tensor,
     s_points: torch.Tensor,
@@ -266,22 +334,19 @@ def build_graph(
     holds values of ``dtype`` (the features')."""
     k_count, m_count, n_count = len(kernel), len(q_points), len(s_points)
     if uses_scipy(s_points.device, dtype) and s_points.dtype in (torch.float32, torch.float64):
-        rows, cols, values = kernel_major_influence_numpy(
+        threads = min(torch.get_num_threads(), GRAPH_THREADS)
+        lists = influence_lists_numpy(
             q_points.detach().numpy(),
             s_points.detach().numpy(),
             neighbors.numpy(),
             kernel.detach().numpy(),
             extent,
             shadow_distance,
+            threads,
         )
-        indptr, position, _ = _query_major(rows, m_count, k_count)
-        big = max(m_count * k_count, n_count, len(values)) >= 2**31 - 1
-        index_dtype = np.int64 if big else np.int32
-        indices = np.empty(len(cols), dtype=index_dtype)
-        indices[position] = cols
-        data = np.empty(len(values), dtype=np.float64 if dtype == torch.float64 else np.float32)
-        data[position] = values
-        return KernelGraph(k_count, m_count, n_count, indptr.astype(index_dtype), indices, data)
+        value_dtype = np.float64 if dtype == torch.float64 else np.float32
+        indptr, indices, data = _query_major_csr(lists, m_count, n_count, value_dtype, threads)
+        return KernelGraph(k_count, m_count, n_count, indptr, indices, data)
     with torch.no_grad():
         rows, cols, values = kernel_major_influence(
             q_points, s_points, neighbors, kernel.to(s_points.dtype), extent, shadow_distance
