@@ -238,8 +238,11 @@ def _positive(rows, cols, values):
 
 
 # Threads (at most, and no more than torch's) that build a graph: each holds two [pairs] buffers, and
-# past a few the element-wise passes are memory-bound anyway.
+# past a few the element-wise passes are memory-bound anyway. Only for graphs of at least
+# THREADED_PAIRS (query, neighbour) pairs: on the demo's small batches, with the loader's worker on the
+# same 2 cores, one thread was faster (measured, benchmarks/RESULTS.md).
 GRAPH_THREADS = 4
+THREADED_PAIRS = 1 << 19
 
 # Bytes of one chunk's [queries, K*C] temporaries (two of them live at a time).
 CHUNK_BYTES = 8 << 20
@@ -334,7 +337,7 @@ def build_graph(
     holds values of ``dtype`` (the features')."""
     k_count, m_count, n_count = len(kernel), len(q_points), len(s_points)
     if uses_scipy(s_points.device, dtype) and s_points.dtype in (torch.float32, torch.float64):
-        threads = min(torch.get_num_threads(), GRAPH_THREADS)
+        threads = min(torch.get_num_threads(), GRAPH_THREADS) if neighbors.numel() >= THREADED_PAIRS else 1
         lists = influence_lists_numpy(
             q_points.detach().numpy(),
             s_points.detach().numpy(),
