@@ -10,11 +10,12 @@ also stores its kernel as a buffer, so a checkpoint never depends on the cache.
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from dsp3d.io.atomic import atomic_output
+from dsp3d.preprocessing.cache import default_cache_dir
 
 # Version of the optimiser below: bump it when the result changes, so cached files are not reused.
 KERNEL_VERSION = 1
@@ -55,8 +56,7 @@ def optimise_kernel_points(num_points: int, dimension: int = 3, seed: int = 42) 
 
 
 def _cache_path(num_points: int, dimension: int) -> Path:
-    root = Path(os.environ.get("DSP3D_CACHE") or Path.home() / ".cache" / "dsp3d").expanduser()
-    return root / "kernels" / f"k{num_points}_d{dimension}_v{KERNEL_VERSION}.npy"
+    return default_cache_dir() / "kernels" / f"k{num_points}_d{dimension}_v{KERNEL_VERSION}.npy"
 
 
 @functools.lru_cache(maxsize=16)
@@ -75,10 +75,8 @@ def kernel_points(num_points: int, dimension: int = 3) -> np.ndarray:
         points = optimise_kernel_points(num_points, dimension)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".kernel.", suffix=".npy", dir=path.parent)
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, points)
-            os.replace(tmp, path)
+            with atomic_output(path) as tmp:
+                np.save(tmp, points)
         except OSError:
             pass  # a read-only home only costs the optimisation again next time
     points = points.astype(np.float32)
