@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,21 @@ SMALL_SYNTHETIC = [
 def small_synthetic(tmp_path_factory) -> list[str]:
     """Config overrides for the small generated dataset, with a cache shared by the whole session."""
     return SMALL_SYNTHETIC + [f"data.cache_dir={tmp_path_factory.mktemp('dsp3d-cache')}"]
+
+
+def _tiny_runs_module():
+    """tests/visualization/tiny_runs.py, imported by path once (importlib mode has no test packages)."""
+    name = "dsp3d_tests_tiny_runs"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parent / "visualization" / "tiny_runs.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """A folder like `dsp3d demo`'s with runs baseline and dsp (read-only for tests: copy to modify)."""
+    return _tiny_runs_module().build_tiny_runs(tmp_path_factory.mktemp("tiny_runs"))

@@ -1,8 +1,9 @@
 """Test support: a demo-like folder of two tiny trained runs (baseline, dsp = csfr-isfr), built once
 per session in a few seconds (1 generated room per split, 2 training steps per stage, 8 features).
 
-Loaded by path from the conftests of tests/visualization and tests/report (pytest's importlib mode has
-no shared test package); registered in sys.modules so that both share one build.
+Loaded by path from tests/conftest.py (fixture ``tiny_demo``, used by tests/visualization, tests/report
+and tests/training; pytest's importlib mode has no shared test package), registered in sys.modules so that
+every user shares one build.
 """
 
 from __future__ import annotations
