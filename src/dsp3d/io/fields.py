@@ -71,15 +71,21 @@ class FieldSpec:
                 raise DataError(f"label_map sends {bad} outside the {len(self.class_names)} classes")
 
 
+def _resolve(names: list[str], key: Field) -> str | None:
+    """The name of the field ``key`` among ``names``: exact, else the only case-insensitive match, or
+    the name at column ``key``."""
+    if isinstance(key, int | np.integer):
+        return names[key] if 0 <= key < len(names) else None
+    if key in names:
+        return key
+    matches = [name for name in names if name.lower() == str(key).lower()]
+    return matches[0] if len(matches) == 1 else None
+
+
 def find_field(fields: dict[str, np.ndarray], key: Field) -> np.ndarray | None:
     """The field named ``key`` (exact, else the only case-insensitive match) or at column ``key``."""
-    if isinstance(key, int | np.integer):
-        names = list(fields)
-        return fields[names[key]] if 0 <= key < len(names) else None
-    if key in fields:
-        return fields[key]
-    matches = [name for name in fields if name.lower() == str(key).lower()]
-    return fields[matches[0]] if len(matches) == 1 else None
+    name = _resolve(list(fields), key)
+    return None if name is None else fields[name]
 
 
 def _require(fields, key: Field, path, what: str) -> np.ndarray:
@@ -89,56 +95,236 @@ def _require(fields, key: Field, path, what: str) -> np.ndarray:
     return values
 
 
-def _scale(values: np.ndarray, setting: Range, path, what: str) -> np.ndarray:
-    """Values mapped to float32 [0, 1] by the declared or detected range."""
-    values = np.asarray(values)
-    if not np.isfinite(values).all():
+@dataclass
+class _Stats:
+    """Running summary of one field over the chunks of a file."""
+
+    dtype: np.dtype
+    low: float = np.inf
+    high: float = -np.inf
+    nonzero: bool = False
+    nonfinite: int = 0
+
+    def update(self, values: np.ndarray) -> None:
+        if not len(values):
+            return
+        if values.dtype.kind == "f":
+            finite = np.isfinite(values)
+            bad = len(values) - int(np.count_nonzero(finite))
+            if bad:
+                self.nonfinite += bad
+                self.nonzero = True  # NaN counts as a value, as ``values.any()`` would say
+                values = values[finite]
+                if not len(values):
+                    return
+        self.nonzero = self.nonzero or bool(values.any())
+        self.low = min(self.low, float(values.min()))
+        self.high = max(self.high, float(values.max()))
+
+
+@dataclass(frozen=True)
+class _Scaling:
+    """values -> float32 [0, 1]: (v - low) / (high - low), clipped to [0, 1] when ``clip``."""
+
+    low: float
+    high: float
+    clip: bool
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        if self.clip:
+            scaled = (values.astype(np.float64) - self.low) / (self.high - self.low)
+            return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+        return (values.astype(np.float64) / self.high).astype(np.float32)
+
+
+def _scaling(stats: list[_Stats], setting: Range, path, what: str) -> _Scaling:
+    """How values summarised by ``stats`` map to [0, 1], by the declared or detected range."""
+    if any(s.nonfinite for s in stats):
         raise DataError(f"{path}: {what} has NaN or infinite values")
-    low, high = float(values.min()), float(values.max())
+    low, high = min(s.low for s in stats), max(s.high for s in stats)
     if isinstance(setting, tuple | list):
-        lo, hi = float(setting[0]), float(setting[1])
-        return np.clip((values.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        return _Scaling(float(setting[0]), float(setting[1]), clip=True)
     if setting == AUTO:
         if low < 0 or high > 65535:
             raise DataError(
                 f"{path}: {what} values span [{low:g}, {high:g}], not a 0-1, 8-bit or 16-bit range; "
                 "declare the range (low, high)"
             )
-        top = 1.0 if values.dtype.kind == "f" and high <= 1.0 else 255.0 if high <= 255 else 65535.0
+        kind = np.result_type(*[s.dtype for s in stats]).kind
+        top = 1.0 if kind == "f" and high <= 1.0 else 255.0 if high <= 255 else 65535.0
     else:
         top = float(setting)
         if low < 0 or high > top * (1 + 1e-6):
             raise DataError(f"{path}: {what} values span [{low:g}, {high:g}], outside the declared 0-{top:g}")
-    return (values.astype(np.float64) / top).astype(np.float32)
+    return _Scaling(0.0, top, clip=False)
 
 
-def _colors(fields, spec: FieldSpec, path) -> np.ndarray | None:
-    if spec.colors is None:
-        return None
-    if spec.colors == AUTO:
-        for names in _AUTO_COLORS:
-            found = [find_field(fields, n) for n in names]
-            if all(v is not None for v in found) and any(v.any() for v in found):
-                break
-        else:
-            return None
-    else:
-        found = [_require(fields, key, path, "colour") for key in spec.colors]
-    return _scale(np.stack(found, axis=1), spec.color_range, path, "colour")
-
-
-def _intensity(fields, spec: FieldSpec, path) -> np.ndarray | None:
-    if spec.intensity is None:
-        return None
-    if spec.intensity == AUTO:
-        found = next(
-            (v for v in map(lambda n: find_field(fields, n), _AUTO_INTENSITY) if v is not None), None
+def _offset(low: np.ndarray, high: np.ndarray, path) -> np.ndarray:
+    """float64 [3]: axes whose values (from ``low`` to ``high``) reach LARGE_COORDINATE move by the floor
+    of their minimum; a warning when the shifted cloud is still too large for mm float32 precision."""
+    large = np.maximum(np.abs(low), np.abs(high)) >= LARGE_COORDINATE
+    offset = np.where(large, np.floor(low), 0.0)
+    if (np.maximum(np.abs(low - offset), np.abs(high - offset)) >= LARGE_COORDINATE).any():
+        warnings.warn(
+            f"{path}: the cloud spans {high - low} m; float32 points lose mm precision",
+            DataWarning,
+            stacklevel=4,
         )
-        if found is None or not found.any():
+    return offset
+
+
+def shift_coordinates(xyz: np.ndarray, path="cloud") -> tuple[np.ndarray, np.ndarray]:
+    """(float32 points, float64 offset): axes reaching LARGE_COORDINATE move by the floor of their min."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    offset = _offset(xyz.min(axis=0), xyz.max(axis=0), path)
+    return (xyz - offset).astype(np.float32), offset
+
+
+@dataclass(frozen=True)
+class CloudReading:
+    """How the fields of one file become a Cloud's points, colours and intensity: decided once from the
+    whole file (``CloudSummary.reading``), then applied to all of its fields or to any chunk of rows."""
+
+    xyz: tuple[str, str, str]
+    offset: np.ndarray
+    colors: tuple[str, str, str] | None
+    color_scaling: _Scaling | None
+    intensity: str | None
+    intensity_scaling: _Scaling | None
+
+    @property
+    def names(self) -> list[str]:
+        """The fields that are used."""
+        return [*self.xyz, *(self.colors or ()), *([self.intensity] if self.intensity else [])]
+
+    def points(self, fields: dict[str, np.ndarray]) -> np.ndarray:
+        """float32 [n, 3] coordinates relative to ``offset``."""
+        points = np.empty((len(fields[self.xyz[0]]), 3), dtype=np.float32)
+        for k, name in enumerate(self.xyz):
+            points[:, k] = fields[name].astype(np.float64) - self.offset[k]
+        return points
+
+    def point_colors(self, fields: dict[str, np.ndarray]) -> np.ndarray | None:
+        """float32 [n, 3] in [0, 1], or None."""
+        if self.colors is None:
             return None
-    else:
-        found = _require(fields, spec.intensity, path, "intensity")
-    return _scale(found, spec.intensity_range, path, "intensity")
+        return np.stack([self.color_scaling.apply(fields[name]) for name in self.colors], axis=1)
+
+    def point_intensity(self, fields: dict[str, np.ndarray]) -> np.ndarray | None:
+        """float32 [n] in [0, 1], or None."""
+        return None if self.intensity is None else self.intensity_scaling.apply(fields[self.intensity])
+
+
+class CloudSummary:
+    """What ``CloudReading`` needs to know of a whole file, gathered chunk by chunk (``update``): the
+    extremes and non-finite rows of the coordinates, and the ranges of the colour and intensity fields.
+
+    ``dtypes``: every field of the file by name, in file order (names resolve as ``find_field``).
+    A missing coordinate field or non-numeric coordinates raise DataError at once; everything else is
+    checked by ``reading``, in the order ``fields_to_cloud`` has always checked it.
+    """
+
+    def __init__(self, dtypes: dict[str, np.dtype], path, spec: FieldSpec | None = None) -> None:
+        self.path, self.spec = path, spec or FieldSpec()
+        self.names = list(dtypes)
+        self.dtypes = {name: np.dtype(dtype) for name, dtype in dtypes.items()}
+        self.xyz = tuple(self._require(key, "coordinates") for key in self.spec.xyz)
+        try:
+            xyz_dtype = np.result_type(*[self.dtypes[name] for name in self.xyz])
+        except TypeError:
+            xyz_dtype = next(self.dtypes[n] for n in self.xyz if self.dtypes[n].kind not in "iuf")
+        if xyz_dtype.kind not in "iuf":
+            raise DataError(f"{path}: coordinates must be numbers, got dtype {xyz_dtype}")
+        self.count = 0
+        self.bad_rows, self.first_bad = 0, -1
+        self.low, self.high = np.full(3, np.inf), np.full(3, -np.inf)
+        colors = self.spec.colors
+        if colors is None:
+            self.color_candidates: list[tuple[str, ...]] = []
+        elif colors == AUTO:
+            found = [tuple(_resolve(self.names, n) for n in names) for names in _AUTO_COLORS]
+            self.color_candidates = [names for names in found if None not in names]
+        else:
+            self.color_candidates = [tuple(_resolve(self.names, key) for key in colors)]
+        intensity = self.spec.intensity
+        if intensity is None:
+            self.intensity_name = None
+        elif intensity == AUTO:
+            self.intensity_name = next(
+                (name for name in map(lambda n: _resolve(self.names, n), _AUTO_INTENSITY) if name), None
+            )
+        else:
+            self.intensity_name = _resolve(self.names, intensity)
+        watched = {n for names in self.color_candidates for n in names if n is not None}
+        watched |= {self.intensity_name} - {None}
+        self.stats = {name: _Stats(self.dtypes[name]) for name in sorted(watched, key=self.names.index)}
+
+    def _require(self, key: Field, what: str) -> str:
+        name = _resolve(self.names, key)
+        if name is None:
+            raise DataError(f"{self.path}: no field {key!r} for {what} (fields: {', '.join(self.names)})")
+        return name
+
+    def update(self, fields: dict[str, np.ndarray]) -> None:
+        """Add the next rows of the file (every watched field present, equal lengths)."""
+        columns = [fields[name] for name in self.xyz]
+        n = len(columns[0])
+        if not n:
+            return
+        bad = None
+        for k, column in enumerate(columns):
+            if column.dtype.kind == "f":
+                finite = np.isfinite(column)
+                if not finite.all():
+                    bad = ~finite if bad is None else bad | ~finite
+            self.low[k] = min(self.low[k], float(column.min()))
+            self.high[k] = max(self.high[k], float(column.max()))
+        if bad is not None:
+            if not self.bad_rows:
+                self.first_bad = self.count + int(np.argmax(bad))
+            self.bad_rows += int(np.count_nonzero(bad))
+        for name, stats in self.stats.items():
+            stats.update(fields[name])
+        self.count += n
+
+    def reading(self) -> CloudReading:
+        """The decisions for this file (DataError naming the file when it cannot make a Cloud)."""
+        path = self.path
+        if self.count == 0:
+            raise DataError(f"{path}: empty cloud (no points)")
+        if self.bad_rows:
+            raise DataError(
+                f"{path}: {self.bad_rows} points have NaN or infinite coordinates (first at point "
+                f"{self.first_bad}); remove them from the file"
+            )
+        offset = _offset(self.low, self.high, path)
+        colors, color_scaling = None, None
+        if self.spec.colors == AUTO:
+            colors = next(
+                (names for names in self.color_candidates if any(self.stats[n].nonzero for n in names)),
+                None,
+            )
+        elif self.spec.colors is not None:
+            (names,) = self.color_candidates
+            for key, name in zip(self.spec.colors, names, strict=True):
+                if name is None:
+                    raise DataError(
+                        f"{path}: no field {key!r} for colour (fields: {', '.join(self.names)})"
+                    )
+            colors = names
+        if colors is not None:
+            color_scaling = _scaling([self.stats[n] for n in colors], self.spec.color_range, path, "colour")
+        intensity, intensity_scaling = self.intensity_name, None
+        if self.spec.intensity is not None and self.spec.intensity != AUTO and intensity is None:
+            raise DataError(
+                f"{path}: no field {self.spec.intensity!r} for intensity (fields: {', '.join(self.names)})"
+            )
+        if intensity is not None and self.spec.intensity == AUTO and not self.stats[intensity].nonzero:
+            intensity = None
+        if intensity is not None:
+            stats = [self.stats[intensity]]
+            intensity_scaling = _scaling(stats, self.spec.intensity_range, path, "intensity")
+        return CloudReading(self.xyz, offset, colors, color_scaling, intensity, intensity_scaling)
 
 
 def _labels(fields, spec: FieldSpec, path, require: bool) -> np.ndarray | None:
@@ -176,19 +362,11 @@ def _labels(fields, spec: FieldSpec, path, require: bool) -> np.ndarray | None:
     return np.where(ignored, IGNORE, mapped).astype(np.int64)
 
 
-def shift_coordinates(xyz: np.ndarray, path="cloud") -> tuple[np.ndarray, np.ndarray]:
-    """(float32 points, float64 offset): axes reaching LARGE_COORDINATE move by the floor of their min."""
-    xyz = np.asarray(xyz, dtype=np.float64)
-    large = np.abs(xyz).max(axis=0) >= LARGE_COORDINATE
-    offset = np.where(large, np.floor(xyz.min(axis=0)), 0.0)
-    shifted = xyz - offset
-    if (np.abs(shifted).max(axis=0) >= LARGE_COORDINATE).any():
-        warnings.warn(
-            f"{path}: the cloud spans {np.ptp(xyz, axis=0)} m; float32 points lose mm precision",
-            DataWarning,
-            stacklevel=3,
-        )
-    return shifted.astype(np.float32), offset
+def summarize_fields(fields: dict[str, np.ndarray], path, spec: FieldSpec | None = None) -> CloudSummary:
+    """The CloudSummary of a file whose fields are all in memory."""
+    summary = CloudSummary({name: values.dtype for name, values in fields.items()}, path, spec)
+    summary.update(fields)
+    return summary
 
 
 def fields_to_cloud(
@@ -202,23 +380,12 @@ def fields_to_cloud(
     """Build and validate the Cloud of one file. ``require_labels``: a missing label field is an error
     (for training data) instead of giving an unlabelled cloud (for prediction inputs)."""
     spec = spec or FieldSpec()
-    xyz = np.stack([_require(fields, key, path, "coordinates") for key in spec.xyz], axis=1)
-    if xyz.dtype.kind not in "iuf":
-        raise DataError(f"{path}: coordinates must be numbers, got dtype {xyz.dtype}")
-    if len(xyz) == 0:
-        raise DataError(f"{path}: empty cloud (no points)")
-    bad = ~np.isfinite(xyz.astype(np.float64)).all(axis=1)
-    if bad.any():
-        raise DataError(
-            f"{path}: {int(bad.sum())} points have NaN or infinite coordinates (first at point "
-            f"{int(np.argmax(bad))}); remove them from the file"
-        )
-    points, offset = shift_coordinates(xyz, path)
+    reading = summarize_fields(fields, path, spec).reading()
     return Cloud(
-        points=points,
-        colors=_colors(fields, spec, path),
-        intensity=_intensity(fields, spec, path),
+        points=reading.points(fields),
+        colors=reading.point_colors(fields),
+        intensity=reading.point_intensity(fields),
         labels=_labels(fields, spec, path, require_labels),
-        offset=offset,
+        offset=reading.offset,
         name=name or Path(path).stem,
     )
