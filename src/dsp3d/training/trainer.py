@@ -33,6 +33,7 @@ from dsp3d.model.dsp import METHOD_STAGES, STAGE_MODULES, DSPModel
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
 from dsp3d.training.schedule import exponential_lr
+from dsp3d.training.tensorboard import TensorBoardLog
 
 log = logging.getLogger("dsp3d")
 
@@ -110,13 +111,23 @@ class RunFolder:
         self.last = self.checkpoints / "last.pt"
         self.previous = self.checkpoints / "last.prev.pt"
         self.metrics = self.root / "metrics.jsonl"
+        self.board = None  # TensorBoardLog, opened at the first metrics line (training/tensorboard.py)
 
     def stage_path(self, stage: int) -> Path:
         return self.root / f"stage{stage + 1}.pt"
 
     def log_metrics(self, record: dict) -> None:
+        if self.board is None:
+            self.board = TensorBoardLog.open(self.root) or False  # False: no event log (not installed)
         with open(self.metrics, "a") as handle:
             handle.write(json.dumps(record) + "\n")
+        if self.board:
+            self.board.write(record)
+
+    def close(self) -> None:
+        if self.board:
+            self.board.close()
+        self.board = None
 
     def save_last(self, payload: dict) -> None:
         """last.pt, keeping the one before as last.prev.pt (a kill between the two renames loses neither)."""
@@ -402,4 +413,5 @@ def train(
         state, optimizer_state = StageState(stage=state.stage + 1, best_miou=state.best_miou), None
         # A stage end is a resume point too: the next stage starts from these weights, fresh optimiser.
         folder.save_last(_checkpoint(model, None, state, reports, mode))
+    folder.close()
     return model, reports
