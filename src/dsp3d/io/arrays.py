@@ -113,6 +113,18 @@ def structured(fields: dict[str, np.ndarray], path) -> np.ndarray:
     return array
 
 
+def append_columns(table: np.ndarray, extra: dict[str, np.ndarray], src) -> np.ndarray:
+    """``table`` (structured, or [N, F]) with the 1-D ``extra`` fields added (or replacing fields of the
+    same name): structured tables get new fields, plain ones new columns of a common dtype."""
+    if table.dtype.names:
+        kept = {name: table[name] for name in table.dtype.names if name not in extra}
+        return structured({**kept, **extra}, src)
+    if table.ndim != 2:
+        raise DataError(f"{src}: cannot add fields to an array of shape {table.shape}")
+    columns = [table, *[np.asarray(v)[:, None] for v in extra.values()]]
+    return np.concatenate(columns, axis=1, dtype=np.result_type(*columns))
+
+
 def save_npy(path, array: np.ndarray) -> None:
     with atomic_output(path) as tmp, open(tmp, "xb") as f:
         np.save(f, array, allow_pickle=False)

@@ -98,16 +98,6 @@ def write_cloud(
         text.write_text(path, fields)
 
 
-def _append_columns(table: np.ndarray, extra: dict[str, np.ndarray], src) -> np.ndarray:
-    if table.dtype.names:
-        kept = {name: table[name] for name in table.dtype.names if name not in extra}
-        return arrays.structured({**kept, **extra}, src)
-    if table.ndim != 2:
-        raise DataError(f"{src}: cannot add fields to an array of shape {table.shape}")
-    columns = [table, *[np.asarray(v)[:, None] for v in extra.values()]]
-    return np.concatenate(columns, axis=1, dtype=np.result_type(*columns))
-
-
 def _write_text_like(src: Path, out: Path, extra: dict[str, np.ndarray], n: int) -> None:
     data, delimiter, names, start = text.read_text_raw(src)
     # latin-1 maps every byte to one character, so the original lines are written back unchanged.
@@ -135,7 +125,7 @@ def _write_array_like(src: Path, out: Path, fmt: str, extra_fields: dict[str, np
         table = arrays.load_array(src)
     extra = flatten_fields(extra_fields)
     check_lengths(extra, out, len(table))
-    result = _append_columns(table, extra, src)
+    result = arrays.append_columns(table, extra, src)
     if key is None:
         arrays.save_npy(out, result)
     else:

@@ -308,9 +308,7 @@ class CloudSummary:
             (names,) = self.color_candidates
             for key, name in zip(self.spec.colors, names, strict=True):
                 if name is None:
-                    raise DataError(
-                        f"{path}: no field {key!r} for colour (fields: {', '.join(self.names)})"
-                    )
+                    raise DataError(f"{path}: no field {key!r} for colour (fields: {', '.join(self.names)})")
             colors = names
         if colors is not None:
             color_scaling = _scaling([self.stats[n] for n in colors], self.spec.color_range, path, "colour")

@@ -214,15 +214,18 @@ def _encode_vertex(fields, path, fmt: str) -> tuple[list[str], bytes]:
     return props, rows.tobytes()
 
 
-def _write(path, fmt: str, fields, comments, elements_before, elements_after, before, after) -> None:
-    path = Path(path)
-    fields = flatten_fields(fields)
+def check_vertex_fields(fields: dict[str, np.ndarray], path) -> int:
+    """The vertex count of 1-D ``fields`` that PLY can name (DataError otherwise)."""
     n = check_lengths(fields, path)
     if not fields:
         raise DataError(f"{path}: no vertex fields to write")
     if any(not name.isidentifier() for name in fields):
         raise DataError(f"{path}: PLY property names must be single words, got {list(fields)}")
-    props, data = _encode_vertex(fields, path, fmt)
+    return n
+
+
+def header_bytes(fmt: str, comments, elements_before, n: int, props: list[str], elements_after) -> bytes:
+    """A PLY header whose vertex element has ``n`` rows and the property lines ``props``."""
     lines = ["ply", f"format {fmt} 1.0", *[f"comment {c}" for c in comments]]
     for element in elements_before:
         lines += _element_lines(element)
@@ -230,8 +233,21 @@ def _write(path, fmt: str, fields, comments, elements_before, elements_after, be
     for element in elements_after:
         lines += _element_lines(element)
     lines.append("end_header")
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def encode_vertex(fields, path, fmt: str) -> tuple[list[str], bytes]:
+    """Header property lines and the encoded rows of 1-D vertex ``fields`` in format ``fmt``."""
+    return _encode_vertex(fields, path, fmt)
+
+
+def _write(path, fmt: str, fields, comments, elements_before, elements_after, before, after) -> None:
+    path = Path(path)
+    fields = flatten_fields(fields)
+    n = check_vertex_fields(fields, path)
+    props, data = _encode_vertex(fields, path, fmt)
     with atomic_output(path) as tmp, open(tmp, "xb") as f:
-        f.write(("\n".join(lines) + "\n").encode("ascii"))
+        f.write(header_bytes(fmt, comments, elements_before, n, props, elements_after))
         for chunk in (before, data, after):
             f.write(chunk)
 
