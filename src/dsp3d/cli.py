@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dsp3d.config import TABLE1_MODES, ConfigError, load_config
+from dsp3d.progress import Console
 
 
 def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -24,7 +25,9 @@ def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dsp3d", description=__doc__)
-    parser.add_argument("--quiet", action="store_true", help="print only results and errors")
+    parser.add_argument(
+        "--quiet", action="store_true", help="print only results and errors (no progress, no info log)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="generated rooms: weak baseline vs DSP vs full supervision")
@@ -86,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(evaluate, required=True)
     evaluate.add_argument("--out", default=None, help="where to write results.json")
     _add_picture_commands(sub)
+    for command in sub.choices.values():  # --quiet also after the command name (dsp3d train --quiet ...)
+        command.add_argument(
+            "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only results and errors"
+        )
     return parser
 
 
@@ -167,13 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s: %(message)s"
     )
-    progress = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
+    # Progress: a status line redrawn in place on a terminal, plain lines otherwise (dsp3d.progress).
+    progress = Console(quiet=args.quiet)
     try:
         if args.command == "demo":
             from dsp3d.demo import run_demo
 
             runs = tuple(run.strip() for run in args.runs.split(",") if run.strip())
-            run_demo(args.ratio, args.minutes, args.seed, args.out, runs, args.overrides, progress)
+            results = run_demo(args.ratio, args.minutes, args.seed, args.out, runs, args.overrides, progress)
+            if args.quiet:
+                for run, result in results["runs"].items():
+                    print(f"{run}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}")
         elif args.command == "train":
             from dsp3d.data.prepare import prepare_data
             from dsp3d.runs import run_method
@@ -212,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
                 overrides.append("train.steps=1000000")  # the time budget decides
             config = load_config(args.config, overrides)
             modes = tuple(mode.strip() for mode in args.modes.split(",") if mode.strip())
-            run_ablation(config, modes, args.seeds, args.out, progress)
+            ablation = run_ablation(config, modes, args.seeds, args.out, progress)
+            if args.quiet:
+                for mode, row in ablation["rows"].items():
+                    print(f"{mode}: mIoU {row['miou_mean']:.1f} +- {row['miou_std']:.1f}")
         elif args.command == "predict":
             from dsp3d.commands import predict_command
 
@@ -230,13 +244,19 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             from dsp3d.commands import evaluate_command
 
-            evaluate_command(args.checkpoint, load_config(args.config, args.overrides), args.out, progress)
+            config = load_config(args.config, args.overrides)
+            summary = evaluate_command(args.checkpoint, config, args.out, progress)
+            if args.quiet:
+                for method, result in summary["runs"].items():
+                    print(f"{method}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}")
         elif args.command in ("plot", "report", "export"):
             _picture_command(args, progress)
     except ConfigError as error:
+        progress.finish()
         print(f"config error: {error}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as error:
+        progress.finish()
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -17,6 +17,7 @@ from dsp3d.config import EvalConfig
 from dsp3d.data.types import SubsampledCloud
 from dsp3d.evaluation.metrics import ConfusionMatrix
 from dsp3d.levels import LevelSpec
+from dsp3d.progress import ProgressBar
 
 BRANCHES = ("basic", "cross", "intra")
 
@@ -90,6 +91,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(len(class_names))
+    meter = ProgressBar(sum(len(scene.cloud) for scene in scenes), "evaluating", progress, 0.0, "pts")
     for index, scene in enumerate(scenes):
         probs = vote_scene(
             model,
@@ -104,9 +106,9 @@ def evaluate(
         )
         full_prediction = probs.argmax(axis=1)[scene.cloud.reprojection]
         matrix.update(scene.full_labels, full_prediction)
-        progress(
-            f"  evaluated {scene.cloud.name} ({index + 1}/{len(scenes)}),"
-            f" running mIoU {100 * matrix.miou():.1f}"
+        meter.update(
+            len(scene.cloud),
+            f"{scene.cloud.name} ({index + 1}/{len(scenes)}), running mIoU {100 * matrix.miou():.1f}",
         )
     model.train(was_training)
     result = matrix.summary(class_names)

@@ -30,6 +30,7 @@ from dsp3d.batching.loader import make_train_loader
 from dsp3d.config import Config
 from dsp3d.losses import stage_loss
 from dsp3d.model.dsp import METHOD_STAGES, STAGE_MODULES, DSPModel
+from dsp3d.progress import finish, is_live, status, training_line
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
 from dsp3d.training.schedule import exponential_lr
@@ -289,23 +290,25 @@ def train_stage(
             }
             record["loss"] = record.pop("total")
             folder.log_metrics(record)
-            eta = elapsed / state.step * (state.total_steps - state.step)
-            extra = "".join(
-                f" {name} {record[name]:.3f}"
-                for name in ("cross_reg", "seg_intra", "self_reg")
-                if record[name]
+            line = training_line(
+                mode, state.step, state.total_steps, record, lr, record["points_per_s"], elapsed
             )
-            progress(
-                f"  [{mode}] step {state.step}/{state.total_steps}  loss {record['loss']:.3f} (seg"
-                f" {record['seg']:.3f}{extra})  lr {lr:.2e}  {record['points_per_s']:,.0f} pts/s"
-                f"  {elapsed:.0f}s elapsed, ~{eta:.0f}s left"
-            )
+            if state.step == state.total_steps or not is_live(progress):
+                progress(line)  # on a terminal, the status line stands for the lines in between
+            else:
+                status(progress, line, force=True)
             window = []
+        elif is_live(progress):  # a status line per step: mean terms since the last logged step
+            mean = {name: float(np.mean([w[name] for w in window])) for name in window[0]}
+            rate = points_seen / max(time.perf_counter() - session_start, 1e-9)
+            elapsed = time.perf_counter() - start
+            status(progress, training_line(mode, state.step, state.total_steps, mean, lr, rate, elapsed))
         if validate is not None and t.val_every > 0 and state.step % t.val_every == 0:
             _validate(model, validate, state, mode, folder, progress)
         if t.checkpoint_every > 0 and state.step % t.checkpoint_every == 0 and state.step < state.total_steps:
             state.seconds = time.perf_counter() - start
             folder.save_last(_checkpoint(model, optimizer, state, reports, mode))
+    finish(progress)  # a stage stopped on time ends without a last line: keep its status line
     state.seconds = time.perf_counter() - start
     losses = state.losses
     first = float(np.mean(losses[: max(1, min(10, len(losses)))])) if losses else math.nan
