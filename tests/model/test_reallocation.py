@@ -138,3 +138,56 @@ def test_auxiliary_branches_leave_batchnorm_running_stats_to_the_basic_branch(pa
     ):
         torch.testing.assert_close(a, b, msg=name)
     assert with_branches.backbone.head[0].norm.momentum == 0.02  # restored after the branches
+
+
+@pytest.mark.parametrize("branch", ["cross", "intra"])
+def test_feature_only_auxiliary_gradients_leave_decoder_and_skips_alone(pair_batch, levels, branch):
+    """aux_gradients="features": a loss on an auxiliary branch trains the reallocation and what lies
+    upstream of F, never the decoder's weights, and reaches the skip features only through F."""
+    found = {}
+    for mode in ("all", "features"):
+        model = dsp_model(levels)
+        kept = {}
+
+        def keep(name, kept=kept):
+            def hook(_module, _inputs, output):
+                kept[name] = output
+
+            return hook
+
+        handles = [
+            model.backbone.level_blocks[0][-1].register_forward_hook(keep("skip0")),  # skips[0] [N_0, w0]
+            model.backbone.decoder[-1].register_forward_hook(keep("F")),  # F [N_{L-2}, K]
+        ]
+        outputs = model(pair_batch, cross=branch == "cross", intra=branch == "intra", aux_gradients=mode)
+        for handle in handles:
+            handle.remove()
+        logits = outputs.cross if branch == "cross" else outputs.intra
+        loss = logits.square().mean()
+        grad_f, grad_skip = torch.autograd.grad(loss, [kept["F"], kept["skip0"]], retain_graph=True)
+        (through_f,) = torch.autograd.grad(kept["F"], kept["skip0"], grad_f, retain_graph=True)
+        loss.backward()
+        module = model.csfr if branch == "cross" else model.isfr
+
+        def size(grad):  # no gradient at all (None) counts as zero
+            return 0.0 if grad is None else float(grad.abs().sum())
+
+        found[mode] = {
+            "decoder": sum(size(p.grad) for p in model.backbone.decoder_parameters()),
+            "skip_direct": float((grad_skip - through_f).abs().sum()),
+            "module": size(module.weight.grad),
+            "stem": size(next(model.backbone.stem.parameters()).grad),
+            "logits": logits.detach(),
+        }
+    assert found["all"]["decoder"] > 0 and found["all"]["skip_direct"] > 0
+    assert found["features"]["decoder"] == 0
+    assert found["features"]["skip_direct"] < 1e-6 * found["all"]["skip_direct"]
+    assert found["features"]["module"] > 0 and found["features"]["stem"] > 0  # through F
+    torch.testing.assert_close(found["all"]["logits"], found["features"]["logits"])
+    # The decoder is trainable again afterwards.
+    assert all(p.requires_grad for p in model.backbone.decoder_parameters())
+
+
+def test_unknown_aux_gradients_is_an_error(pair_batch, levels):
+    with pytest.raises(ValueError, match="aux_gradients"):
+        dsp_model(levels)(pair_batch, intra=True, aux_gradients="decoder")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dsp3d.batching.batch import Batch
+from dsp3d.model.kpfcnn import Encoded
 from dsp3d.model.reallocation import CrossSampleReallocation, IntraSampleReallocation
 
 # Which modules each single-stage mode trains with; two-stage methods chain two of these.
@@ -24,6 +25,7 @@ STAGE_MODULES = {
     "isfr": (False, True),
     "joint": (True, True),
 }
+AUX_GRADIENTS = ("all", "features")
 METHOD_STAGES = {
     "baseline": ("baseline",),
     "full": ("full",),
@@ -59,23 +61,56 @@ class DSPModel(nn.Module):
         self.csfr = CrossSampleReallocation(dim)
         self.isfr = IntraSampleReallocation(dim)
 
-    def forward(self, batch: Batch, cross: bool = False, intra: bool = False) -> BranchOutputs:
+    def forward(
+        self, batch: Batch, cross: bool = False, intra: bool = False, aux_gradients: str = "all"
+    ) -> BranchOutputs:
+        """The basic branch, plus the cross / intra branches when asked.
+
+        aux_gradients: "all" lets the auxiliary branches' losses train every weight they touch (the
+        paper read literally); "features" lets them reach the network only through the reallocated
+        features (the decoder's weights and the skip features are constants in the auxiliary decodes).
+        With "all", L_CR / L_SR can be lowered by a decoder that ignores its coarse input and leans on
+        the skips, which removes the very path that propagates supervision (docs/method.md).
+        """
+        if aux_gradients not in AUX_GRADIENTS:
+            valid = ", ".join(AUX_GRADIENTS)
+            raise ValueError(f"aux_gradients must be one of {valid}, got '{aux_gradients}'")
         encoded = self.backbone.encode(batch)
         features = encoded.features  # [N_e, K] at level L-2, after the first upsampling block
         level = batch.num_levels - 2
         lengths = batch.lengths[level]
         out = BranchOutputs(basic=self.backbone.decode(features, encoded, batch))
-        if cross:
-            if batch.pairs is None or len(batch.pairs) == 0:
-                raise ValueError("the cross branch needs a batch of paired samples (batch.pairs)")
-            crossed = self.csfr(features, lengths, batch.pairs)
-            with frozen_running_stats(self.backbone):
-                out.cross = self.backbone.decode(crossed, encoded, batch)
-            out.cross_rows = paired_point_mask(batch.lengths[0], batch.pairs)
-        if intra:
-            with frozen_running_stats(self.backbone):
-                out.intra = self.backbone.decode(self.isfr(features, lengths), encoded, batch)
+        if not (cross or intra):
+            return out
+        through_features = aux_gradients == "features"
+        aux_encoded = Encoded(features, [s.detach() for s in encoded.skips]) if through_features else encoded
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(frozen_running_stats(self.backbone))
+            if through_features:
+                stack.enter_context(frozen_parameters(self.backbone.decoder_parameters()))
+            if cross:
+                if batch.pairs is None or len(batch.pairs) == 0:
+                    raise ValueError("the cross branch needs a batch of paired samples (batch.pairs)")
+                crossed = self.csfr(features, lengths, batch.pairs)
+                out.cross = self.backbone.decode(crossed, aux_encoded, batch)
+                out.cross_rows = paired_point_mask(batch.lengths[0], batch.pairs)
+            if intra:
+                out.intra = self.backbone.decode(self.isfr(features, lengths), aux_encoded, batch)
         return out
+
+
+@contextlib.contextmanager
+def frozen_parameters(parameters: list[nn.Parameter]) -> Iterator[None]:
+    """Operations recorded inside treat ``parameters`` as constants (no gradient reaches them from there);
+    graphs recorded before or after are unaffected."""
+    saved = [p.requires_grad for p in parameters]
+    for p in parameters:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(parameters, saved, strict=True):
+            p.requires_grad_(flag)
 
 
 @contextlib.contextmanager

@@ -83,6 +83,11 @@ class KPFCNN(nn.Module):
         """K, the width of the features ``encode`` returns."""
         return self.widths[-2]
 
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        """The weights ``decode`` uses (the decoder steps after ``encode``'s, and the head)."""
+        top = len(self.levels) - 2
+        return [p for block in self.decoder[:top] for p in block.parameters()] + list(self.head.parameters())
+
     def _check(self, batch: Batch) -> None:
         if batch.num_levels != len(self.levels):
             raise ValueError(f"the batch has {batch.num_levels} levels, the network {len(self.levels)}")

@@ -245,7 +245,7 @@ def train_stage(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = batch.to(device)
-        outputs = model(batch, cross=cross, intra=intra)
+        outputs = model(batch, cross=cross, intra=intra, aux_gradients=t.aux_gradients)
         terms = stage_loss(
             mode,
             outputs.basic,
