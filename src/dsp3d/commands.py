@@ -12,9 +12,9 @@ from dsp3d.config import Config
 from dsp3d.data.prepare import dataset_sources, prepare_data
 from dsp3d.datasets.folder import load_folder_spec
 from dsp3d.evaluation.evaluate import evaluate
-from dsp3d.inference.predict import check_inputs, label_palette, predict_cloud
+from dsp3d.inference.predict import Predictor, label_palette
 from dsp3d.io.atomic import atomic_output
-from dsp3d.io.clouds import cloud_format, read_cloud, write_cloud_like
+from dsp3d.io.clouds import cloud_format
 from dsp3d.io.errors import DataError
 from dsp3d.report_table import per_class_table
 from dsp3d.runs import atomic_write_json
@@ -109,24 +109,16 @@ def predict_command(
     palette = label_palette(len(meta.class_names))
     totals = np.zeros(len(meta.class_names), dtype=np.int64)
     files = {}
+    predictor = Predictor(model, meta, device, batch_points, progress=progress)
     for index, path in enumerate(paths):
         progress(f"[{index + 1}/{len(paths)}] {path}")
-        cloud = read_cloud(path, spec)
-        check_inputs(cloud, meta, path)
-        prediction = predict_cloud(model, meta, cloud, device, batch_points, progress=progress)
-        fields = {"pred": prediction.labels.astype(np.int32)}
-        if probabilities:
-            fields["prob"] = prediction.confidence
-        if colors:
-            rgb = palette[prediction.labels]
-            fields.update(pred_red=rgb[:, 0], pred_green=rgb[:, 1], pred_blue=rgb[:, 2])
         target = out / path.name
-        write_cloud_like(path, target, fields)
-        counts = np.bincount(prediction.labels, minlength=len(meta.class_names))
+        # read, subsampled and written back in chunks: the full cloud is never in memory
+        counts = predictor.predict_file(path, target, spec, probabilities, colors)
         totals += counts
         files[str(path)] = {
             "output": str(target),
-            "points": len(cloud),
+            "points": int(counts.sum()),
             "points_per_class": {name: int(n) for name, n in zip(meta.class_names, counts, strict=True)},
         }
         progress(f"  -> {target}")

@@ -1,5 +1,9 @@
 """Prediction on clouds of any size: tiled test spheres, voting, reprojection to every original point.
 
+Files are predicted in chunks (``Predictor.predict_file``, what ``dsp3d predict`` runs): the file is
+read chunk by chunk into its grid-subsampled cloud, and written again chunk by chunk with the label of
+each point's voxel (``dsp3d.inference.streamed``), so that the full cloud is never in memory.
+
 Memory: the cloud is grid-subsampled once (M points); the votes are one float32 [M, C] array. Test
 spheres are made and used tile by tile (square tiles of the xy plane), so what the spheres themselves
 need (their centres and point indices, several times M for overlapping spheres) is bounded by one tile
@@ -20,7 +24,10 @@ from scipy.spatial import cKDTree
 
 from dsp3d.batching.pyramid import build_batch
 from dsp3d.data.types import Cloud, SubsampledCloud
+from dsp3d.inference.streamed import stream_subsample, summarize_source
 from dsp3d.io.errors import DataError
+from dsp3d.io.fields import FieldSpec
+from dsp3d.io.stream import DEFAULT_CHUNK_POINTS, open_source
 from dsp3d.preprocessing.subsample import grid_subsample
 from dsp3d.progress import ProgressBar
 from dsp3d.sampling.sample import extract_sample
@@ -74,81 +81,161 @@ def iter_tile_spheres(
         yield centers, spheres, stop - start
 
 
-@torch.no_grad()
+@dataclass
+class Predictor:
+    """A model and how to run it on clouds: ``batch_points`` points per batch of test spheres (a larger
+    sphere gets a batch of its own), sphere centres ``spacing`` radii apart, ``progress`` messages."""
+
+    model: torch.nn.Module
+    meta: InferenceMeta
+    device: torch.device
+    batch_points: int = 60000
+    spacing: float = 0.8
+    progress: Callable[[str], None] = print
+
+    @torch.no_grad()
+    def probabilities(self, cloud: SubsampledCloud) -> np.ndarray:
+        """float32 [M, C]: softmax probabilities of ``cloud``'s points averaged over the test spheres
+        holding them."""
+        meta = self.meta
+        sums = np.zeros((len(cloud), len(meta.class_names)), dtype=np.float32)
+        counts = np.zeros(len(cloud), dtype=np.int32)
+        self.model.eval()
+        meter = ProgressBar(len(cloud), "points", self.progress, interval=5.0)
+
+        def run(batch_spheres: list[tuple[np.ndarray, np.ndarray]]) -> None:
+            samples = [extract_sample(cloud, 0, idx, c, meta.feature_names) for c, idx in batch_spheres]
+            batch = build_batch(samples, meta.levels).to(self.device)
+            probs = torch.softmax(self.model(batch).float(), dim=1).cpu().numpy()
+            index = batch.input_indices.cpu().numpy()
+            np.add.at(sums, index, probs)
+            np.add.at(counts, index, 1)
+
+        for centers, spheres, tile_points in iter_tile_spheres(
+            cloud.points, meta.sphere_radius, self.spacing
+        ):
+            pending, total = [], 0
+            for center, indices in zip(centers, spheres, strict=True):
+                if pending and total + len(indices) > self.batch_points:
+                    run(pending)
+                    pending, total = [], 0
+                pending.append((center, indices))
+                total += len(indices)
+            if pending:
+                run(pending)
+            meter.update(tile_points)
+        if (counts == 0).any():  # cannot happen by construction; a clear message if it ever does
+            raise RuntimeError(f"{cloud.name}: {int((counts == 0).sum())} points were never predicted")
+        sums /= counts[:, None]
+        return sums
+
+    def vote(self, sub: SubsampledCloud, points: int) -> VoxelVotes:
+        """The winning class of every voxel of ``sub`` (of a cloud of ``points`` points)."""
+        self.progress(f"  {points:,} points, {len(sub):,} after subsampling at {self.meta.grid_size:g} m")
+        probabilities = self.probabilities(sub)
+        winners = probabilities.argmax(axis=1)
+        confidence = probabilities[np.arange(len(sub)), winners]
+        return VoxelVotes(winners, confidence, probabilities)
+
+    def predict_cloud(self, cloud: Cloud) -> Prediction:
+        """Subsample at the model's grid, vote over tiled spheres, project back to every original point."""
+        check_inputs(cloud, self.meta, cloud.name)
+        sub = grid_subsample(cloud, self.meta.grid_size)
+        votes = self.vote(sub, len(cloud))
+        return Prediction(
+            labels=votes.labels[sub.reprojection].astype(np.int64),
+            confidence=votes.confidence[sub.reprojection].astype(np.float32),
+            probabilities=votes.probabilities,
+        )
+
+    def predict_file(
+        self,
+        path,
+        out,
+        spec: FieldSpec | None = None,
+        probabilities: bool = False,
+        colors: bool = False,
+        chunk_points: int = DEFAULT_CHUNK_POINTS,
+    ) -> np.ndarray:
+        """Label every point of the file ``path`` and write it again at ``out`` (its own format, its
+        fields plus ``pred``, optionally ``prob`` and ``pred_red/green/blue``), reading and writing
+        ``chunk_points`` points at a time: besides one chunk, memory holds the subsampled cloud and
+        its votes, never the full cloud. Returns the points per predicted class, int64 [C]."""
+        source = open_source(path)
+        summary = summarize_source(source, spec, chunk_points)
+        reading = summary.reading()
+        check_features(self.meta, path, reading.colors is not None, reading.intensity is not None)
+        grid = self.meta.grid_size
+        sub, voxels = stream_subsample(source, reading, grid, chunk_points, summary.low, summary.high)
+        votes = self.vote(sub, summary.count)
+        del sub
+        num_classes = len(self.meta.class_names)
+        palette = label_palette(num_classes)
+        totals = np.zeros(num_classes, dtype=np.int64)
+        labels = votes.labels.astype(np.int32)
+        confidence = votes.confidence.astype(np.float32)
+        del votes
+
+        def extra(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            voxel = voxels.find(reading.points(fields))
+            pred = labels[voxel]
+            totals[:] += np.bincount(pred, minlength=num_classes)
+            result = {"pred": pred}
+            if probabilities:
+                result["prob"] = confidence[voxel]
+            if colors:
+                rgb = palette[pred]
+                result.update(pred_red=rgb[:, 0], pred_green=rgb[:, 1], pred_blue=rgb[:, 2])
+            return result
+
+        source.write_like(out, extra, chunk_points)
+        return totals
+
+
+@dataclass
+class VoxelVotes:
+    """Per voxel of a subsampled cloud: winning class int64 [M], its averaged probability float32 [M],
+    and every class's averaged probability float32 [M, C]."""
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    probabilities: np.ndarray
+
+
 def tiled_probabilities(
     model: torch.nn.Module,
     cloud: SubsampledCloud,
     meta: InferenceMeta,
     device: torch.device,
-    batch_points: int = 60000,
-    spacing: float = 0.8,
-    progress: Callable[[str], None] = print,
+    *args,
+    **options,
 ) -> np.ndarray:
-    """float32 [M, C]: softmax probabilities of ``cloud``'s points averaged over the test spheres holding
-    them. Spheres are batched up to ``batch_points`` points (a larger sphere gets a batch of its own)."""
-    num_classes = len(meta.class_names)
-    sums = np.zeros((len(cloud), num_classes), dtype=np.float32)
-    counts = np.zeros(len(cloud), dtype=np.int32)
-    model.eval()
-    meter = ProgressBar(len(cloud), "points", progress, interval=5.0)
-
-    def run(batch_spheres: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        samples = [extract_sample(cloud, 0, idx, c, meta.feature_names) for c, idx in batch_spheres]
-        batch = build_batch(samples, meta.levels).to(device)
-        probs = torch.softmax(model(batch).float(), dim=1).cpu().numpy()
-        index = batch.input_indices.cpu().numpy()
-        np.add.at(sums, index, probs)
-        np.add.at(counts, index, 1)
-
-    for centers, spheres, tile_points in iter_tile_spheres(cloud.points, meta.sphere_radius, spacing):
-        pending, total = [], 0
-        for center, indices in zip(centers, spheres, strict=True):
-            if pending and total + len(indices) > batch_points:
-                run(pending)
-                pending, total = [], 0
-            pending.append((center, indices))
-            total += len(indices)
-        if pending:
-            run(pending)
-        meter.update(tile_points)
-    if (counts == 0).any():  # cannot happen by construction; a clear message if it ever does
-        raise RuntimeError(f"{cloud.name}: {int((counts == 0).sum())} points were never predicted")
-    sums /= counts[:, None]
-    return sums
+    """``Predictor(model, meta, device, *args, **options).probabilities(cloud)``."""
+    return Predictor(model, meta, device, *args, **options).probabilities(cloud)
 
 
-def check_inputs(cloud: Cloud, meta: InferenceMeta, path) -> None:
-    """DataError when the cloud lacks a field the model was trained with."""
-    if "rgb" in meta.feature_names and cloud.colors is None:
+def predict_cloud(
+    model: torch.nn.Module, meta: InferenceMeta, cloud: Cloud, device: torch.device, *args, **options
+) -> Prediction:
+    """``Predictor(model, meta, device, *args, **options).predict_cloud(cloud)``: the in-memory path."""
+    return Predictor(model, meta, device, *args, **options).predict_cloud(cloud)
+
+
+def check_features(meta: InferenceMeta, path, colors: bool, intensity: bool) -> None:
+    """DataError when a cloud (with or without ``colors`` and ``intensity``) lacks a field the model was
+    trained with."""
+    if "rgb" in meta.feature_names and not colors:
         raise DataError(
             f"{path}: no colour (red/green/blue) in this cloud, but the model was trained with colour "
             f"(input features {', '.join(meta.feature_names)}); use a model trained without 'rgb'"
         )
-    if "intensity" in meta.feature_names and cloud.intensity is None:
+    if "intensity" in meta.feature_names and not intensity:
         raise DataError(
             f"{path}: no intensity in this cloud, but the model was trained with it "
             f"(input features {', '.join(meta.feature_names)})"
         )
 
 
-def predict_cloud(
-    model: torch.nn.Module,
-    meta: InferenceMeta,
-    cloud: Cloud,
-    device: torch.device,
-    batch_points: int = 60000,
-    spacing: float = 0.8,
-    progress: Callable[[str], None] = print,
-) -> Prediction:
-    """Subsample at the model's grid, vote over tiled spheres, project back to every original point."""
-    check_inputs(cloud, meta, cloud.name)
-    sub = grid_subsample(cloud, meta.grid_size)
-    progress(f"  {len(cloud):,} points, {len(sub):,} after subsampling at {meta.grid_size:g} m")
-    probabilities = tiled_probabilities(model, sub, meta, device, batch_points, spacing, progress)
-    winners = probabilities.argmax(axis=1)
-    confidence = probabilities[np.arange(len(sub)), winners]
-    return Prediction(
-        labels=winners[sub.reprojection].astype(np.int64),
-        confidence=confidence[sub.reprojection].astype(np.float32),
-        probabilities=probabilities,
-    )
+def check_inputs(cloud: Cloud, meta: InferenceMeta, path) -> None:
+    """DataError when the cloud lacks a field the model was trained with."""
+    check_features(meta, path, cloud.colors is not None, cloud.intensity is not None)
