@@ -21,6 +21,7 @@ import copy
 import itertools
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,6 +333,19 @@ class LasSource(ChunkSource):
         for start, record in self._records(size):
             yield Chunk(start, las.las_fields(record), record)
 
+    def _writer(self, tmp: Path, out: Path, header, fields: dict[str, np.ndarray]):
+        """A laspy writer at ``tmp`` whose point format has ``fields`` (new ones as extra dimensions)."""
+        laspy = self.laspy
+        existing = set(header.point_format.dimension_names) | set(las._XYZ)
+        params = [
+            laspy.ExtraBytesParams(name=n, type=las._extra_type(v))
+            for n, v in fields.items()
+            if n not in existing
+        ]
+        if params:
+            header.add_extra_dims(params)
+        return laspy.open(tmp, mode="w", header=header, do_compress=out.suffix.lower() == ".laz")
+
     def write_like(self, out, extra: ExtraFields, size: int = DEFAULT_CHUNK_POINTS) -> None:
         laspy, out = self.laspy, Path(out)
         header = copy.deepcopy(self.header)
@@ -340,41 +354,40 @@ class LasSource(ChunkSource):
         with atomic_output(out) as tmp:
             try:
                 for start, record in self._records(size, evlrs):
-                    chunk = Chunk(start, las.las_fields(record), record)
-                    fields = _extras(chunk, extra, out)
-                    if writer is None:
-                        existing = set(header.point_format.dimension_names) | set(las._XYZ)
-                        params = [
-                            laspy.ExtraBytesParams(name=n, type=las._extra_type(v))
-                            for n, v in fields.items()
-                            if n not in existing
-                        ]
-                        if params:
-                            header.add_extra_dims(params)
-                        compress = out.suffix.lower() == ".laz"
-                        writer = laspy.open(tmp, mode="w", header=header, do_compress=compress)
-                    points = laspy.ScaleAwarePointRecord.zeros(len(record), header=header)
-                    for name in record.array.dtype.names:
-                        points.array[name] = record.array[name]
-                    for name, values in fields.items():
-                        if name in las._XYZ:
-                            setattr(points, name, values)
-                        else:
-                            points[name] = values
-                    writer.write_points(points)
+                    fields = _extras(Chunk(start, las.las_fields(record), record), extra, out)
+                    with _las_errors(out):
+                        if writer is None:
+                            writer = self._writer(tmp, out, header, fields)
+                        points = laspy.ScaleAwarePointRecord.zeros(len(record), header=header)
+                        for name in record.array.dtype.names:
+                            points.array[name] = record.array[name]
+                        for name, values in fields.items():
+                            if name in las._XYZ:
+                                setattr(points, name, values)
+                            else:
+                                points[name] = values
+                        writer.write_points(points)
                 if writer is None:
                     raise DataError(f"{self.path}: no points to write")
-                if header.version.minor >= 4 and evlrs:
-                    writer.write_evlrs(evlrs)
-                writer.close()
-                writer = None
-            except DataError:
-                raise
-            except Exception as error:
-                raise las._explain(out, error, "write") from error
+                with _las_errors(out):
+                    if header.version.minor >= 4 and evlrs:
+                        writer.write_evlrs(evlrs)
+                    writer, done = None, writer
+                    done.close()
             finally:
                 if writer is not None:
                     writer.close()
+
+
+@contextmanager
+def _las_errors(path) -> Iterator[None]:
+    """laspy's errors (assorted types: overflow, bad names, ...) as a DataError naming ``path``."""
+    try:
+        yield
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from error
+    except Exception as error:
+        raise las._explain(path, error, "write") from error
 
 
 # ----------------------------------------------------------------------------------------------------------
