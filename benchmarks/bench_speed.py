@@ -10,8 +10,9 @@ Rows, on a generated room of about 1M points (dsp3d.datasets.synthetic.generate_
   per-kernel-point products summed) and dsp3d's dense ``kpconv_reference``
 - a KPFCNN training step, S3DIS architecture (first width 128, 5 levels, dl 0.04, 40k-point batch),
   built with dsp3d.training.trainer.build_model from a config, SGD with momentum
-- prediction (dsp3d.inference.predict.predict_cloud) on a cloud of 10M points: copies of the room side
-  by side (``--predict-points`` changes the size; the size used is printed and saved)
+- prediction of a 10M-point file as ``dsp3d predict`` runs it (dsp3d.inference.predict.Predictor
+  .predict_file: the binary PLY read, subsampled and written back in chunks): copies of the room side by
+  side (``--predict-points`` changes the size; the size used is printed and saved)
 
 Times are medians over ``--repeats`` (after one warm-up); the spread is the min-max over the repeats.
 Memory on the CPU is the peak resident set size (VmHWM of /proc/self/status, reset through
@@ -54,6 +55,7 @@ from dsp3d.config import load_config  # noqa: E402
 from dsp3d.data.types import Cloud  # noqa: E402
 from dsp3d.datasets.synthetic.classes import SYNTHETIC_CLASSES  # noqa: E402
 from dsp3d.datasets.synthetic.room import generate_room  # noqa: E402
+from dsp3d.io.clouds import write_cloud  # noqa: E402
 from dsp3d.model.kpconv import SHADOW_DISTANCE, KPConv, kpconv_reference  # noqa: E402
 from dsp3d.preprocessing.subsample import grid_subsample  # noqa: E402
 from dsp3d.sampling.scenes import SceneSet  # noqa: E402
@@ -272,12 +274,12 @@ def measure_peak(work, device: torch.device) -> dict:
 
 
 def predict_child(inputs_path: str, device: torch.device) -> dict:
-    from dsp3d.inference.predict import predict_cloud
+    from dsp3d.inference.predict import Predictor
     from dsp3d.model.kpfcnn import KPFCNN
     from dsp3d.training.export import InferenceMeta
 
     data = np.load(inputs_path)
-    cloud = Cloud(points=data["points"], colors=data["colors"], labels=data["labels"], name="tiled")
+    cloud_path = Path(inputs_path).with_name("cloud.ply")
     caps = [int(c) for c in data["caps"]]
     config = s3dis_config(caps)
     torch.manual_seed(0)
@@ -301,10 +303,13 @@ def predict_child(inputs_path: str, device: torch.device) -> dict:
 
     def work():
         start = time.perf_counter()
-        prediction = predict_cloud(model, meta, cloud, device, progress=lambda _: None)
+        predictor = Predictor(model, meta, device, progress=lambda _: None)
+        out = cloud_path.with_name("predicted.ply")
+        counts = predictor.predict_file(cloud_path, out, probabilities=True)
         sync(device)
         timing["seconds"] = time.perf_counter() - start
-        timing["labelled"] = int(len(prediction.labels))
+        timing["labelled"] = int(counts.sum())
+        out.unlink()
 
     result = measure_peak(work, device)
     result.update(timing)
@@ -420,16 +425,11 @@ def main(argv: list[str] | None = None) -> int:
         results["train_step_peak_mb"] = memory["peak_mb"]
 
         cloud = tiled_cloud(room, args.predict_points)
-        predict_path = str(Path(tmp) / "cloud.npz")
-        np.savez(
-            predict_path,
-            points=cloud.points,
-            colors=cloud.colors,
-            labels=cloud.labels,
-            caps=np.array(caps),
-            feature_width=np.array(batch.features.shape[1]),
-        )
+        cloud.labels = None
+        write_cloud(Path(tmp) / "cloud.ply", cloud)  # x y z float32, red green blue uint8
         del cloud
+        predict_path = str(Path(tmp) / "inputs.npz")
+        np.savez(predict_path, caps=np.array(caps), feature_width=np.array(batch.features.shape[1]))
         memory = run_child("predict", predict_path, device)
     results["predict_points"] = args.predict_points
     results["predict_s"] = memory["seconds"]

@@ -1,0 +1,127 @@
+"""End-to-end ``dsp3d predict`` through the command line on a large generated cloud: wall time, points per
+second and the peak resident set size of the predicting process (``/usr/bin/time -v``, which reads the
+child's ``ru_maxrss``: every allocation and every file page the process mapped counts).
+
+The cloud is bench_speed's: copies of the generated room (``generate_room(0, density=5300)``, about 1M
+points, colour) side by side along x, cut to ``--points``, written as binary PLY (x y z float32, red
+green blue uint8). The model is bench_speed's S3DIS-sized KPFCNN (first width 128, 5 levels, 4 cm,
+features ones + rgb, neighbour caps calibrated on the room), random weights, exported as model.pt.
+
+    .venv/bin/python benchmarks/bench_predict_cli.py --work DIR [--points 10000000] [--src SRC]
+        [--format ply|npy|las] [--json OUT.json]
+
+``--src`` runs the command from another source tree (e.g. an extracted older commit) with the same
+venv; the input and model in DIR are made once and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_speed  # noqa: E402  (the benchmarks folder, put on the path above)
+
+from dsp3d.batching.pyramid import calibrated_levels  # noqa: E402
+from dsp3d.datasets.synthetic.classes import SYNTHETIC_CLASSES  # noqa: E402
+from dsp3d.datasets.synthetic.room import generate_room  # noqa: E402
+from dsp3d.io.clouds import write_cloud  # noqa: E402
+from dsp3d.model.kpfcnn import KPFCNN  # noqa: E402
+from dsp3d.training.export import InferenceMeta, export_inference_model  # noqa: E402
+
+
+def make_inputs(work: Path, points: int, fmt: str) -> tuple[Path, Path]:
+    model_path = work / "model.pt"
+    cloud_path = work / f"cloud_{points}.{fmt}"
+    if not model_path.exists() or not cloud_path.exists():
+        room = generate_room(0, density=bench_speed.ROOM_DENSITY)
+        if not model_path.exists():
+            scene_set = bench_speed.room_scene_set(room)
+            base = bench_speed.s3dis_config([40] * 5).levels()
+            levels = calibrated_levels(scene_set, base, bench_speed.SPHERE_RADIUS, percentile=90.0)
+            caps = [spec.neighbour_cap for spec in levels]
+            config = bench_speed.s3dis_config(caps)
+            torch.manual_seed(0)
+            model = KPFCNN(4, 13, config.levels(), first_features=config.model.first_features)
+            meta = InferenceMeta(
+                class_names=list(SYNTHETIC_CLASSES)[:13],
+                feature_names=bench_speed.FEATURES,
+                levels=config.levels(),
+                first_features=config.model.first_features,
+                kernel_points=config.model.kernel_points,
+                bn_momentum=config.model.bn_momentum,
+                sphere_radius=bench_speed.SPHERE_RADIUS,
+                method="baseline",
+            )
+            export_inference_model(model, meta, model_path)
+        if not cloud_path.exists():
+            cloud = bench_speed.tiled_cloud(room, points)
+            cloud.labels = None
+            write_cloud(cloud_path, cloud)
+    return model_path, cloud_path
+
+
+def run_cli(src: Path, model: Path, cloud: Path, out: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(src))
+    command = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-c",
+        "import sys; from dsp3d.cli import main; sys.exit(main())",
+    ]
+    command += ["predict", str(model), str(cloud), "-o", str(out)]
+    start = time.perf_counter()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"predict failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    return {"seconds": seconds, "peak_mb": peak_kb / 1024, "stdout_tail": proc.stdout.splitlines()[-4:]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", required=True, help="folder for the input, the model and the output")
+    parser.add_argument("--points", type=int, default=10_000_000)
+    parser.add_argument("--format", default="ply", choices=["ply", "npy", "las"])
+    parser.add_argument("--src", default=str(Path(__file__).resolve().parents[1] / "src"))
+    parser.add_argument("--json", default=None, help="append the result to this JSON lines file")
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model, cloud = make_inputs(work, args.points, args.format)
+    load = os.getloadavg()[0]
+    result = run_cli(Path(args.src), model, cloud, work / "out")
+    output = work / "out" / cloud.name
+    result.update(
+        points=args.points,
+        format=args.format,
+        src=args.src,
+        points_per_s=args.points / result["seconds"],
+        input_mb=cloud.stat().st_size / 2**20,
+        output_mb=output.stat().st_size / 2**20,
+        load_average_start=load,
+        load_average_end=os.getloadavg()[0],
+    )
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps(result) + "\n")
+    output.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
