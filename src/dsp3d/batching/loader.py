@@ -72,6 +72,7 @@ class SphereBatchPlanner(Sampler):
         seed: int,
         picker: str,
         start: int = 0,
+        rank: int = 0,
     ):
         if picker not in PICKERS:
             raise ValueError(f"unknown sphere picker '{picker}'; valid: {', '.join(PICKERS)}")
@@ -80,6 +81,7 @@ class SphereBatchPlanner(Sampler):
         self.scene_set, self.radius, self.train = scene_set, radius, train
         self.pairs, self.seed, self.picker = pairs, seed, picker
         self.start = start  # BatchSpecs planned and dropped first: a resumed run continues the stream
+        self.rank = rank  # data-parallel training: each rank its own stream; rank 0 the single-process one
         self.pair_sampler: PairSampler | None = None
 
     def _units(self, rng: np.random.Generator) -> Iterator[list[SphereDraw]]:
@@ -107,7 +109,7 @@ class SphereBatchPlanner(Sampler):
         return out
 
     def __iter__(self) -> Iterator[BatchSpec]:
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.seed if self.rank == 0 else [self.seed, self.rank])
         units = self._units(rng)
         budget, most = self.train.batch_points, self.train.spheres_per_batch
         pending = None
@@ -175,6 +177,7 @@ def make_train_loader(
     seed: int,
     picker: str = "potential",
     start: int = 0,
+    rank: int = 0,
 ) -> DataLoader:
     """An endless DataLoader of training Batches (spheres of data_cfg.sphere_radius).
 
@@ -182,8 +185,12 @@ def make_train_loader(
     picker: "potential" (coverage-driven, KPConv) or "balanced" (a weak point of a random class).
     start: skip the first ``start`` batches of the stream (only their spheres are planned, which is cheap):
     the stream then continues exactly where a run stopped after ``start`` steps.
+    rank: data-parallel training (dsp3d.training.distributed): rank r > 0 draws its own stream, seeded by
+    (seed, r); rank 0 draws the single-process one. Each rank's batches hold whole pairs.
     """
-    planner = SphereBatchPlanner(scene_set, data_cfg.sphere_radius, train_cfg, pairs, seed, picker, start)
+    planner = SphereBatchPlanner(
+        scene_set, data_cfg.sphere_radius, train_cfg, pairs, seed, picker, start, rank
+    )
     workers = train_cfg.num_workers
     return DataLoader(
         TrainSphereDataset(scene_set, levels, aug_cfg),
