@@ -169,6 +169,27 @@ def _picture_command(args: argparse.Namespace, progress) -> None:
         export_command(args.runs, args.out, **scenes)
 
 
+def _train_command(config, out: Path, resume: bool, progress) -> None:
+    """Prepare the data and train one run. Under torchrun this process is one rank of a data-parallel run
+    (docs/scale.md): one process per node fills the data cache first, rank 0 reports and writes the run."""
+    from dsp3d.data.prepare import prepare_data
+    from dsp3d.runs import run_method
+    from dsp3d.training.distributed import process_group
+    from dsp3d.training.trainer import resolve_device
+
+    with process_group(resolve_device(config.train.device)) as world:
+        if not world.is_main:
+            progress = lambda message: None  # noqa: E731
+            logging.getLogger("dsp3d").setLevel(logging.WARNING)
+        data = world.node_first(lambda: prepare_data(config, progress))
+        result = run_method(config, data, out, progress, resume=resume)
+        if world.is_main:
+            print(
+                f"{config.train.method}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
+                f"  ({out / 'results.json'})"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -186,9 +207,6 @@ def main(argv: list[str] | None = None) -> int:
                 for run, result in results["runs"].items():
                     print(f"{run}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}")
         elif args.command == "train":
-            from dsp3d.data.prepare import prepare_data
-            from dsp3d.runs import run_method
-
             if args.resume:
                 out = Path(args.resume)
                 if not (out / "config.yaml").is_file():
@@ -201,12 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(args.out or Path("runs") / Path(args.config).stem)
             else:
                 raise ConfigError("train needs --config FILE (a new run) or --resume RUN_DIR")
-            data = prepare_data(config, progress)
-            result = run_method(config, data, out, progress, resume=bool(args.resume))
-            print(
-                f"{config.train.method}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
-                f"  ({out / 'results.json'})"
-            )
+            _train_command(config, out, bool(args.resume), progress)
         elif args.command == "ablate":
             from dsp3d.ablate import run_ablation
 

@@ -16,6 +16,7 @@ from dsp3d.data.prepare import PreparedData, write_weak_labels
 from dsp3d.evaluation.evaluate import evaluate
 from dsp3d.model.dsp import METHOD_STAGES
 from dsp3d.sampling.scenes import SceneSet
+from dsp3d.training import distributed
 from dsp3d.training.export import InferenceMeta, export_inference_model
 from dsp3d.training.trainer import resolve_device, train
 
@@ -46,12 +47,17 @@ def run_method(
 
     resume: continue an interrupted run in ``run_dir`` (its config and weak labels are already there).
     With ``train.val_every`` > 0 the held-out scenes are scored during training (metrics.jsonl, best.pt).
+    Under torchrun every rank calls this (dsp3d.training.distributed): each scores its share of the
+    held-out scenes, the confusion matrices are summed, and rank 0 alone writes files.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     method = config.train.method
     scenes = fully_labelled(data.train) if method == "full" else data.train
-    if not resume:
+    world = distributed.current_world()
+    if not world.is_main:
+        progress = _silent
+    if not resume and world.is_main:
         save_config(config, run_dir / "config.yaml")
         if method != "full":
             write_weak_labels(data, run_dir / "weak_labels")
@@ -65,8 +71,14 @@ def run_method(
         device,
     )
 
+    test_share = distributed.shard(data.test, world)  # every scene in one process
+
+    def score(model, branch: str = "basic", report=progress) -> dict:
+        result = evaluate(model, test_share, *scoring, branch=branch, progress=report)
+        return distributed.merge_results(result, data.class_names, world)
+
     def validate(model) -> dict:
-        return evaluate(model.backbone, data.test, *scoring, progress=lambda message: None)
+        return score(model.backbone, report=_silent)
 
     model, reports = train(config, scenes, run_dir, progress, resume=resume, validate=validate)
     meta = InferenceMeta(
@@ -79,15 +91,16 @@ def run_method(
         sphere_radius=config.data.sphere_radius,
         method=method,
     )
-    export_inference_model(model.backbone, meta, run_dir / "model.pt")
+    if world.is_main:
+        export_inference_model(model.backbone, meta, run_dir / "model.pt")
     progress(f"evaluating {method} on {len(data.test)} held-out scenes")
-    result = evaluate(model.backbone, data.test, *scoring, progress=progress)
+    result = score(model.backbone)
     if config.eval.branches:
         result["branches"] = {"basic": result["miou"]}
         stages = set(METHOD_STAGES[method])
         for branch, used in (("cross", {"csfr", "joint"}), ("intra", {"isfr", "joint"})):
             if stages & used:
-                scored = evaluate(model, data.test, *scoring, branch=branch, progress=progress)
+                scored = score(model, branch)
                 result["branches"][branch] = scored["miou"]
     result["training"] = [
         {
@@ -99,5 +112,10 @@ def run_method(
         }
         for r in reports
     ]
-    atomic_write_json(result, run_dir / "results.json")
+    if world.is_main:
+        atomic_write_json(result, run_dir / "results.json")
     return result
+
+
+def _silent(message: str) -> None:
+    pass

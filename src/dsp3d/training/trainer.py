@@ -32,6 +32,7 @@ from dsp3d.losses import stage_loss
 from dsp3d.model.dsp import METHOD_STAGES, STAGE_MODULES, DSPModel
 from dsp3d.progress import finish, is_live, status, training_line
 from dsp3d.sampling.scenes import SceneSet
+from dsp3d.training import distributed
 from dsp3d.training.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
 from dsp3d.training.schedule import exponential_lr
 from dsp3d.training.tensorboard import TensorBoardLog
@@ -80,9 +81,10 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when present; under torchrun, ``cuda`` is the rank's own GPU (cuda:LOCAL_RANK)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return distributed.rank_device(torch.device(name))
 
 
 def stage_budgets(config: Config) -> list[float | None]:
@@ -104,10 +106,14 @@ def planned_steps(step: int, spent_s: float, timed_s: float, budget_s: float, mo
 
 
 class RunFolder:
-    """The files of a run folder that the training loop writes (see the module docstring)."""
+    """The files of a run folder that the training loop writes (see the module docstring).
 
-    def __init__(self, root: str | Path):
+    writes: False makes every write a no-op (the ranks > 0 of a data-parallel run; rank 0 writes).
+    """
+
+    def __init__(self, root: str | Path, writes: bool = True):
         self.root = Path(root)
+        self.writes = writes
         self.checkpoints = self.root / "checkpoints"
         self.last = self.checkpoints / "last.pt"
         self.previous = self.checkpoints / "last.prev.pt"
@@ -118,6 +124,8 @@ class RunFolder:
         return self.root / f"stage{stage + 1}.pt"
 
     def log_metrics(self, record: dict) -> None:
+        if not self.writes:
+            return
         if self.board is None:
             self.board = TensorBoardLog.open(self.root) or False  # False: no event log (not installed)
         with open(self.metrics, "a") as handle:
@@ -132,12 +140,18 @@ class RunFolder:
 
     def save_last(self, payload: dict) -> None:
         """last.pt, keeping the one before as last.prev.pt (a kill between the two renames loses neither)."""
+        if not self.writes:
+            return
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoints / "last.next.pt"
         atomic_torch_save(payload, tmp)
         if self.last.exists():
             self.last.replace(self.previous)
         tmp.replace(self.last)
+
+    def save(self, payload: dict, path: Path) -> None:
+        if self.writes:
+            atomic_torch_save(payload, path)
 
     def load_last(self) -> dict:
         """The newest readable resume checkpoint; a corrupt or partial last.pt falls back to the previous."""
@@ -156,7 +170,7 @@ class RunFolder:
 
     def trim_metrics(self, stage: int, step: int) -> None:
         """Drop metric lines logged after the checkpoint a run resumes from (they will be logged again)."""
-        if not self.metrics.exists():
+        if not self.writes or not self.metrics.exists():
             return
         kept = []
         for line in self.metrics.read_text().splitlines():
@@ -181,6 +195,7 @@ def _checkpoint(model: DSPModel, optimizer, state: StageState, reports: list[Sta
         "stage_state": asdict(state),
         "reports": [asdict(r) for r in reports],
         "torch_rng": torch.get_rng_state(),
+        "world_size": distributed.current_world().size,
     }
 
 
@@ -198,9 +213,13 @@ def train_stage(
     optimizer_state: dict | None = None,
     validate: Validator | None = None,
 ) -> StageReport:
-    """Run (or continue, from ``state.step``) one stage; checkpoints and metrics go to ``folder``."""
+    """Run (or continue, from ``state.step``) one stage; checkpoints and metrics go to ``folder``.
+
+    In a data-parallel run (dsp3d.training.distributed) every rank runs this with its own sphere stream.
+    """
     cross, intra = STAGE_MODULES[mode]
     t = config.train
+    world = distributed.current_world()
     # The modules a stage does not use stay out of the optimiser (their weights are not trained there).
     params = list(model.backbone.parameters())
     params += list(model.csfr.parameters()) if cross else []
@@ -220,7 +239,9 @@ def train_stage(
         pairs=cross,
         seed=t.seed * 1000 + state.stage,
         start=state.step,
+        rank=world.rank,
     )
+    net = distributed.wrap_stage(model, cross, intra, device)  # the model itself in one process
     model.train()
     start = time.perf_counter() - state.seconds
     session_start = time.perf_counter()
@@ -238,14 +259,17 @@ def train_stage(
             elif step in REPLAN_STEPS or (step > REPLAN_STEPS[-1] and step % REPLAN_EVERY == 0):
                 now = time.perf_counter()
                 state.total_steps = planned_steps(step, now - start, now - timed_from, budget_s, t.steps)
-            if step > 0 and time.perf_counter() - start >= budget_s:  # slower than planned: stop on time
+            out_of_time = step > 0 and time.perf_counter() - start >= budget_s  # slower than planned
+            if world.distributed:  # every rank follows rank 0's plan and clock
+                state.total_steps, out_of_time = world.from_main([state.total_steps, out_of_time])
+            if out_of_time:
                 state.total_steps = step
                 break
         lr = exponential_lr(step, state.total_steps, t.lr, t.lr_decay_total)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = batch.to(device)
-        outputs = model(batch, cross=cross, intra=intra, aux_gradients=t.aux_gradients)
+        outputs = net(batch, cross=cross, intra=intra, aux_gradients=t.aux_gradients)
         terms = stage_loss(
             mode,
             outputs.basic,
@@ -260,7 +284,8 @@ def train_stage(
         )
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        if not torch.isfinite(terms.total):
+        loss, finite = world.loss_consensus(float(terms.total.detach()))  # rank mean; finite on every rank
+        if not finite:
             bad_steps += 1
             log.warning("stage %d step %d: non-finite loss, step skipped", state.stage + 1, step)
             if bad_steps >= t.max_bad_steps:
@@ -273,19 +298,20 @@ def train_stage(
         terms.total.backward()
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
         optimizer.step()
-        state.losses.append(float(terms.total.detach()))
+        state.losses.append(loss)
         window.append(terms.as_floats())
         points_seen += len(batch.points[0])
         if state.step % t.log_every == 0 or state.step == state.total_steps:
             elapsed = time.perf_counter() - start
+            (speed,) = world.all_sum([points_seen / max(time.perf_counter() - session_start, 1e-9)])
             record = {
                 "stage": state.stage + 1,
                 "mode": mode,
                 "step": state.step,
                 "total_steps": state.total_steps,
-                **{name: float(np.mean([w[name] for w in window])) for name in window[0]},
+                **world.all_mean({name: float(np.mean([w[name] for w in window])) for name in window[0]}),
                 "lr": lr,
-                "points_per_s": round(points_seen / max(time.perf_counter() - session_start, 1e-9), 1),
+                "points_per_s": round(speed, 1),
                 "elapsed_s": round(elapsed, 2),
             }
             record["loss"] = record.pop("total")
@@ -300,14 +326,17 @@ def train_stage(
             window = []
         elif is_live(progress):  # a status line per step: mean terms since the last logged step
             mean = {name: float(np.mean([w[name] for w in window])) for name in window[0]}
-            rate = points_seen / max(time.perf_counter() - session_start, 1e-9)
+            rate = world.size * points_seen / max(time.perf_counter() - session_start, 1e-9)  # all ranks
             elapsed = time.perf_counter() - start
             status(progress, training_line(mode, state.step, state.total_steps, mean, lr, rate, elapsed))
         if validate is not None and t.val_every > 0 and state.step % t.val_every == 0:
+            distributed.sync_buffers(model)
             _validate(model, validate, state, mode, folder, progress)
         if t.checkpoint_every > 0 and state.step % t.checkpoint_every == 0 and state.step < state.total_steps:
             state.seconds = time.perf_counter() - start
+            distributed.sync_buffers(model)
             folder.save_last(_checkpoint(model, optimizer, state, reports, mode))
+    distributed.unwrap_stage(model)
     finish(progress)  # a stage stopped on time ends without a last line: keep its status line
     state.seconds = time.perf_counter() - start
     losses = state.losses
@@ -332,7 +361,7 @@ def _validate(
     progress(f"  [{mode}] validation at step {state.step}: mIoU {result['miou']:.1f}")
     if result["miou"] > state.best_miou:
         state.best_miou = result["miou"]
-        atomic_torch_save(
+        folder.save(
             {
                 "kind": TRAINING_KIND,
                 "stage": state.stage + 1,
@@ -343,6 +372,10 @@ def _validate(
             },
             folder.root / "best.pt",
         )
+
+
+def _silent(message: str) -> None:
+    pass
 
 
 def build_model(config: Config, in_features: int, num_classes: int) -> DSPModel:
@@ -367,8 +400,15 @@ def train(
     resume: bool = False,
     validate: Validator | None = None,
 ) -> tuple[DSPModel, list[StageReport]]:
-    """Train every stage of ``config.train.method`` in ``run_dir``; ``resume`` continues from last.pt."""
-    folder = RunFolder(run_dir)
+    """Train every stage of ``config.train.method`` in ``run_dir``; ``resume`` continues from last.pt.
+
+    Under torchrun (an initialised process group, see dsp3d.training.distributed) every rank calls this:
+    the ranks train one model data-parallel, rank 0 alone writes ``run_dir`` and reports progress.
+    """
+    world = distributed.current_world()
+    folder = RunFolder(run_dir, writes=world.is_main)
+    if not world.is_main:
+        progress = _silent
     folder.root.mkdir(parents=True, exist_ok=True)
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
@@ -383,9 +423,16 @@ def train(
         state = StageState(**checkpoint["stage_state"])
         optimizer_state = checkpoint["optimizer"]
         torch.set_rng_state(checkpoint["torch_rng"])
+        if checkpoint.get("world_size", 1) != world.size:
+            log.warning(
+                "resuming a run of %d process(es) with %d: the sphere streams will differ from an"
+                " uninterrupted run's",
+                checkpoint.get("world_size", 1),
+                world.size,
+            )
         folder.trim_metrics(state.stage, state.step)
         progress(f"resuming {folder.root} at stage {state.stage + 1}/{len(stages)}, step {state.step}")
-    elif folder.metrics.exists():
+    elif folder.writes and folder.metrics.exists():
         folder.metrics.unlink()  # a fresh run in an old folder starts a fresh log
     budgets = stage_budgets(config)
     while state.stage < len(stages):
@@ -412,7 +459,7 @@ def train(
             "mode": mode,
             "state_dict": model.state_dict(),
         }
-        atomic_torch_save(stage_payload, folder.stage_path(state.stage))
+        folder.save(stage_payload, folder.stage_path(state.stage))
         state, optimizer_state = StageState(stage=state.stage + 1, best_miou=state.best_miou), None
         # A stage end is a resume point too: the next stage starts from these weights, fresh optimiser.
         folder.save_last(_checkpoint(model, None, state, reports, mode))
