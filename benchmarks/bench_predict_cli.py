@@ -1,6 +1,7 @@
 """End-to-end ``dsp3d predict`` through the command line on a large generated cloud: wall time, points per
-second and the peak resident set size of the predicting process (``/usr/bin/time -v``, which reads the
-child's ``ru_maxrss``: every allocation and every file page the process mapped counts).
+second, CPU seconds (user + system) and the peak resident set size of the predicting process
+(``/usr/bin/time -v``, which reads the child's ``ru_maxrss``: every allocation and every file page the
+process mapped counts).
 
 The cloud is bench_speed's: copies of the generated room (``generate_room(0, density=5300)``, about 1M
 points, colour) side by side along x, cut to ``--points``, written as binary PLY (x y z float32, red
@@ -86,7 +87,16 @@ def run_cli(src: Path, model: Path, cloud: Path, out: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"predict failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    return {"seconds": seconds, "peak_mb": peak_kb / 1024, "stdout_tail": proc.stdout.splitlines()[-4:]}
+    cpu = sum(
+        float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", proc.stderr).group(1))
+        for kind in ("User", "System")
+    )
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,  # user + system: less sensitive than the wall time to other jobs on the cores
+        "peak_mb": peak_kb / 1024,
+        "stdout_tail": proc.stdout.splitlines()[-4:],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
