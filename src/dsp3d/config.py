@@ -100,6 +100,7 @@ class TrainConfig:
     # What the auxiliary (cross / intra) branches' losses may train: "all" (every weight they touch) or
     # "features" (only through the reallocated features: the decoder and skips are constants there).
     aux_gradients: str = "all"
+    reg_rampup: float = 0.0  # share of each stage over which lambda_cr / lambda_sr ramp up from ~0 (0 = off)
     pair_tries: int = 20
     # How the second sphere of a CSFR pair is drawn: "potential" (the next coverage spheres that share a
     # labelled class: the same sphere distribution as the baseline) or "balanced" (centred on a weak point
@@ -234,6 +235,7 @@ def validate(config: Config) -> Config:
         (t.lr > 0, "train.lr", "must be > 0"),
         (t.pair_partner in ("potential", "balanced"), "train.pair_partner", "must be potential or balanced"),
         (t.aux_gradients in ("all", "features"), "train.aux_gradients", "must be all or features"),
+        (0 <= t.reg_rampup <= 1, "train.reg_rampup", "must be in [0, 1]"),
         (0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)"),
         (0 < t.lr_decay_total <= 1, "train.lr_decay_total", "must be in (0, 1]"),
         (t.num_workers >= 0, "train.num_workers", "must be >= 0"),

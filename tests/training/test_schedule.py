@@ -1,6 +1,8 @@
+import math
+
 import pytest
 
-from dsp3d.training.schedule import exponential_lr
+from dsp3d.training.schedule import exponential_lr, rampup_weight
 
 
 def test_exponential_lr_endpoints_and_midpoint():
@@ -17,3 +19,13 @@ def test_planned_steps_spends_the_rest_of_the_budget_at_the_measured_speed():
     assert planned_steps(16, 4.0, 3.0, 60.0, 10_000) == 16 + 280
     assert planned_steps(16, 4.0, 3.0, 60.0, 100) == 100  # never more than train.steps
     assert planned_steps(16, 70.0, 3.0, 60.0, 10_000) == 17  # over budget: at least the next step
+
+
+def test_rampup_weight_rises_from_near_zero_to_one_and_stays():
+    assert rampup_weight(0, 100, 0.5) == pytest.approx(math.exp(-5.0))
+    assert rampup_weight(25, 100, 0.5) == pytest.approx(math.exp(-5.0 * 0.25))
+    assert rampup_weight(50, 100, 0.5) == 1.0
+    assert rampup_weight(99, 100, 0.5) == 1.0
+    weights = [rampup_weight(s, 100, 0.5) for s in range(100)]
+    assert weights == sorted(weights)  # never falls
+    assert rampup_weight(0, 100, 0.0) == 1.0  # off

@@ -34,7 +34,7 @@ from dsp3d.progress import finish, is_live, status, training_line
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
 from dsp3d.training.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
-from dsp3d.training.schedule import exponential_lr
+from dsp3d.training.schedule import exponential_lr, rampup_weight
 from dsp3d.training.tensorboard import TensorBoardLog
 
 log = logging.getLogger("dsp3d")
@@ -266,6 +266,7 @@ def train_stage(
                 state.total_steps = step
                 break
         lr = exponential_lr(step, state.total_steps, t.lr, t.lr_decay_total)
+        ramp = rampup_weight(step, state.total_steps, t.reg_rampup)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = batch.to(device)
@@ -277,8 +278,8 @@ def train_stage(
             outputs.intra,
             batch.labels,
             batch.weak_mask,
-            t.lambda_cr,
-            t.lambda_sr,
+            t.lambda_cr * ramp,
+            t.lambda_sr * ramp,
             cross_rows=outputs.cross_rows,
             cr_target_detach=t.cr_target_detach,
         )
