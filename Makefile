@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 # The CPU wheel of torch; a GPU user installs their own CUDA build into .venv first (see README).
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test lint bench venv
+.PHONY: demo test lint bench venv tour-images
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -29,3 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_speed.py --out benchmarks/out
+
+# The README tour's pictures (docs/images/), drawn by dsp3d plot on short demo runs.
+tour-images: $(STAMP)
+	docs/make_images.sh
