@@ -9,7 +9,7 @@ green blue uint8). The model is bench_speed's S3DIS-sized KPFCNN (first width 12
 features ones + rgb, neighbour caps calibrated on the room), random weights, exported as model.pt.
 
     .venv/bin/python benchmarks/bench_predict_cli.py --work DIR [--points 10000000] [--src SRC]
-        [--format ply|npy|las] [--json OUT.json]
+        [--format ply|npy|las] [--width 128] [--json OUT.json]
 
 ``--src`` runs the command from another source tree (e.g. an extracted older commit) with the same
 venv; the input and model in DIR are made once and reused by later runs.
@@ -40,8 +40,8 @@ from dsp3d.model.kpfcnn import KPFCNN  # noqa: E402
 from dsp3d.training.export import InferenceMeta, export_inference_model  # noqa: E402
 
 
-def make_inputs(work: Path, points: int, fmt: str) -> tuple[Path, Path]:
-    model_path = work / "model.pt"
+def make_inputs(work: Path, points: int, fmt: str, width: int = 128) -> tuple[Path, Path]:
+    model_path = work / ("model.pt" if width == 128 else f"model_{width}.pt")
     cloud_path = work / f"cloud_{points}.{fmt}"
     if not model_path.exists() or not cloud_path.exists():
         room = generate_room(0, density=bench_speed.ROOM_DENSITY)
@@ -51,6 +51,7 @@ def make_inputs(work: Path, points: int, fmt: str) -> tuple[Path, Path]:
             levels = calibrated_levels(scene_set, base, bench_speed.SPHERE_RADIUS, percentile=90.0)
             caps = [spec.neighbour_cap for spec in levels]
             config = bench_speed.s3dis_config(caps)
+            config.model.first_features = width
             torch.manual_seed(0)
             model = KPFCNN(4, 13, config.levels(), first_features=config.model.first_features)
             meta = InferenceMeta(
@@ -106,18 +107,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", required=True, help="folder for the input, the model and the output")
     parser.add_argument("--points", type=int, default=10_000_000)
     parser.add_argument("--format", default="ply", choices=["ply", "npy", "las"])
+    parser.add_argument(
+        "--width", type=int, default=128, help="first layer width (smaller: the file work weighs more)"
+    )
     parser.add_argument("--src", default=str(Path(__file__).resolve().parents[1] / "src"))
     parser.add_argument("--json", default=None, help="append the result to this JSON lines file")
     args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    model, cloud = make_inputs(work, args.points, args.format)
+    model, cloud = make_inputs(work, args.points, args.format, args.width)
     load = os.getloadavg()[0]
     result = run_cli(Path(args.src), model, cloud, work / "out")
     output = work / "out" / cloud.name
     result.update(
         points=args.points,
         format=args.format,
+        width=args.width,
         src=args.src,
         points_per_s=args.points / result["seconds"],
         input_mb=cloud.stat().st_size / 2**20,
