@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ METHODS = ("baseline", "csfr", "isfr", "joint", "csfr-isfr", "isfr-csfr", "full"
 TABLE1_MODES = ("baseline", "csfr", "isfr", "joint", "isfr-csfr", "csfr-isfr")
 METHOD_ALIASES = {"dsp": "csfr-isfr"}
 DATASETS = ("synthetic", "s3dis", "scannet", "folder")
+# model.neighbour_caps calibrated from data: "auto" (DEFAULT_CAPS_LEVELS levels) or "auto:N" (N levels).
+AUTO_CAPS = re.compile(r"auto(?::(\d+))?")
+DEFAULT_CAPS_LEVELS = 4
 
 
 class ConfigError(ValueError):
@@ -72,13 +76,31 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     first_features: int = 32  # paper: 128
-    neighbour_caps: list[int] = field(default_factory=lambda: [26, 31, 32, 32])  # one per level
+    # One cap per level, or "auto" / "auto:N" (N levels, default 4): calibrated from the training scenes
+    # (the 90th percentile of neighbourhood sizes, cached) when a run starts; config.yaml gets the ints.
+    neighbour_caps: str | list[int] = field(default_factory=lambda: [26, 31, 32, 32])
     kernel_points: int = 15
     conv_radius_factor: float = 2.5
     bn_momentum: float = 0.02
 
     def levels(self, grid_size: float) -> list[LevelSpec]:
+        if isinstance(self.neighbour_caps, str):
+            raise ConfigError(
+                f"model.neighbour_caps is {self.neighbour_caps!r}: the caps are calibrated from the "
+                "training scenes when a run starts (dsp3d.runs.resolve_neighbour_caps)"
+            )
         return make_levels(grid_size, self.neighbour_caps, self.conv_radius_factor)
+
+    def auto_caps_levels(self) -> int | None:
+        """The number of levels when ``neighbour_caps`` is "auto" / "auto:N"; None for a list of caps."""
+        if not isinstance(self.neighbour_caps, str):
+            return None
+        match = AUTO_CAPS.fullmatch(self.neighbour_caps.strip())
+        if match is None:
+            raise ConfigError(
+                f"model.neighbour_caps must be a list of ints, auto or auto:N, got {self.neighbour_caps!r}"
+            )
+        return int(match.group(1) or DEFAULT_CAPS_LEVELS)
 
 
 @dataclass
@@ -200,6 +222,8 @@ def _build(cls, values: dict, prefix: str = ""):
 def validate(config: Config) -> Config:
     """Range checks that types alone cannot express."""
     d, m, t, a = config.data, config.model, config.train, config.augment
+    auto_levels = m.auto_caps_levels()  # "auto:N" is checked here too
+    caps_levels = len(m.neighbour_caps) if auto_levels is None else auto_levels
     checks = [
         (d.dataset in DATASETS, "data.dataset", f"must be one of {', '.join(DATASETS)}"),
         (d.grid_size > 0, "data.grid_size", "must be > 0"),
@@ -219,8 +243,12 @@ def validate(config: Config) -> Config:
             "entries must be among ones, rgb, intensity, height",
         ),
         (m.first_features >= 4, "model.first_features", "must be >= 4"),
-        (len(m.neighbour_caps) >= 3, "model.neighbour_caps", "needs one cap per level, at least 3 levels"),
-        (all(c > 0 for c in m.neighbour_caps), "model.neighbour_caps", "caps must be positive"),
+        (caps_levels >= 3, "model.neighbour_caps", "needs one cap per level, at least 3 levels"),
+        (
+            isinstance(m.neighbour_caps, str) or all(c > 0 for c in m.neighbour_caps),
+            "model.neighbour_caps",
+            "caps must be positive",
+        ),
         (m.kernel_points >= 2, "model.kernel_points", "must be >= 2"),
         (t.method in METHODS, "train.method", f"must be one of {', '.join(METHODS)} (or dsp)"),
         (t.steps > 0, "train.steps", "must be > 0"),

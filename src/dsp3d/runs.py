@@ -20,6 +20,9 @@ from dsp3d.training import distributed
 from dsp3d.training.export import InferenceMeta, export_inference_model
 from dsp3d.training.trainer import resolve_device, train
 
+# model.neighbour_caps: auto calibrates at this percentile of neighbourhood sizes (KPConv's choice: ~90%)
+AUTO_CAPS_PERCENTILE = 90.0
+
 
 def atomic_write_json(data, path: str | Path) -> None:
     path = Path(path)
@@ -28,6 +31,23 @@ def atomic_write_json(data, path: str | Path) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=2)
     os.replace(tmp, path)
+
+
+def resolve_neighbour_caps(config: Config, scenes: SceneSet) -> Config:
+    """``config`` with ``model.neighbour_caps: auto`` replaced by caps calibrated on ``scenes`` (the 90th
+    percentile of neighbourhood sizes per level, cached on disk: batching.pyramid.cached_caps); a config
+    with a list of caps is returned as it is."""
+    count = config.model.auto_caps_levels()
+    if count is None:
+        return config
+    from dsp3d.batching.pyramid import cached_caps
+    from dsp3d.levels import make_levels
+
+    model = config.model
+    levels = make_levels(config.data.grid_size, [1] * count, model.conv_radius_factor)
+    cache = config.data.cache_dir or None
+    caps = cached_caps(scenes, levels, config.data.sphere_radius, AUTO_CAPS_PERCENTILE, cache_dir=cache)
+    return dataclasses.replace(config, model=dataclasses.replace(model, neighbour_caps=list(caps)))
 
 
 def fully_labelled(scenes: SceneSet) -> SceneSet:
@@ -52,6 +72,7 @@ def run_method(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    config = resolve_neighbour_caps(config, data.train)  # config.yaml records the calibrated caps
     method = config.train.method
     scenes = fully_labelled(data.train) if method == "full" else data.train
     world = distributed.current_world()
