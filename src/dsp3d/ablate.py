@@ -1,18 +1,35 @@
-"""`dsp3d ablate`: the paper's Table 1 rows (and Table 3 branches), each over several seeds."""
+"""`dsp3d ablate`: the paper's Table 1 rows (and Table 3 branches), each over several seeds.
+
+Runs (mode x seed) go one after the other in this process (``jobs=1``), or in ``jobs`` spawned
+processes: the data is prepared once here (the preprocessing cache), each process reads it back from the
+cache, trains with ``cpu_count // jobs`` threads (on CUDA the runs share the GPU) and logs to
+``out/MODE/seedS/log.txt``; one line is printed per finished run. Either way every run writes its own
+folder ``out/MODE/seedS`` and ``ablation.json`` / ``ablation.md`` are rewritten (atomically) after every
+finished run. In parallel a failed run does not stop the others; it is reported and listed under
+``failed`` in the result and in ablation.json.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import time
+import traceback
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from dsp3d.config import TABLE1_MODES, Config
+from dsp3d.config import METHOD_ALIASES, METHODS, TABLE1_MODES, Config, ConfigError
 from dsp3d.data.prepare import prepare_data
-from dsp3d.runs import atomic_write_json, run_method
+from dsp3d.io.atomic import atomic_output
+from dsp3d.runs import atomic_write_json, resolve_neighbour_caps, run_method
 
-__all__ = ["TABLE1_MODES", "ablation_markdown", "run_ablation"]
+__all__ = ["TABLE1_MODES", "ablation_markdown", "ablation_rows", "run_ablation"]
 TABLE1_GROUPS = {
     "baseline": "",
     "csfr": "one stage",
@@ -40,40 +57,166 @@ def ablation_markdown(rows: dict[str, dict], ratio: float) -> str:
     return "\n".join(lines)
 
 
+def ablation_rows(results: dict[tuple[str, int], dict], modes: tuple[str, ...], seeds: int) -> dict:
+    """Table rows of the finished runs, modes in the given order, per-seed values in seed order; a mode
+    with no finished run yet has no row."""
+    rows: dict[str, dict] = {}
+    for mode in modes:
+        done = [results[(mode, seed)] for seed in range(seeds) if (mode, seed) in results]
+        if not done:
+            continue
+        per_seed = [result["miou"] for result in done]
+        branches: dict[str, list[float]] = {}
+        for result in done:
+            for branch, value in result.get("branches", {}).items():
+                branches.setdefault(branch, []).append(value)
+        rows[mode] = {
+            "miou_mean": float(np.mean(per_seed)),
+            "miou_std": float(np.std(per_seed)),
+            "miou": per_seed,
+            "branches": {branch: float(np.mean(values)) for branch, values in branches.items()},
+        }
+    return rows
+
+
+def _run_config(config: Config, mode: str, seed: int) -> Config:
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, method=mode, seed=seed))
+
+
 def run_ablation(
     config: Config,
     modes: tuple[str, ...],
     seeds: int,
     out: str | Path,
     progress: Callable[[str], None] = print,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> dict:
-    """Every mode over seeds 0..seeds-1 on the same data and the same weak labels per seed."""
+    """Every mode over seeds 0..seeds-1 on the same data and the same weak labels per seed.
+
+    jobs: runs at a time, each in its own spawned process (1: one after the other in this process).
+    threads: torch threads of each such process (default: CPU cores // jobs).
+    Returns ``{"rows": ..., "failed": [{"mode", "seed", "error", "log"}, ...]}``; ``failed`` stays empty
+    with jobs=1, where an error stops the ablation as it stops a run.
+    """
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    modes = tuple(METHOD_ALIASES.get(mode, mode) for mode in modes)
+    unknown = [mode for mode in modes if mode not in METHODS]
+    if unknown or not modes:
+        raise ConfigError(f"--modes: {', '.join(unknown) or 'none given'}; choose among {', '.join(METHODS)}")
     out = Path(out)
     config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, branches=True))
     data = prepare_data(config, progress)
+    config = resolve_neighbour_caps(config, data.train)  # calibrated once ("auto"), the same for every run
+    runs = [(mode, seed) for mode in modes for seed in range(seeds)]
+    results: dict[tuple[str, int], dict] = {}
+    failed: list[dict] = []
+
+    def record() -> dict:
+        rows = ablation_rows(results, modes, seeds)
+        summary = {"ratio": config.data.ratio, "dataset": config.data.dataset, "rows": rows}
+        if failed:
+            summary["failed"] = failed
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(summary, out / "ablation.json")
+        with atomic_output(out / "ablation.md") as tmp:
+            tmp.write_text(ablation_markdown(rows, config.data.ratio) + "\n")
+        return rows
+
     rows: dict[str, dict] = {}
-    for mode in modes:
-        per_seed, branches = [], {}
-        for seed in range(seeds):
-            run_config = dataclasses.replace(
-                config, train=dataclasses.replace(config.train, method=mode, seed=seed)
-            )
+    if jobs == 1:
+        for mode, seed in runs:
             progress(f"\n== {mode}, seed {seed} ==")
-            result = run_method(run_config, data, out / mode / f"seed{seed}", progress)
-            per_seed.append(result["miou"])
-            for branch, value in result.get("branches", {}).items():
-                branches.setdefault(branch, []).append(value)
-            rows[mode] = {
-                "miou_mean": float(np.mean(per_seed)),
-                "miou_std": float(np.std(per_seed)),
-                "miou": per_seed,
-                "branches": {branch: float(np.mean(values)) for branch, values in branches.items()},
-            }
-            atomic_write_json(
-                {"ratio": config.data.ratio, "dataset": config.data.dataset, "rows": rows},
-                out / "ablation.json",
+            results[(mode, seed)] = run_method(
+                _run_config(config, mode, seed), data, out / mode / f"seed{seed}", progress
             )
+            rows = record()
+    else:
+        jobs = min(jobs, len(runs))
+        threads = threads or max(1, _cpu_count() // jobs)
+        progress(
+            f"{len(runs)} runs, {jobs} at a time ({threads} thread(s) each); "
+            f"each logs to {out}/MODE/seedS/log.txt"
+        )
+        for done, (mode, seed, result) in enumerate(_run_parallel(config, runs, out, jobs, threads), 1):
+            name = f"[{done}/{len(runs)}] {mode} seed {seed}"
+            log = out / mode / f"seed{seed}" / "log.txt"
+            if "error" in result:
+                failed.append({"mode": mode, "seed": seed, "error": result["error"], "log": str(log)})
+                progress(f"{name} FAILED: {result['error']} (log: {log})")
+            else:
+                results[(mode, seed)] = result
+                scores = f"mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
+                progress(f"{name}: {scores}  ({result['seconds']:.0f} s)")
+            rows = record()
     table = ablation_markdown(rows, config.data.ratio)
-    (out / "ablation.md").write_text(table + "\n")
     progress("\n" + table)
-    return {"rows": rows}
+    if failed:
+        names = ", ".join(f"{f['mode']} seed {f['seed']}" for f in failed)
+        progress(f"{len(failed)} of {len(runs)} runs failed: {names}")
+    return {"rows": rows, "failed": failed}
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _run_parallel(config: Config, runs: list[tuple[str, int]], out: Path, jobs: int, threads: int):
+    """Yield ``(mode, seed, result)`` as runs finish; a failed run's result is ``{"error": message}``."""
+    context = get_context("spawn")  # no fork after torch / CUDA initialisation
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {}
+        for mode, seed in runs:
+            run_config = _run_config(config, mode, seed)
+            futures[pool.submit(_worker_run, run_config, out / mode / f"seed{seed}")] = (mode, seed)
+        for future in as_completed(futures):
+            mode, seed = futures[future]
+            try:
+                result = future.result()
+            except BrokenProcessPool as error:
+                result = {"error": f"its process stopped (killed, out of memory?): {error}"}
+            except Exception as error:  # noqa: BLE001 - an unpicklable result or error: still a failed run
+                result = {"error": f"{type(error).__name__}: {error}"}
+            yield mode, seed, result
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _worker_run(config: Config, run_dir: Path) -> dict:
+    """One run in a worker process: data from the preprocessing cache, messages and log records into
+    ``run_dir/log.txt``. Errors come back as ``{"error": message}`` (the traceback is in the log)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(run_dir / "log.txt", "w") as log:
+
+        def progress(message: str) -> None:
+            log.write(message + "\n")
+            log.flush()
+
+        handler = logging.StreamHandler(log)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger = logging.getLogger("dsp3d")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False  # into the log only: the terminal gets one line per finished run
+        try:
+            progress(f"== {config.train.method}, seed {config.train.seed} ==")
+            data = prepare_data(config, progress)
+            result = run_method(config, data, run_dir, progress)
+        except Exception as error:  # noqa: BLE001 - reported by the parent, traceback kept in the log
+            progress(traceback.format_exc())
+            return {"error": f"{type(error).__name__}: {error}"}
+        finally:
+            logger.removeHandler(handler)
+        result["seconds"] = round(time.perf_counter() - started, 1)
+        return result

@@ -59,9 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--root", default=None, help="dataset folder (real datasets)")
     ablate.add_argument("--ratio", type=float, default=None, help="weak-label ratio (default: config's)")
     ablate.add_argument("--minutes", type=float, default=None, help="training minutes per run (both stages)")
+    ablate.add_argument(
+        "--steps", type=int, default=None, help="training steps per stage (train.steps; --minutes wins)"
+    )
     ablate.add_argument("--seeds", type=int, default=3)
     ablate.add_argument("--modes", default=",".join(TABLE1_MODES), help="comma-separated modes")
     ablate.add_argument("--out", default="ablation_out")
+    ablate.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time, each in its own process (default 1)"
+    )
     _add_config_args(ablate, required=False)
 
     predict = sub.add_parser(
@@ -199,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     progress = Console(quiet=args.quiet)
     try:
         if args.command == "demo":
+            from dsp3d.commands import refuse_under_torchrun
             from dsp3d.demo import run_demo
+
+            refuse_under_torchrun("demo")
 
             runs = tuple(run.strip() for run in args.runs.split(",") if run.strip())
             results = run_demo(args.ratio, args.minutes, args.seed, args.out, runs, args.overrides, progress)
@@ -221,25 +230,25 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("train needs --config FILE (a new run) or --resume RUN_DIR")
             _train_command(config, out, bool(args.resume), progress)
         elif args.command == "ablate":
-            from dsp3d.ablate import run_ablation
+            from dsp3d.commands import ablate_command, refuse_under_torchrun
 
-            overrides = list(args.overrides)
-            for key, value in (
-                ("data.dataset", args.dataset),
-                ("data.root", args.root),
-                ("data.ratio", args.ratio),
-                ("train.minutes", args.minutes),
-            ):
-                if value is not None:
-                    overrides.append(f"{key}={value}")
-            if args.minutes is not None:
-                overrides.append("train.steps=1000000")  # the time budget decides
-            config = load_config(args.config, overrides)
-            modes = tuple(mode.strip() for mode in args.modes.split(",") if mode.strip())
-            ablation = run_ablation(config, modes, args.seeds, args.out, progress)
+            refuse_under_torchrun("ablate")
+            options = {name: getattr(args, name) for name in ("dataset", "root", "ratio", "minutes", "steps")}
+            ablation = ablate_command(
+                args.config, args.overrides, options, args.modes, args.seeds, args.out, args.jobs, progress
+            )
             if args.quiet:
                 for mode, row in ablation["rows"].items():
                     print(f"{mode}: mIoU {row['miou_mean']:.1f} +- {row['miou_std']:.1f}")
+            if ablation["failed"]:
+                progress.finish()
+                for failure in ablation["failed"]:
+                    print(
+                        f"error: ablation run {failure['mode']} seed {failure['seed']} failed: "
+                        f"{failure['error']} (log: {failure['log']})",
+                        file=sys.stderr,
+                    )
+                return 1
         elif args.command == "predict":
             from dsp3d.commands import predict_command
 

@@ -1,14 +1,15 @@
-"""Command implementations that are more than a call: evaluate and predict."""
+"""Command implementations that are more than a call: ablate, evaluate and predict."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from dsp3d.config import Config
+from dsp3d.config import Config, ConfigError, load_config
 from dsp3d.data.prepare import dataset_sources, prepare_data
 from dsp3d.datasets.folder import load_folder_spec
 from dsp3d.evaluation.evaluate import evaluate
@@ -21,6 +22,54 @@ from dsp3d.runs import atomic_write_json
 from dsp3d.training.checkpoint import CheckpointError
 from dsp3d.training.export import load_inference_model
 from dsp3d.training.trainer import resolve_device
+
+
+def refuse_under_torchrun(command: str) -> None:
+    """Under torchrun with several processes only ``dsp3d train`` is data-parallel: ``demo`` and ``ablate``
+    would run once per process (and write the same folders), so they stop instead: rank 0 with a
+    ConfigError (one line on stderr, exit status 2), the other ranks silently with the same status."""
+    size = os.environ.get("WORLD_SIZE", "1")
+    if "RANK" in os.environ and size.isdigit() and int(size) > 1:
+        if os.environ["RANK"] != "0":
+            raise SystemExit(2)
+        raise ConfigError(
+            f"dsp3d {command} runs in one process, but torchrun started {size} (WORLD_SIZE={size}); "
+            f"only dsp3d train is data-parallel: run dsp3d {command} without torchrun"
+        )
+
+
+def ablate_command(
+    config_path: str | None,
+    overrides: list[str],
+    options: dict,
+    modes: str,
+    seeds: int,
+    out: str,
+    jobs: int,
+    progress: Callable[[str], None],
+) -> dict:
+    """``dsp3d ablate``: the config with the command's options applied (``options``: dataset, root, ratio,
+    minutes, steps; None = the config's), then dsp3d.ablate.run_ablation. With both --minutes and --steps
+    the time budget decides (steps are then unbounded, as --minutes alone sets them)."""
+    from dsp3d.ablate import run_ablation
+
+    overrides = list(overrides)
+    for key, name in (
+        ("data.dataset", "dataset"),
+        ("data.root", "root"),
+        ("data.ratio", "ratio"),
+        ("train.minutes", "minutes"),
+        ("train.steps", "steps"),
+    ):
+        if options.get(name) is not None:
+            overrides.append(f"{key}={options[name]}")
+    if (options.get("minutes") or 0) > 0:  # --minutes 0: no time budget, train.steps decides
+        if options.get("steps") is not None:
+            progress(f"--minutes {options['minutes']} decides the training length; --steps is ignored")
+        overrides.append("train.steps=1000000")  # the time budget decides
+    config = load_config(config_path, overrides)
+    chosen = tuple(mode.strip() for mode in modes.split(",") if mode.strip())
+    return run_ablation(config, chosen, seeds, out, progress, jobs=jobs)
 
 
 def evaluate_command(
