@@ -170,7 +170,8 @@ def _cpu_count() -> int:
 def _run_parallel(config: Config, runs: list[tuple[str, int]], out: Path, jobs: int, threads: int):
     """Yield ``(mode, seed, result)`` as runs finish; a failed run's result is ``{"error": message}``."""
     context = get_context("spawn")  # no fork after torch / CUDA initialisation
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,)) as pool:
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,))
+    try:
         futures = {}
         for mode, seed in runs:
             run_config = _run_config(config, mode, seed)
@@ -184,6 +185,12 @@ def _run_parallel(config: Config, runs: list[tuple[str, int]], out: Path, jobs: 
             except Exception as error:  # noqa: BLE001 - an unpicklable result or error: still a failed run
                 result = {"error": f"{type(error).__name__}: {error}"}
             yield mode, seed, result
+    except BaseException:  # Ctrl-C (the workers have it too, but a worker goes on to its next run), an error
+        for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public API (< 3.14)
+            process.terminate()
+        raise
+    finally:  # runs not started are dropped, not run
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _init_worker(threads: int) -> None:
