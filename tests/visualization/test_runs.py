@@ -33,6 +33,14 @@ def test_metrics_steps_run_on_across_stages_resumed_steps_keep_the_latest(tmp_pa
     assert curve.val_steps.tolist() == [2, 4] and curve.val_miou.tolist() == [12.5, 20.0]
 
 
+def test_curve_shows_the_basic_segmentation_loss_when_logged(tmp_path):
+    """An ISFR stage's total holds two cross-entropies; the curve compares methods on the shared term."""
+    row = {"stage": 1, "mode": "isfr", "step": 1, "loss": 2.1, "seg": 1.0, "seg_intra": 1.05, "lr": 0.01}
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps(row))
+    assert read_metrics(path).loss.tolist() == [1.0]
+
+
 def test_summary_curve_has_two_points_per_stage():
     stages = [StageSummary("csfr", 10, 1.0, 2.5, 1.5), StageSummary("isfr", 5, 1.0, 2.0, 1.0)]
     curve = summary_curve(stages)

@@ -72,7 +72,7 @@ def training_curves_figure(runs: list[RunRecord]) -> Figure:
         label = run.name if run.method == run.name else f"{run.name} ({run.method})"
         _draw_loss(loss_ax, label, curve, run_color(index))
     loss_ax.set_xlabel("step (stages one after another)")
-    loss_ax.set_ylabel("training loss")
+    loss_ax.set_ylabel("segmentation loss (basic branch)")
     loss_ax.set_title("training loss")
     loss_ax.grid(alpha=0.3)
     loss_ax.legend(fontsize=8)

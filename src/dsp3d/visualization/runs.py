@@ -192,7 +192,10 @@ def read_metrics(path: Path) -> TrainingCurve:
             if "miou" in row:
                 vals[(stage, int(row["step"]))] = float(row["miou"])
         elif "loss" in row:
-            steps[(stage, int(row["step"]))] = (float(row["loss"]), float(row.get("lr", math.nan)))
+            # The basic branch's segmentation loss when logged: the one term every method shares (an
+            # ISFR stage's total also holds the intra branch's cross-entropy, about as large again).
+            loss = row.get("seg", row["loss"])
+            steps[(stage, int(row["step"]))] = (float(loss), float(row.get("lr", math.nan)))
     offsets, total = {}, 0
     for stage in range(len(stage_keys)):
         offsets[stage] = total
