@@ -29,3 +29,25 @@ def pair_batch():
             )
         )
     return build_batch(samples, LEVELS, pairs=[(0, 1)])
+
+
+def _kpconv_brute_force(layer, q_points, s_points, neighbors, features):
+    """out[m] = sum over real neighbours h, kernel points k: max(0, 1 - |p_h - q - k| / extent) x_h W_k."""
+    kernel = layer.kernel.double().numpy()
+    weights = layer.weights.detach().double().numpy()
+    out = np.zeros((len(q_points), layer.out_channels))
+    for m in range(len(q_points)):
+        for index in neighbors[m].tolist():
+            if index == len(s_points):
+                continue
+            relative = (s_points[index] - q_points[m]).double().numpy()
+            for k in range(len(kernel)):
+                influence = max(0.0, 1 - np.linalg.norm(relative - kernel[k]) / layer.extent)
+                out[m] += influence * features[index].double().numpy() @ weights[k]
+    return out
+
+
+@pytest.fixture(scope="package")
+def brute_force():
+    """The obvious loop every fast KPConv path is checked against (float64 numpy)."""
+    return _kpconv_brute_force

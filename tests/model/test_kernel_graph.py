@@ -33,21 +33,6 @@ def problem(seed=0, n=60, m=25, h=9, cin=3, dtype=torch.float64, shadows=3, stri
     return q_points, s_points, neighbors, features
 
 
-def brute_force(kernel, weights, extent, q_points, s_points, neighbors, features):
-    """out[m] = sum over real neighbours h and kernel points k of max(0, 1 - |p - q - c_k| / e) x W_k."""
-    kernel, weights = kernel.double().numpy(), weights.detach().double().numpy()
-    out = np.zeros((len(q_points), weights.shape[2]))
-    for m in range(len(q_points)):
-        for index in neighbors[m].tolist():
-            if index == len(s_points):
-                continue
-            relative = (s_points[index] - q_points[m]).double().numpy()
-            for k in range(len(kernel)):
-                influence = max(0.0, 1 - np.linalg.norm(relative - kernel[k]) / extent)
-                out[m] += influence * features[index].double().numpy() @ weights[k]
-    return out
-
-
 @pytest.fixture(params=["scipy", "torch"])
 def backend(request, monkeypatch):
     """Runs a test with the CPU (scipy) back-end and with the torch back-end CUDA uses."""
@@ -74,7 +59,7 @@ def reference_and_grads(layer, q_points, s_points, neighbors, features):
 
 @pytest.mark.parametrize("strided", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_values_and_gradients_equal_the_dense_reference(backend, chunk_bytes, strided, seed):
+def test_values_and_gradients_equal_the_dense_reference(backend, chunk_bytes, strided, seed, brute_force):
     torch.manual_seed(seed)
     layer = KPConv(3, 4, num_kernel_points=15, radius=0.5, extent=0.24).double()
     q_points, s_points, neighbors, features = problem(seed, strided=strided)
@@ -86,16 +71,16 @@ def test_values_and_gradients_equal_the_dense_reference(backend, chunk_bytes, st
     torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(x.grad, grad_x, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(layer.weights.grad, grad_w, rtol=1e-10, atol=1e-12)
-    brute = brute_force(layer.kernel, layer.weights, layer.extent, q_points, s_points, neighbors, features)
+    brute = brute_force(layer, q_points, s_points, neighbors, features)
     np.testing.assert_allclose(out.detach().numpy(), brute, rtol=1e-9, atol=1e-12)
 
 
-def test_float32_layer_matches_the_float64_loop(backend):
+def test_float32_layer_matches_the_float64_loop(backend, brute_force):
     torch.manual_seed(2)
     layer = KPConv(5, 6, num_kernel_points=15, radius=0.5, extent=0.24)
     q_points, s_points, neighbors, features = problem(2, cin=5, dtype=torch.float32)
     out = layer(q_points, s_points, neighbors, features)
-    brute = brute_force(layer.kernel, layer.weights, layer.extent, q_points, s_points, neighbors, features)
+    brute = brute_force(layer, q_points, s_points, neighbors, features)
     np.testing.assert_allclose(out.detach().double().numpy(), brute, rtol=1e-4, atol=1e-5)
 
 

@@ -17,22 +17,6 @@ def small_problem(seed=0, n=40, m=12, h=6, cin=3, dtype=torch.float32):
     return q_points, s_points, neighbors, features
 
 
-def brute_force(layer, q_points, s_points, neighbors, features):
-    """out[m] = sum over real neighbours h, kernel points k: max(0, 1 - |p_h - q - k| / extent) x_h W_k."""
-    kernel = layer.kernel.double().numpy()
-    weights = layer.weights.detach().double().numpy()
-    out = np.zeros((len(q_points), layer.out_channels))
-    for m in range(len(q_points)):
-        for index in neighbors[m].tolist():
-            if index == len(s_points):
-                continue
-            relative = (s_points[index] - q_points[m]).double().numpy()
-            for k in range(len(kernel)):
-                influence = max(0.0, 1 - np.linalg.norm(relative - kernel[k]) / layer.extent)
-                out[m] += influence * features[index].double().numpy() @ weights[k]
-    return out
-
-
 def test_kernel_points_are_deterministic_centred_and_spread():
     a, b = optimise_kernel_points(15), optimise_kernel_points(15)
     np.testing.assert_array_equal(a, b)
@@ -42,7 +26,7 @@ def test_kernel_points_are_deterministic_centred_and_spread():
     np.testing.assert_allclose(kernel_points(15), a.astype(np.float32))
 
 
-def test_layer_equals_brute_force_loop():
+def test_layer_equals_brute_force_loop(brute_force):
     torch.manual_seed(0)
     layer = KPConv(3, 5, num_kernel_points=15, radius=0.5, extent=0.24)
     q_points, s_points, neighbors, features = small_problem()
