@@ -23,6 +23,8 @@ METHODS = ("baseline", "csfr", "isfr", "joint", "csfr-isfr", "isfr-csfr", "full"
 TABLE1_MODES = ("baseline", "csfr", "isfr", "joint", "isfr-csfr", "csfr-isfr")
 METHOD_ALIASES = {"dsp": "csfr-isfr"}
 DATASETS = ("synthetic", "s3dis", "scannet", "folder")
+# What the auxiliary branches' losses may train (DSPModel.forward): every weight, or the features only.
+AUX_GRADIENTS = ("all", "features")
 # model.neighbour_caps calibrated from data: "auto" (DEFAULT_CAPS_LEVELS levels) or "auto:N" (N levels).
 AUTO_CAPS = re.compile(r"auto(?::(\d+))?")
 DEFAULT_CAPS_LEVELS = 4
@@ -262,7 +264,7 @@ def validate(config: Config) -> Config:
         ),
         (t.lr > 0, "train.lr", "must be > 0"),
         (t.pair_partner in ("potential", "balanced"), "train.pair_partner", "must be potential or balanced"),
-        (t.aux_gradients in ("all", "features"), "train.aux_gradients", "must be all or features"),
+        (t.aux_gradients in AUX_GRADIENTS, "train.aux_gradients", "must be all or features"),
         (0 <= t.reg_rampup <= 1, "train.reg_rampup", "must be in [0, 1]"),
         (0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)"),
         (0 < t.lr_decay_total <= 1, "train.lr_decay_total", "must be in (0, 1]"),

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dsp3d.batching.batch import Batch
+from dsp3d.config import AUX_GRADIENTS
 from dsp3d.model.kpfcnn import Encoded
 from dsp3d.model.reallocation import CrossSampleReallocation, IntraSampleReallocation
 
@@ -25,7 +26,6 @@ STAGE_MODULES = {
     "isfr": (False, True),
     "joint": (True, True),
 }
-AUX_GRADIENTS = ("all", "features")
 METHOD_STAGES = {
     "baseline": ("baseline",),
     "full": ("full",),
