@@ -25,6 +25,7 @@ METHOD_ALIASES = {"dsp": "csfr-isfr"}
 DATASETS = ("synthetic", "s3dis", "scannet", "folder")
 # What the auxiliary branches' losses may train (DSPModel.forward): every weight, or the features only.
 AUX_GRADIENTS = ("all", "features")
+AFFINITIES = ("bilinear", "cosine")
 # model.neighbour_caps calibrated from data: "auto" (DEFAULT_CAPS_LEVELS levels) or "auto:N" (N levels).
 AUTO_CAPS = re.compile(r"auto(?::(\d+))?")
 DEFAULT_CAPS_LEVELS = 4
@@ -84,6 +85,10 @@ class ModelConfig:
     kernel_points: int = 15
     conv_radius_factor: float = 2.5
     bn_momentum: float = 0.02
+    # The reallocation affinity (DESIGN.md section 1): "bilinear" A = F_i W F_j^T, W from I / sqrt(K)
+    # (the paper's form); "cosine" A = affinity_scale * n(F_i) W n(F_j)^T, rows L2-normalised, W from I.
+    affinity: str = "bilinear"
+    affinity_scale: float = 20.0
 
     def levels(self, grid_size: float) -> list[LevelSpec]:
         if isinstance(self.neighbour_caps, str):
@@ -116,6 +121,9 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.98
     weight_decay: float = 1e-3
+    # Whether weight decay also applies to the affinity matrices W_c / W_s. Decay pulls W towards 0, that
+    # is towards uniform softmax weights (every point rebuilt as its sample's mean feature).
+    decay_affinity: bool = True
     lr_decay_total: float = 0.1  # lr falls by this factor over a stage (paper: 0.1 per 150 epochs)
     grad_clip: float = 100.0
     lambda_cr: float = 1.0
@@ -124,6 +132,10 @@ class TrainConfig:
     # What the auxiliary (cross / intra) branches' losses may train: "all" (every weight they touch) or
     # "features" (only through the reallocated features: the decoder and skips are constants there).
     aux_gradients: str = "all"
+    # Which points of a paired sample L_CR is averaged over: "all" (the paper) or "shared" (those whose
+    # predicted class is among the partner's labelled classes: the others can only be rebuilt from
+    # other classes' features).
+    cr_rows: str = "all"
     reg_rampup: float = 0.0  # share of each stage over which lambda_cr / lambda_sr ramp up from ~0 (0 = off)
     pair_tries: int = 20
     # How the second sphere of a CSFR pair is drawn: "potential" (the next coverage spheres that share a
@@ -252,6 +264,8 @@ def validate(config: Config) -> Config:
             "caps must be positive",
         ),
         (m.kernel_points >= 2, "model.kernel_points", "must be >= 2"),
+        (m.affinity in AFFINITIES, "model.affinity", "must be bilinear or cosine"),
+        (m.affinity_scale > 0, "model.affinity_scale", "must be > 0"),
         (t.method in METHODS, "train.method", f"must be one of {', '.join(METHODS)} (or dsp)"),
         (t.steps > 0, "train.steps", "must be > 0"),
         (t.minutes >= 0, "train.minutes", "must be >= 0"),
@@ -265,6 +279,7 @@ def validate(config: Config) -> Config:
         (t.lr > 0, "train.lr", "must be > 0"),
         (t.pair_partner in ("potential", "balanced"), "train.pair_partner", "must be potential or balanced"),
         (t.aux_gradients in AUX_GRADIENTS, "train.aux_gradients", "must be all or features"),
+        (t.cr_rows in ("all", "shared"), "train.cr_rows", "must be all or shared"),
         (0 <= t.reg_rampup <= 1, "train.reg_rampup", "must be in [0, 1]"),
         (0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)"),
         (0 < t.lr_decay_total <= 1, "train.lr_decay_total", "must be in (0, 1]"),

@@ -17,6 +17,22 @@ def test_weights_start_at_scaled_identity():
         torch.testing.assert_close(module.weight.detach(), torch.eye(16) / math.sqrt(16))
 
 
+@pytest.mark.parametrize("module_type", [CrossSampleReallocation, IntraSampleReallocation])
+def test_cosine_affinity_starts_as_scaled_cosine_similarity(module_type):
+    module = module_type(6, kind="cosine", scale=20.0)
+    torch.testing.assert_close(module.weight.detach(), torch.eye(6))
+    f = features([5, 4])
+    rows, columns = f[:5], f[5:]
+    cosine = torch.nn.functional.cosine_similarity(rows[:, None, :], columns[None, :, :], dim=2)
+    torch.testing.assert_close(module.affinity(rows, columns), 20.0 * cosine)
+    # The softmax weights ignore the features' norms, and each row still sums to 1.
+    weights = module.weights(rows, columns)
+    torch.testing.assert_close(module.weights(3.0 * rows, 0.5 * columns), weights)
+    torch.testing.assert_close(weights.sum(1), torch.ones(5))
+    with pytest.raises(ValueError, match="bilinear or cosine"):
+        module_type(6, kind="dot")
+
+
 def test_csfr_rows_sum_to_one_over_the_other_sample():
     module = CrossSampleReallocation(6)
     f = features([7, 4])
@@ -191,3 +207,18 @@ def test_feature_only_auxiliary_gradients_leave_decoder_and_skips_alone(pair_bat
 def test_unknown_aux_gradients_is_an_error(pair_batch, levels):
     with pytest.raises(ValueError, match="aux_gradients"):
         dsp_model(levels)(pair_batch, intra=True, aux_gradients="decoder")
+
+
+def test_shared_class_rows_keep_points_whose_class_the_partner_has():
+    from dsp3d.model.dsp import shared_class_rows
+
+    # Samples 0 and 1 pair up; sample 2 is alone. 3 classes.
+    lengths = torch.tensor([3, 2, 2])
+    predicted = torch.tensor([0, 1, 2, 1, 0, 0, 1])
+    basic = torch.nn.functional.one_hot(predicted, 3).float()
+    labels = torch.tensor([0, 1, 2, 1, 2, 0, 1])
+    weak = torch.tensor([True, False, True, True, True, True, True])
+    # Labelled classes: sample 0 {0, 2}, sample 1 {1, 2}.
+    rows = shared_class_rows(basic, labels, weak, lengths, torch.tensor([[0, 1]]))
+    # Sample 0 points predicted 0, 1, 2 against {1, 2}; sample 1 predicted 1, 0 against {0, 2}.
+    assert rows.tolist() == [False, True, True, False, True, False, False]

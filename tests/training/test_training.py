@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from dsp3d.config import load_config
+from dsp3d.config import TrainConfig, load_config
 from dsp3d.data.prepare import prepare_data
 from dsp3d.evaluation.evaluate import evaluate
 from dsp3d.evaluation.metrics import ConfusionMatrix
+from dsp3d.levels import make_levels
 from dsp3d.model.dsp import DSPModel
 from dsp3d.model.kpfcnn import KPFCNN
 from dsp3d.training import trainer
@@ -111,3 +112,19 @@ def test_tiny_training_run_lowers_the_loss_and_beats_chance(small_data, tmp_path
         f"(majority-class mIoU {chance:.1f})"
     )
     assert result["miou"] > 3 * chance
+
+
+def test_stage_optimizer_holds_the_stage_modules_and_decays_w_only_when_asked():
+    model = DSPModel(KPFCNN(4, 5, make_levels(0.1, [8, 8, 8]), first_features=8))
+    backbone = {id(p) for p in model.backbone.parameters()}
+    for decay in (True, False):
+        t = TrainConfig(weight_decay=1e-3, decay_affinity=decay)
+        groups = trainer.stage_optimizer(model, t, cross=True, intra=False).param_groups
+        assert {id(p) for p in groups[0]["params"]} == backbone and groups[0]["weight_decay"] == 1e-3
+        assert groups[1]["params"] == [model.csfr.weight]
+        assert groups[1]["weight_decay"] == (1e-3 if decay else 0.0)
+    baseline = trainer.stage_optimizer(model, TrainConfig(), cross=False, intra=False).param_groups
+    assert len(baseline) == 1  # W_c / W_s are not trained by a stage without modules
+    assert trainer.stage_optimizer(model, TrainConfig(), False, True).param_groups[1]["params"] == [
+        model.isfr.weight
+    ]

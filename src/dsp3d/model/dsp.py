@@ -54,12 +54,12 @@ class DSPModel(nn.Module):
     """Backbone + CSFR (W_c) + ISFR (W_s). Both modules always exist so checkpoints of every stage share
     one layout; a stage simply does not call (or optimise) the module it does not use."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, affinity: str = "bilinear", affinity_scale: float = 20.0):
         super().__init__()
         self.backbone = backbone
         dim = backbone.feature_dim
-        self.csfr = CrossSampleReallocation(dim)
-        self.isfr = IntraSampleReallocation(dim)
+        self.csfr = CrossSampleReallocation(dim, affinity, affinity_scale)
+        self.isfr = IntraSampleReallocation(dim, affinity, affinity_scale)
 
     def forward(
         self, batch: Batch, cross: bool = False, intra: bool = False, aux_gradients: str = "all"
@@ -138,3 +138,34 @@ def paired_point_mask(lengths: torch.Tensor, pairs: torch.Tensor) -> torch.Tenso
     in_pair = torch.zeros(len(lengths), dtype=torch.bool, device=lengths.device)
     in_pair[pairs.reshape(-1)] = True
     return torch.repeat_interleave(in_pair, lengths)
+
+
+def shared_class_rows(
+    basic: torch.Tensor,
+    labels: torch.Tensor,
+    weak_mask: torch.Tensor,
+    lengths: torch.Tensor,
+    pairs: torch.Tensor,
+) -> torch.Tensor:
+    """bool [N_0]: points of paired samples whose predicted class (argmax of the basic logits [N_0, C]) is
+    among the partner sample's weak-labelled classes.
+
+    A point of a class the partner does not have can only be rebuilt from other classes' features;
+    asking that reconstruction to decode as the point's own class pushes the partner's features towards
+    a class they are not (the paper's "uncommon classes", section 3.2).
+    """
+    num_classes = basic.shape[1]
+    sample = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
+    labelled = weak_mask & (labels >= 0)
+    # has[b, c]: sample b has a weak label of class c.
+    has = torch.zeros(len(lengths), num_classes, dtype=torch.bool, device=basic.device)
+    has[sample[labelled], labels[labelled]] = True
+    partner = torch.full((len(lengths),), -1, dtype=torch.long, device=basic.device)
+    partner[pairs[:, 0]] = pairs[:, 1]
+    partner[pairs[:, 1]] = pairs[:, 0]
+    point_partner = partner[sample]
+    in_pair = point_partner >= 0
+    predicted = basic.detach().argmax(1)
+    rows = torch.zeros_like(in_pair)
+    rows[in_pair] = has[point_partner[in_pair], predicted[in_pair]]
+    return rows

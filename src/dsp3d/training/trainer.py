@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from dsp3d.batching.loader import make_train_loader
-from dsp3d.config import Config
+from dsp3d.config import Config, TrainConfig
 from dsp3d.losses import stage_loss
-from dsp3d.model.dsp import METHOD_STAGES, STAGE_MODULES, DSPModel
+from dsp3d.model.dsp import METHOD_STAGES, STAGE_MODULES, DSPModel, shared_class_rows
 from dsp3d.progress import finish, is_live, status, training_line
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
@@ -220,11 +220,8 @@ def train_stage(
     cross, intra = STAGE_MODULES[mode]
     t = config.train
     world = distributed.current_world()
-    # The modules a stage does not use stay out of the optimiser (their weights are not trained there).
-    params = list(model.backbone.parameters())
-    params += list(model.csfr.parameters()) if cross else []
-    params += list(model.isfr.parameters()) if intra else []
-    optimizer = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    optimizer = stage_optimizer(model, t, cross, intra)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     resumed = state.step > 0
@@ -271,6 +268,10 @@ def train_stage(
             group["lr"] = lr
         batch = batch.to(device)
         outputs = net(batch, cross=cross, intra=intra, aux_gradients=t.aux_gradients)
+        if cross and t.cr_rows == "shared":
+            outputs.cross_rows = outputs.cross_rows & shared_class_rows(
+                outputs.basic, batch.labels, batch.weak_mask, batch.lengths[0], batch.pairs
+            )
         terms = stage_loss(
             mode,
             outputs.basic,
@@ -379,6 +380,18 @@ def _silent(message: str) -> None:
     pass
 
 
+def stage_optimizer(model: DSPModel, t: TrainConfig, cross: bool, intra: bool) -> torch.optim.SGD:
+    """SGD over the backbone and the modules the stage uses; the modules a stage does not use stay out of
+    the optimiser (their weights are not trained there). W_c / W_s form their own group, without weight
+    decay unless ``t.decay_affinity``: decay pulls W towards 0, i.e. towards uniform softmax weights."""
+    groups = [{"params": list(model.backbone.parameters())}]
+    affinity = list(model.csfr.parameters()) if cross else []
+    affinity += list(model.isfr.parameters()) if intra else []
+    if affinity:
+        groups.append({"params": affinity, "weight_decay": t.weight_decay if t.decay_affinity else 0.0})
+    return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
 def build_model(config: Config, in_features: int, num_classes: int) -> DSPModel:
     from dsp3d.model.kpfcnn import KPFCNN
 
@@ -390,7 +403,7 @@ def build_model(config: Config, in_features: int, num_classes: int) -> DSPModel:
         kernel_points=config.model.kernel_points,
         bn_momentum=config.model.bn_momentum,
     )
-    return DSPModel(backbone)
+    return DSPModel(backbone, affinity=config.model.affinity, affinity_scale=config.model.affinity_scale)
 
 
 def train(
