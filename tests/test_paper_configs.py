@@ -34,6 +34,10 @@ def test_paper_settings(path):
         assert config.data.ratio == int(path.stem.split("_")[-1][:-3]) / 100
     if config.data.dataset == "s3dis":
         assert config.data.test_area == 5
+    # The paper's equations read literally, not dsp3d's defaults (the variant measured on generated rooms).
+    assert config.model.affinity == "bilinear" and config.train.aux_gradients == "all"
+    assert not config.train.cr_target_detach and config.train.decay_affinity
+    assert config.train.cr_rows == "all" and config.train.stage1_fraction == 0.5
 
 
 def test_scannet_sample_config():
