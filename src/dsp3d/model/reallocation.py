@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dsp3d.config import AFFINITIES
+
 
 class _Affinity(nn.Module):
     """kind "bilinear": A = rows W columns^T, W from I / sqrt(K) (the paper's form).
@@ -29,8 +31,8 @@ class _Affinity(nn.Module):
 
     def __init__(self, dim: int, kind: str = "bilinear", scale: float = 20.0):
         super().__init__()
-        if kind not in ("bilinear", "cosine"):
-            raise ValueError(f"affinity must be bilinear or cosine, got '{kind}'")
+        if kind not in AFFINITIES:
+            raise ValueError(f"affinity must be {' or '.join(AFFINITIES)}, got '{kind}'")
         self.kind = kind
         self.scale = scale
         start = torch.eye(dim) if kind == "cosine" else torch.eye(dim) / math.sqrt(dim)
@@ -53,7 +55,7 @@ class CrossSampleReallocation(_Affinity):
     """CSFR: each sample of a pair rebuilt from the other sample's features."""
 
     def pair_weights(self, f_i: torch.Tensor, f_j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """([N_i, N_j], [N_j, N_i]): softmax over the rows of A and of A^T (A = f_i W f_j^T)."""
+        """([N_i, N_j], [N_j, N_i]): softmax over the rows of A and of A^T (A = self.affinity(f_i, f_j))."""
         affinity = self.affinity(f_i, f_j)
         return torch.softmax(affinity, dim=1), torch.softmax(affinity.T, dim=1)
 
