@@ -1,6 +1,14 @@
 import pytest
+import yaml
 
-from dsp3d.config import ConfigError, load_config
+from dsp3d.config import (
+    BEHAVIOUR_BEFORE_FIELD,
+    ConfigError,
+    load_config,
+    load_run_config,
+    save_config,
+    to_dict,
+)
 
 
 def test_defaults_validate_and_overrides_apply():
@@ -34,3 +42,22 @@ def test_yaml_file_errors_name_the_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_run_folder_config_keeps_the_behaviour_of_the_code_that_wrote_it(tmp_path):
+    """A config.yaml written before a field existed resumes with what the code did then, not today's
+    default; the fields it has, and overrides, are kept."""
+    current = load_config(None, ["train.method=dsp"])
+    values = to_dict(current)
+    for section, key in BEHAVIOUR_BEFORE_FIELD:
+        del values[section][key]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(values))
+    old = load_run_config(tmp_path, ["train.lr=0.002"])
+    assert old.model.affinity == "bilinear" and old.train.cr_rows == "all"
+    assert old.train.decay_affinity and not old.train.cr_target_detach
+    assert old.train.aux_gradients == "all" and old.train.pair_partner == "balanced"
+    assert old.train.lr == 0.002 and old.train.method == "csfr-isfr"
+    save_config(current, tmp_path / "config.yaml")  # a file with every field: read as written
+    assert load_run_config(tmp_path) == current
+    with pytest.raises(ConfigError, match="config.yaml: config file not found"):
+        load_run_config(tmp_path / "nothing")

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dsp3d.config import TABLE1_MODES, ConfigError, load_config
+from dsp3d.config import TABLE1_MODES, ConfigError, load_config, load_run_config
 from dsp3d.progress import Console
 
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = Path(args.resume)
                 if not (out / "config.yaml").is_file():
                     raise ConfigError(f"{out}: not a run folder (no config.yaml); nothing to resume")
-                config = load_config(out / "config.yaml", args.overrides)
+                config = load_run_config(out, args.overrides)
                 if (out / "weak_labels").is_dir():
                     config.data.weak_labels = str(out / "weak_labels")  # exactly the labels it started with
             elif args.config:

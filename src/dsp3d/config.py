@@ -332,17 +332,52 @@ def from_dict(values: dict) -> Config:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML file (optional) and apply overrides; errors name the file and the key."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    values = _read_values(path) if path is not None else {}
+    return _config_from(values, overrides, path)
+
+
+# What a run folder's config.yaml means when it lacks a field: it was written before the field existed,
+# so the run trained with what the code did then, which is not always today's default. (section, key) ->
+# the value that reproduces the older behaviour.
+BEHAVIOUR_BEFORE_FIELD = {
+    ("train", "pair_partner"): "balanced",
+    ("train", "aux_gradients"): "all",
+    ("train", "cr_target_detach"): False,
+    ("model", "affinity"): "bilinear",
+    ("train", "decay_affinity"): True,
+    ("train", "cr_rows"): "all",
+}
+
+
+def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config a run folder was trained with (``run_dir/config.yaml``), to resume it.
+
+    Every field the file lacks takes the behaviour of the code that wrote it (BEHAVIOUR_BEFORE_FIELD),
+    not today's default: resuming an older run must not change its method half-way.
+    """
+    path = Path(run_dir) / "config.yaml"
+    values = _read_values(path)
+    for (section, key), value in BEHAVIOUR_BEFORE_FIELD.items():
+        part = values.setdefault(section, {})
+        if isinstance(part, dict) and key not in part:
+            part[key] = value
+    return _config_from(values, overrides, path)
+
+
+def _read_values(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return values
+
+
+def _config_from(values: dict, overrides: list[str] | None, path: str | Path | None) -> Config:
     values = apply_overrides(values, overrides or [])
     try:
         return from_dict(values)

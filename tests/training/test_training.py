@@ -117,14 +117,33 @@ def test_tiny_training_run_lowers_the_loss_and_beats_chance(small_data, tmp_path
 def test_stage_optimizer_holds_the_stage_modules_and_decays_w_only_when_asked():
     model = DSPModel(KPFCNN(4, 5, make_levels(0.1, [8, 8, 8]), first_features=8))
     backbone = {id(p) for p in model.backbone.parameters()}
-    for decay in (True, False):
-        t = TrainConfig(weight_decay=1e-3, decay_affinity=decay)
-        groups = trainer.stage_optimizer(model, t, cross=True, intra=False).param_groups
-        assert {id(p) for p in groups[0]["params"]} == backbone and groups[0]["weight_decay"] == 1e-3
-        assert groups[1]["params"] == [model.csfr.weight]
-        assert groups[1]["weight_decay"] == (1e-3 if decay else 0.0)
+    t = TrainConfig(weight_decay=1e-3, decay_affinity=False)
+    groups = trainer.stage_optimizer(model, t, cross=True, intra=False).param_groups
+    assert {id(p) for p in groups[0]["params"]} == backbone and groups[0]["weight_decay"] == 1e-3
+    assert groups[1]["params"] == [model.csfr.weight] and groups[1]["weight_decay"] == 0.0
+    # Decayed, W joins the backbone's group, after its weights: the layout of runs from before the
+    # option, so their optimiser states still load.
+    t = TrainConfig(weight_decay=1e-3, decay_affinity=True)
+    (group,) = trainer.stage_optimizer(model, t, cross=True, intra=False).param_groups
+    assert group["params"] == [*model.backbone.parameters(), model.csfr.weight]
+    assert group["weight_decay"] == 1e-3
     baseline = trainer.stage_optimizer(model, TrainConfig(), cross=False, intra=False).param_groups
     assert len(baseline) == 1  # W_c / W_s are not trained by a stage without modules
     assert trainer.stage_optimizer(model, TrainConfig(), False, True).param_groups[1]["params"] == [
         model.isfr.weight
     ]
+
+
+def test_an_optimiser_state_of_the_one_group_layout_loads_when_w_is_decayed():
+    """A stage checkpointed before train.decay_affinity existed saved one group holding every weight."""
+    model = DSPModel(KPFCNN(4, 5, make_levels(0.1, [8, 8, 8]), first_features=8))
+    old = torch.optim.SGD([*model.backbone.parameters(), model.isfr.weight], lr=0.01, momentum=0.9)
+    for p in old.param_groups[0]["params"]:
+        p.grad = torch.ones_like(p)
+    old.step()
+    t = TrainConfig(decay_affinity=True)  # what load_run_config gives such a run
+    optimizer = trainer.stage_optimizer(model, t, cross=False, intra=True)
+    optimizer.load_state_dict(old.state_dict())
+    assert torch.equal(
+        optimizer.state[model.isfr.weight]["momentum_buffer"], torch.ones_like(model.isfr.weight)
+    )

@@ -383,12 +383,15 @@ def _silent(message: str) -> None:
 def stage_optimizer(model: DSPModel, t: TrainConfig, cross: bool, intra: bool) -> torch.optim.SGD:
     """SGD over the backbone and the modules the stage uses; the modules a stage does not use stay out of
     the optimiser (their weights are not trained there). W_c / W_s form their own group, without weight
-    decay unless ``t.decay_affinity``: decay pulls W towards 0, i.e. towards uniform softmax weights."""
+    decay, unless ``t.decay_affinity``: decay pulls W towards 0, i.e. towards uniform softmax weights.
+    Decayed, they join the backbone's group, the one-group layout of runs from before the option."""
     groups = [{"params": list(model.backbone.parameters())}]
     affinity = list(model.csfr.parameters()) if cross else []
     affinity += list(model.isfr.parameters()) if intra else []
-    if affinity:
-        groups.append({"params": affinity, "weight_decay": t.weight_decay if t.decay_affinity else 0.0})
+    if affinity and t.decay_affinity:
+        groups[0]["params"] += affinity
+    elif affinity:
+        groups.append({"params": affinity, "weight_decay": 0.0})
     return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
