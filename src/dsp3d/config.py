@@ -91,6 +91,9 @@ class ModelConfig:
     # the generated rooms (docs/method.md); configs/ pins the paper's literal reading for its tables.
     affinity: str = "cosine"
     affinity_scale: float = 20.0
+    # Where both modules sit: after this many upsampling blocks of the decoder (the paper: 1, "after the
+    # first upsampling layer"; 0 = the encoder's bottleneck, coarser and more contextual features).
+    module_upsamplings: int = 1
 
     def levels(self, grid_size: float) -> list[LevelSpec]:
         if isinstance(self.neighbour_caps, str):
@@ -268,6 +271,11 @@ def validate(config: Config) -> Config:
         (m.kernel_points >= 2, "model.kernel_points", "must be >= 2"),
         (m.affinity in AFFINITIES, "model.affinity", "must be bilinear or cosine"),
         (m.affinity_scale > 0, "model.affinity_scale", "must be > 0"),
+        (
+            0 <= m.module_upsamplings < caps_levels,
+            "model.module_upsamplings",
+            f"must be in [0, {caps_levels - 1}] (the network has {caps_levels} levels)",
+        ),
         (t.method in METHODS, "train.method", f"must be one of {', '.join(METHODS)} (or dsp)"),
         (t.steps > 0, "train.steps", "must be > 0"),
         (t.minutes >= 0, "train.minutes", "must be >= 0"),

@@ -222,3 +222,25 @@ def test_shared_class_rows_keep_points_whose_class_the_partner_has():
     rows = shared_class_rows(basic, labels, weak, lengths, torch.tensor([[0, 1]]))
     # Sample 0 points predicted 0, 1, 2 against {1, 2}; sample 1 predicted 1, 0 against {0, 2}.
     assert rows.tolist() == [False, True, True, False, True, False, False]
+
+
+@pytest.mark.parametrize("upsamplings", [0, 2])
+def test_module_position_moves_where_the_modules_act_not_the_network(pair_batch, levels, upsamplings):
+    default = dsp_model(levels)
+    backbone = KPFCNN(
+        in_features=4, num_classes=5, levels=levels, first_features=8, module_upsamplings=upsamplings
+    )
+    backbone.load_state_dict(default.backbone.state_dict())  # the same weights: only the split differs
+    moved = DSPModel(backbone).eval()
+    split = len(levels) - 1 - upsamplings
+    width = backbone.widths[split]
+    encoded = backbone.encode(pair_batch)
+    assert encoded.features.shape == (int(pair_batch.lengths[split].sum()), width)
+    assert moved.csfr.weight.shape == moved.isfr.weight.shape == (width, width)
+    with torch.no_grad():
+        torch.testing.assert_close(moved(pair_batch).basic, default(pair_batch).basic)
+        out = moved(pair_batch, cross=True, intra=True)
+    assert out.cross.shape == out.intra.shape == out.basic.shape
+    assert not torch.allclose(out.intra, out.basic)
+    with pytest.raises(ValueError, match="module_upsamplings"):
+        KPFCNN(4, 5, levels, first_features=8, module_upsamplings=len(levels))

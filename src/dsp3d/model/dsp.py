@@ -76,8 +76,8 @@ class DSPModel(nn.Module):
             valid = ", ".join(AUX_GRADIENTS)
             raise ValueError(f"aux_gradients must be one of {valid}, got '{aux_gradients}'")
         encoded = self.backbone.encode(batch)
-        features = encoded.features  # [N_e, K] at level L-2, after the first upsampling block
-        level = batch.num_levels - 2
+        features = encoded.features  # [N_s, K] at the split level (after the first upsampling by default)
+        level = self.backbone.split_level
         lengths = batch.lengths[level]
         out = BranchOutputs(basic=self.backbone.decode(features, encoded, batch))
         if not (cross or intra):

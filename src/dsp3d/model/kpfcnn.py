@@ -28,7 +28,8 @@ from dsp3d.model.kernel_graph import shared_graphs
 
 @dataclass
 class Encoded:
-    """features: [N_{L-2}, w(L-2)] after the first upsampling block; skips[l]: [N_l, w(l)], l <= L-2."""
+    """features: [N_s, w(s)] at the split level s (after the first upsampling block by default: s = L-2);
+    skips[l]: [N_l, w(l)], l <= s."""
 
     features: torch.Tensor
     skips: list[torch.Tensor]
@@ -43,11 +44,19 @@ class KPFCNN(nn.Module):
         first_features: int = 32,
         kernel_points: int = 15,
         bn_momentum: float = 0.02,
+        module_upsamplings: int = 1,
     ):
         super().__init__()
         if len(levels) < 3:
             raise ValueError(f"KPFCNN needs at least 3 levels, got {len(levels)}")
+        if not 0 <= module_upsamplings < len(levels):
+            raise ValueError(
+                f"module_upsamplings must be in [0, {len(levels) - 1}], got {module_upsamplings}"
+            )
         self.levels = list(levels)
+        # encode stops at split_level, after that many decoder upsamplings (0 = the encoder's bottleneck);
+        # the reallocation modules work there, decode goes on from there.
+        self.split_level = len(levels) - 1 - module_upsamplings
         self.num_classes = num_classes
         widths = [first_features * 2**index for index in range(len(levels))]
         self.widths = widths
@@ -81,11 +90,11 @@ class KPFCNN(nn.Module):
     @property
     def feature_dim(self) -> int:
         """K, the width of the features ``encode`` returns."""
-        return self.widths[-2]
+        return self.widths[self.split_level]
 
     def decoder_parameters(self) -> list[nn.Parameter]:
         """The weights ``decode`` uses (the decoder steps after ``encode``'s, and the head)."""
-        top = len(self.levels) - 2
+        top = self.split_level
         return [p for block in self.decoder[:top] for p in block.parameters()] + list(self.head.parameters())
 
     def _check(self, batch: Batch) -> None:
@@ -96,9 +105,10 @@ class KPFCNN(nn.Module):
         self._check(batch)
         with shared_graphs():  # the KPConvs of a level share its kernel-influence graph
             skips = self._encoder(batch)
-        top = len(self.levels) - 2
-        features = self._merge(top, skips[-1], skips[top], batch)
-        return Encoded(features=features, skips=skips[: top + 1])
+        features = skips[-1]
+        for level in range(len(self.levels) - 2, self.split_level - 1, -1):
+            features = self._merge(level, features, skips[level], batch)
+        return Encoded(features=features, skips=skips[: self.split_level + 1])
 
     def _encoder(self, batch: Batch) -> list[torch.Tensor]:
         """skips[l] [N_l, w(l)]: the encoder's output at every level."""
@@ -120,9 +130,9 @@ class KPFCNN(nn.Module):
         return self.decoder[level](torch.cat([gather_rows(coarse, batch.upsamples[level]), skip], dim=1))
 
     def decode(self, features: torch.Tensor, encoded: Encoded, batch: Batch) -> torch.Tensor:
-        """features [N_{L-2}, K] (encode's, or reallocated ones with the same layout) -> logits [N_0, C]."""
+        """features [N_s, K] (encode's, or reallocated ones with the same layout) -> logits [N_0, C]."""
         x = features
-        for level in range(len(self.levels) - 3, -1, -1):
+        for level in range(self.split_level - 1, -1, -1):
             x = self._merge(level, x, encoded.skips[level], batch)
         return self.head(x)
 

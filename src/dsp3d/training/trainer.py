@@ -405,6 +405,7 @@ def build_model(config: Config, in_features: int, num_classes: int) -> DSPModel:
         first_features=config.model.first_features,
         kernel_points=config.model.kernel_points,
         bn_momentum=config.model.bn_momentum,
+        module_upsamplings=config.model.module_upsamplings,
     )
     return DSPModel(backbone, affinity=config.model.affinity, affinity_scale=config.model.affinity_scale)
 
