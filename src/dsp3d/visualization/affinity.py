@@ -1,7 +1,8 @@
 """The paper's Fig. 4: the affinity a chosen point has to other points under the trained CSFR / ISFR.
 
-Both modules work on the decoder features F at level L-2 (after the first upsampling block), where
-points are sparse. For a pair (i, j) of test spheres and a point q of sphere i:
+Both modules work on the decoder features F at level L-2 (after the first upsampling block; another
+level with model.module_upsamplings), where points are sparse. For a pair (i, j) of test spheres and a
+point q of sphere i:
   CSFR: row q of softmax_rows(F_i W_c F_j^T), a weight over the points of sphere j;
   ISFR: row q of softmax_rows(F_i W_s F_i^T), a weight over the points of sphere i itself.
 
@@ -37,7 +38,7 @@ TRAINED_BY = {"CSFR": ("csfr", "joint"), "ISFR": ("isfr", "joint")}
 class AffinityMap:
     """One module's affinity of the query point to the points of a sphere.
 
-    query_points: float32 [n_i, 3] the query's sphere at level L-2 (sphere-centred coordinates)
+    query_points: float32 [n_i, 3] the query's sphere at the modules' level (sphere-centred coordinates)
     query:        index of the chosen point in query_points
     target_points: float32 [n_t, 3] the sphere the weights run over (the partner j for CSFR, i for ISFR)
     weights:      float32 [n_t] the softmax row: non-negative, sums to 1
@@ -132,7 +133,7 @@ def affinity_maps(
     config = run.config()
     _, meta = load_inference_model(run.path / "model.pt")
     batch, i, j = sphere_pair(cloud, config, meta.feature_names, pair)
-    level = batch.num_levels - 2
+    level = batch.num_levels - 1 - config.model.module_upsamplings  # where the modules work
     coords = torch.split(batch.points[level], batch.lengths[level].tolist())
     query_points, partner_points = coords[i].numpy(), coords[j].numpy()
     labels = level_labels(batch, level)
@@ -140,7 +141,7 @@ def affinity_maps(
     query = nearest_to_centre(query_points) if point is None else point
     if not 0 <= query < len(query_points):
         raise ValueError(
-            f"point {query} asked for, but the sphere has {len(query_points)} points at level L-2"
+            f"point {query} asked for, but the sphere has {len(query_points)} points at level {level}"
         )
     maps = []
     for module in ("CSFR", "ISFR"):
@@ -180,5 +181,5 @@ def level_labels(batch: Batch, level: int) -> list[np.ndarray]:
 
 
 def _level_features(model: DSPModel, batch: Batch) -> torch.Tensor:
-    """F: the backbone's features at level L-2, the input of both reallocation modules."""
+    """F: the backbone's features at its split level, the input of both reallocation modules."""
     return model.backbone.encode(batch).features

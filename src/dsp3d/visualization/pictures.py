@@ -146,9 +146,7 @@ def affinity_figure(
         query_ax.set_title(f"chosen point {amap.query} (red); sphere by ground truth", fontsize=9)
         for ax in (heat_ax, query_ax):
             ax.set_axis_off()
-    figure.suptitle(
-        f"{run}: affinity of one point, {scene}, test-sphere pair {pair} (level L-2)", fontsize=10
-    )
+    figure.suptitle(f"{run}: affinity of one point, {scene}, test-sphere pair {pair}", fontsize=10)
     present = set(
         np.unique(np.concatenate([m.query_labels for m in maps] + [m.target_labels for m in maps])).tolist()
     )
