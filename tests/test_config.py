@@ -61,3 +61,12 @@ def test_a_run_folder_config_keeps_the_behaviour_of_the_code_that_wrote_it(tmp_p
     assert load_run_config(tmp_path) == current
     with pytest.raises(ConfigError, match="config.yaml: config file not found"):
         load_run_config(tmp_path / "nothing")
+
+
+def test_run_records_read_their_config_as_the_run_trained(tmp_path):
+    from dsp3d.visualization.runs import RunRecord
+
+    values = to_dict(load_config(None, ["train.method=dsp"]))
+    del values["model"]["affinity"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(values))
+    assert RunRecord("old", tmp_path, {}).config().model.affinity == "bilinear"

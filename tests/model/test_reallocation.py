@@ -232,7 +232,8 @@ def test_module_position_moves_where_the_modules_act_not_the_network(pair_batch,
     )
     backbone.load_state_dict(default.backbone.state_dict())  # the same weights: only the split differs
     moved = DSPModel(backbone).eval()
-    split = len(levels) - 1 - upsamplings
+    split = len(levels) - 1 - upsamplings  # counted from the bottleneck
+    assert backbone.split_level == split
     width = backbone.widths[split]
     encoded = backbone.encode(pair_batch)
     assert encoded.features.shape == (int(pair_batch.lengths[split].sum()), width)

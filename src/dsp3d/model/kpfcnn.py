@@ -26,6 +26,12 @@ from dsp3d.model.indexing import gather_rows
 from dsp3d.model.kernel_graph import shared_graphs
 
 
+def split_level(num_levels: int, module_upsamplings: int) -> int:
+    """The level where ``encode`` stops and the reallocation modules work: after ``module_upsamplings``
+    decoder upsamplings from the bottleneck (level num_levels - 1)."""
+    return num_levels - 1 - module_upsamplings
+
+
 @dataclass
 class Encoded:
     """features: [N_s, w(s)] at the split level s (after the first upsampling block by default: s = L-2);
@@ -56,7 +62,7 @@ class KPFCNN(nn.Module):
         self.levels = list(levels)
         # encode stops at split_level, after that many decoder upsamplings (0 = the encoder's bottleneck);
         # the reallocation modules work there, decode goes on from there.
-        self.split_level = len(levels) - 1 - module_upsamplings
+        self.split_level = split_level(len(levels), module_upsamplings)
         self.num_classes = num_classes
         widths = [first_features * 2**index for index in range(len(levels))]
         self.widths = widths

@@ -25,6 +25,7 @@ from dsp3d.batching.loader import iter_test_batches
 from dsp3d.config import Config
 from dsp3d.data.types import SubsampledCloud
 from dsp3d.model.dsp import DSPModel
+from dsp3d.model.kpfcnn import split_level
 from dsp3d.training.checkpoint import CheckpointError, load_checkpoint
 from dsp3d.training.export import feature_columns, load_inference_model
 from dsp3d.training.trainer import build_model
@@ -133,7 +134,7 @@ def affinity_maps(
     config = run.config()
     _, meta = load_inference_model(run.path / "model.pt")
     batch, i, j = sphere_pair(cloud, config, meta.feature_names, pair)
-    level = batch.num_levels - 1 - config.model.module_upsamplings  # where the modules work
+    level = split_level(batch.num_levels, config.model.module_upsamplings)  # where the modules work
     coords = torch.split(batch.points[level], batch.lengths[level].tolist())
     query_points, partner_points = coords[i].numpy(), coords[j].numpy()
     labels = level_labels(batch, level)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsp3d.config import Config, load_config
+from dsp3d.config import Config, load_run_config
 
 
 @dataclass
@@ -101,7 +101,7 @@ class RunRecord:
         return "-".join(modes) if modes else self.name
 
     def config(self) -> Config:
-        return load_config(self.path / "config.yaml")
+        return load_run_config(self.path)
 
     def curve(self) -> TrainingCurve:
         metrics = self.path / "metrics.jsonl"
