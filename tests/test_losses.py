@@ -72,3 +72,23 @@ def test_detached_cross_target_sends_no_regulariser_gradient_to_the_basic_branch
     basic.grad = None
     stage_loss("csfr", basic, cross, None, LABELS, no_labels).total.backward()
     torch.testing.assert_close(basic.grad, torch.full((4, 2), -2.0 / 8))
+
+
+def test_balanced_cross_entropy_gives_every_labelled_class_the_same_total_weight():
+    logits = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 0, 0, 1])
+    mask = torch.ones(4, dtype=torch.bool)
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    expected = (ce[:3].mean() + ce[3]) / 2  # class 0: three points of weight 1/3; class 1: one of weight 1
+    assert weak_cross_entropy(logits, labels, mask, balanced=True).item() == pytest.approx(expected.item())
+    assert weak_cross_entropy(logits, labels, mask).item() == pytest.approx(ce.mean().item())
+    one_class = torch.tensor([True, True, False, False])  # a single class: balancing changes nothing
+    assert weak_cross_entropy(logits, labels, one_class, balanced=True).item() == pytest.approx(
+        weak_cross_entropy(logits, labels, one_class).item()
+    )
+    intra = logits.flip(1)
+    plain = stage_loss("isfr", logits, None, intra, labels, mask)
+    balanced = stage_loss("isfr", logits, None, intra, labels, mask, intra_balanced=True)
+    assert balanced.seg.item() == pytest.approx(plain.seg.item())  # the basic branch is never balanced
+    assert balanced.seg_intra.item() == pytest.approx(weak_cross_entropy(intra, labels, mask, True).item())
+    assert balanced.seg_intra.item() != pytest.approx(plain.seg_intra.item())

@@ -141,6 +141,10 @@ class TrainConfig:
     # predicted class is among the partner's labelled classes: the others can only be rebuilt from
     # other classes' features).
     cr_rows: str = "shared"
+    # Class-balance the intra branch's cross-entropy: each class present among a batch's labelled points
+    # weighs the same in total. That loss is what propagates labels over the ISFR affinities; unweighted,
+    # the frequent classes pull the features of similar-looking rare ones to themselves (docs/method.md).
+    intra_balanced: bool = False
     reg_rampup: float = 0.0  # share of each stage over which lambda_cr / lambda_sr ramp up from ~0 (0 = off)
     pair_tries: int = 20
     # How the second sphere of a CSFR pair is drawn: "potential" (the next coverage spheres that share a

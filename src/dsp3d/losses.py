@@ -36,14 +36,24 @@ class LossTerms:
         }
 
 
-def weak_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def weak_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, balanced: bool = False
+) -> torch.Tensor:
     """Mean cross-entropy over the points where ``mask`` (bool [N]) is True; logits [N, C], labels [N].
 
+    balanced: each labelled point weighs 1 / (labelled points of its class in the batch), so every class
+    present weighs the same in total.
     A batch with no labelled point gives an exact 0 that is still part of the graph (zero gradient).
     """
     if not bool(mask.any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[mask].float(), labels[mask])
+    if not balanced:
+        return F.cross_entropy(logits[mask].float(), labels[mask])
+    targets = labels[mask]
+    counts = torch.bincount(targets, minlength=logits.shape[1]).float()
+    weights = 1.0 / counts[targets]  # [M]
+    losses = F.cross_entropy(logits[mask].float(), targets, reduction="none")
+    return (losses * weights).sum() / weights.sum()
 
 
 def consistency(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -66,12 +76,14 @@ def stage_loss(
     lambda_sr: float = 1.0,
     cross_rows: torch.Tensor | None = None,
     cr_target_detach: bool = False,
+    intra_balanced: bool = False,
 ) -> LossTerms:
     """The loss of one training mode (a key of dsp3d.model.dsp.STAGE_MODULES).
 
     basic / cross / intra: logits [N_0, C] of the decoder branches; labels int64 [N_0]; weak_mask bool [N_0];
     cross_rows: bool [N_0], the points of paired samples (L_CR is computed on those only).
     cr_target_detach: stop the gradient of L_CR into the basic branch's logits.
+    intra_balanced: class-balance the intra branch's cross-entropy (weak_cross_entropy's ``balanced``).
     """
     if mode not in STAGE_MODULES:
         raise ValueError(f"unknown training mode '{mode}'; valid: {', '.join(STAGE_MODULES)}")
@@ -89,7 +101,7 @@ def stage_loss(
     if uses_intra:
         if intra is None:
             raise ValueError(f"mode '{mode}' needs the intra branch's logits")
-        seg_intra = weak_cross_entropy(intra, labels, mask)
+        seg_intra = weak_cross_entropy(intra, labels, mask, balanced=intra_balanced)
         self_reg = consistency(intra, basic)
     total = seg + lambda_cr * cross_reg + seg_intra + lambda_sr * self_reg
     return LossTerms(total, seg, cross_reg, seg_intra, self_reg)

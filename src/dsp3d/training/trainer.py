@@ -283,6 +283,7 @@ def train_stage(
             t.lambda_sr * ramp,
             cross_rows=outputs.cross_rows,
             cr_target_detach=t.cr_target_detach,
+            intra_balanced=t.intra_balanced,
         )
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
