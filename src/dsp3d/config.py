@@ -144,7 +144,7 @@ class TrainConfig:
     # Class-balance the intra branch's cross-entropy: each class present among a batch's labelled points
     # weighs the same in total. That loss is what propagates labels over the ISFR affinities; unweighted,
     # the frequent classes pull the features of similar-looking rare ones to themselves (docs/method.md).
-    intra_balanced: bool = False
+    intra_balanced: bool = True
     reg_rampup: float = 0.0  # share of each stage over which lambda_cr / lambda_sr ramp up from ~0 (0 = off)
     pair_tries: int = 20
     # How the second sphere of a CSFR pair is drawn: "potential" (the next coverage spheres that share a
@@ -358,6 +358,7 @@ BEHAVIOUR_BEFORE_FIELD = {
     ("model", "affinity"): "bilinear",
     ("train", "decay_affinity"): True,
     ("train", "cr_rows"): "all",
+    ("train", "intra_balanced"): False,
 }
 
 
