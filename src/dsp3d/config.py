@@ -22,6 +22,9 @@ METHODS = ("baseline", "csfr", "isfr", "joint", "csfr-isfr", "isfr-csfr", "full"
 # The rows of the paper's Table 1, in its order.
 TABLE1_MODES = ("baseline", "csfr", "isfr", "joint", "isfr-csfr", "csfr-isfr")
 METHOD_ALIASES = {"dsp": "csfr-isfr"}
+# `dsp3d demo`: training steps per run, both DSP stages together. A step budget, not a time budget, so
+# that the demo trains the same on any machine (docs/method.md measures DSP against the baseline there).
+DEMO_STEPS = 600
 DATASETS = ("synthetic", "s3dis", "scannet", "folder")
 # What the auxiliary branches' losses may train (DSPModel.forward): every weight, or the features only.
 AUX_GRADIENTS = ("all", "features")
@@ -120,7 +123,10 @@ class TrainConfig:
     method: str = "baseline"
     steps: int = 2000  # per stage
     minutes: float = 0.0  # if > 0, a time budget for the whole run; both stages share it
-    stage1_fraction: float = 0.25  # share of a time budget given to stage 1 in two-stage methods
+    # If > 0, a step budget for the whole run, replacing train.steps: two-stage methods share it as they
+    # share a time budget. Unlike minutes, it trains the same on any machine (a faster one only ends sooner).
+    total_steps: int = 0
+    stage1_fraction: float = 0.25  # share of a time or step budget given to stage 1 in two-stage methods
     batch_points: int = 12000  # point budget of one batch (level 0)
     spheres_per_batch: int = 4  # an even number: pairs of spheres for CSFR
     lr: float = 0.01
@@ -283,6 +289,7 @@ def validate(config: Config) -> Config:
         (t.method in METHODS, "train.method", f"must be one of {', '.join(METHODS)} (or dsp)"),
         (t.steps > 0, "train.steps", "must be > 0"),
         (t.minutes >= 0, "train.minutes", "must be >= 0"),
+        (t.total_steps == 0 or t.total_steps >= 2, "train.total_steps", "must be 0 (off) or >= 2"),
         (0 < t.stage1_fraction < 1, "train.stage1_fraction", "must be in (0, 1)"),
         (t.batch_points > 0, "train.batch_points", "must be > 0"),
         (

@@ -29,3 +29,27 @@ def test_rampup_weight_rises_from_near_zero_to_one_and_stays():
     weights = [rampup_weight(s, 100, 0.5) for s in range(100)]
     assert weights == sorted(weights)  # never falls
     assert rampup_weight(0, 100, 0.0) == 1.0  # off
+
+
+def test_stage_steps_share_a_step_budget_like_a_time_budget():
+    from dsp3d.config import load_config
+    from dsp3d.training.trainer import stage_steps
+
+    def steps(*overrides):
+        return stage_steps(load_config(None, list(overrides)))
+
+    assert steps("train.method=csfr-isfr", "train.steps=7") == [7, 7]  # per stage, as the paper
+    assert steps("train.method=baseline", "train.steps=7") == [7]
+    assert steps("train.method=csfr-isfr", "train.total_steps=600") == [150, 450]  # stage1_fraction 0.25
+    assert steps("train.method=isfr-csfr", "train.total_steps=10", "train.stage1_fraction=0.5") == [5, 5]
+    assert steps("train.method=baseline", "train.total_steps=600", "train.steps=7") == [600]
+    # Each stage keeps at least one step, whatever the fraction.
+    assert steps("train.method=csfr-isfr", "train.total_steps=2", "train.stage1_fraction=0.01") == [1, 1]
+    assert steps("train.method=csfr-isfr", "train.total_steps=3", "train.stage1_fraction=0.99") == [2, 1]
+
+
+def test_total_steps_below_two_is_a_config_error():
+    from dsp3d.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="train.total_steps"):
+        load_config(None, ["train.total_steps=1"])

@@ -52,6 +52,14 @@ def test_stage_two_starts_from_stage_one_weights(small_data, tmp_path, monkeypat
     assert not torch.equal(final["isfr.weight"], stage1["isfr.weight"])
 
 
+def test_a_step_budget_is_shared_by_the_two_stages(small_data, tmp_path):
+    config, data = small_data
+    config = with_method(config, "csfr-isfr", 50)
+    config.train.total_steps, config.train.stage1_fraction = 8, 0.25
+    _, reports = trainer.train(config, data.train, tmp_path, lambda m: None)
+    assert [(r.mode, r.steps) for r in reports] == [("csfr", 2), ("isfr", 6)]  # not 50 + 50
+
+
 def test_exported_model_has_no_module_and_predicts_like_the_basic_branch(small_data, tmp_path):
     config, data = small_data
     torch.manual_seed(0)

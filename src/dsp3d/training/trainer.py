@@ -88,7 +88,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def stage_budgets(config: Config) -> list[float | None]:
-    """Seconds of training per stage (None = no time limit, run train.steps)."""
+    """Seconds of training per stage (None = no time limit: run stage_steps)."""
     stages = METHOD_STAGES[config.train.method]
     if config.train.minutes <= 0:
         return [None] * len(stages)
@@ -97,6 +97,19 @@ def stage_budgets(config: Config) -> list[float | None]:
         return [total]
     first = total * config.train.stage1_fraction
     return [first, total - first]
+
+
+def stage_steps(config: Config) -> list[int]:
+    """Most steps per stage: train.steps each, or train.total_steps shared as a time budget is (stage 1
+    gets train.stage1_fraction of it, at least one step, and leaves stage 2 at least one)."""
+    t = config.train
+    stages = METHOD_STAGES[t.method]
+    if t.total_steps <= 0:
+        return [t.steps] * len(stages)
+    if len(stages) == 1:
+        return [t.total_steps]
+    first = min(max(round(t.total_steps * t.stage1_fraction), 1), t.total_steps - 1)
+    return [first, t.total_steps - first]
 
 
 def planned_steps(step: int, spent_s: float, timed_s: float, budget_s: float, most: int) -> int:
@@ -225,8 +238,9 @@ def train_stage(
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     resumed = state.step > 0
+    most_steps = stage_steps(config)[state.stage]
     if not resumed:
-        state.total_steps = t.steps
+        state.total_steps = most_steps
     loader = make_train_loader(
         scenes,
         config.levels(),
@@ -255,7 +269,7 @@ def train_stage(
                 timed_from = time.perf_counter()
             elif step in REPLAN_STEPS or (step > REPLAN_STEPS[-1] and step % REPLAN_EVERY == 0):
                 now = time.perf_counter()
-                state.total_steps = planned_steps(step, now - start, now - timed_from, budget_s, t.steps)
+                state.total_steps = planned_steps(step, now - start, now - timed_from, budget_s, most_steps)
             out_of_time = step > 0 and time.perf_counter() - start >= budget_s  # slower than planned
             if world.distributed:  # every rank follows rank 0's plan and clock
                 state.total_steps, out_of_time = world.from_main([state.total_steps, out_of_time])
