@@ -136,6 +136,9 @@ class TrainConfig:
     # is towards uniform softmax weights (every point rebuilt as its sample's mean feature).
     decay_affinity: bool = False
     lr_decay_total: float = 0.1  # lr falls by this factor over a stage (paper: 0.1 per 150 epochs)
+    # Two-stage methods: "restart" (the paper) gives each stage the whole lr schedule; "continue" runs one
+    # schedule over the run, stage 2 taking up where stage 1 left it (a fresh optimiser either way).
+    stage_schedule: str = "restart"
     grad_clip: float = 100.0
     lambda_cr: float = 1.0
     lambda_sr: float = 1.0
@@ -304,6 +307,7 @@ def validate(config: Config) -> Config:
         (0 <= t.reg_rampup <= 1, "train.reg_rampup", "must be in [0, 1]"),
         (0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)"),
         (0 < t.lr_decay_total <= 1, "train.lr_decay_total", "must be in (0, 1]"),
+        (t.stage_schedule in ("restart", "continue"), "train.stage_schedule", "must be restart or continue"),
         (t.num_workers >= 0, "train.num_workers", "must be >= 0"),
         (t.val_every >= 0, "train.val_every", "must be >= 0"),
         (t.log_every > 0, "train.log_every", "must be > 0"),
@@ -366,6 +370,8 @@ BEHAVIOUR_BEFORE_FIELD = {
     ("train", "decay_affinity"): True,
     ("train", "cr_rows"): "all",
     ("train", "intra_balanced"): False,
+    ("train", "total_steps"): 0,
+    ("train", "stage_schedule"): "restart",
 }
 
 

@@ -53,3 +53,32 @@ def test_total_steps_below_two_is_a_config_error():
 
     with pytest.raises(ConfigError, match="train.total_steps"):
         load_config(None, ["train.total_steps=1"])
+
+
+def test_exponential_lr_runs_the_part_of_the_schedule_a_stage_is_given():
+    # The second half of a 0.01 -> 0.0001 schedule, over a stage of 10 steps.
+    assert exponential_lr(0, 10, 0.01, 0.01, (0.5, 1.0)) == pytest.approx(0.001)
+    assert exponential_lr(10, 10, 0.01, 0.01, (0.5, 1.0)) == pytest.approx(0.0001)
+    assert exponential_lr(5, 10, 0.01, 0.01, (0.0, 0.5)) == pytest.approx(0.01 * 0.01**0.25)
+
+
+def test_a_continued_schedule_picks_up_stage_two_where_stage_one_ended():
+    from dsp3d.config import load_config
+    from dsp3d.training.trainer import stage_lr_span, stage_steps
+
+    def lr_at_stage_edges(*overrides):
+        config = load_config(None, ["train.method=csfr-isfr", "train.lr=0.01", *overrides])
+        (n1, n2), t = stage_steps(config), config.train
+        stage1 = [exponential_lr(s, n1, t.lr, t.lr_decay_total, stage_lr_span(config, 0)) for s in (0, n1)]
+        stage2 = [exponential_lr(s, n2, t.lr, t.lr_decay_total, stage_lr_span(config, 1)) for s in (0, n2)]
+        return stage1 + stage2
+
+    assert lr_at_stage_edges("train.total_steps=400") == pytest.approx([0.01, 0.001, 0.01, 0.001])  # paper
+    continued = lr_at_stage_edges("train.total_steps=400", "train.stage_schedule=continue")
+    assert continued == pytest.approx([0.01, 0.01 * 0.1**0.25, 0.01 * 0.1**0.25, 0.001])
+    timed = lr_at_stage_edges("train.minutes=2", "train.stage_schedule=continue", "train.stage1_fraction=0.4")
+    assert timed == pytest.approx([0.01, 0.01 * 0.1**0.4, 0.01 * 0.1**0.4, 0.001])
+    per_stage = lr_at_stage_edges("train.steps=30", "train.stage_schedule=continue")  # equal stages
+    assert per_stage == pytest.approx([0.01, 0.01 * 0.1**0.5, 0.01 * 0.1**0.5, 0.001])
+    baseline = load_config(None, ["train.stage_schedule=continue"])
+    assert stage_lr_span(baseline, 0) == (0.0, 1.0)  # one stage: the whole schedule

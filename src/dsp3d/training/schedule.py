@@ -5,16 +5,18 @@ from __future__ import annotations
 import math
 
 
-def exponential_lr(step: int, total_steps: int, base_lr: float, decay_total: float) -> float:
-    """lr falls geometrically from base_lr to base_lr * decay_total over total_steps.
+def exponential_lr(
+    step: int, total_steps: int, base_lr: float, decay_total: float, span: tuple[float, float] = (0.0, 1.0)
+) -> float:
+    """lr falls geometrically from base_lr to base_lr * decay_total over a schedule; a stage of
+    total_steps runs the part ``span`` of it (the whole by default: the stage starts at base_lr).
 
     The paper decays by 0.1 every 150 epochs (KPConv's schedule); over a stage of E epochs that is
     decay_total = 0.1 ** (E / 150). Expressed against the stage length so short CPU runs keep its shape.
     """
-    if total_steps <= 0:
-        return base_lr
-    progress = min(max(step / total_steps, 0.0), 1.0)
-    return base_lr * decay_total**progress
+    start, end = span
+    progress = min(max(step / total_steps, 0.0), 1.0) if total_steps > 0 else 0.0
+    return base_lr * decay_total ** (start + (end - start) * progress)
 
 
 def rampup_weight(step: int, total_steps: int, fraction: float) -> float:

@@ -1,6 +1,7 @@
 """The training loop: one or two stages (DESIGN.md section 1), read top to bottom.
 
-Each stage gets a fresh SGD optimiser and schedule; stage 2 starts from stage 1's weights. A stage
+Each stage gets a fresh SGD optimiser and, by default, a fresh lr schedule (train.stage_schedule);
+stage 2 starts from stage 1's weights. A stage
 runs a fixed number of steps, or, with a time budget, as many as the budget buys (measured on the
 first steps, so the learning-rate schedule stays a pure function of the step and the planned total).
 
@@ -110,6 +111,18 @@ def stage_steps(config: Config) -> list[int]:
         return [t.total_steps]
     first = min(max(round(t.total_steps * t.stage1_fraction), 1), t.total_steps - 1)
     return [first, t.total_steps - first]
+
+
+def stage_lr_span(config: Config, stage: int) -> tuple[float, float]:
+    """The part of the lr schedule (0 = base lr, 1 = its end) that ``stage`` runs: all of it with
+    train.stage_schedule=restart; with continue, stage 1 runs up to its share of the run's budget and
+    stage 2 the rest (the share is train.stage1_fraction of a time or step budget, else half)."""
+    t = config.train
+    if t.stage_schedule == "restart" or len(METHOD_STAGES[t.method]) == 1:
+        return (0.0, 1.0)
+    steps = stage_steps(config)
+    share = t.stage1_fraction if t.minutes > 0 else steps[0] / sum(steps)
+    return (0.0, share) if stage == 0 else (share, 1.0)
 
 
 def planned_steps(step: int, spent_s: float, timed_s: float, budget_s: float, most: int) -> int:
@@ -239,6 +252,7 @@ def train_stage(
         optimizer.load_state_dict(optimizer_state)
     resumed = state.step > 0
     most_steps = stage_steps(config)[state.stage]
+    lr_span = stage_lr_span(config, state.stage)
     if not resumed:
         state.total_steps = most_steps
     loader = make_train_loader(
@@ -276,7 +290,7 @@ def train_stage(
             if out_of_time:
                 state.total_steps = step
                 break
-        lr = exponential_lr(step, state.total_steps, t.lr, t.lr_decay_total)
+        lr = exponential_lr(step, state.total_steps, t.lr, t.lr_decay_total, lr_span)
         ramp = rampup_weight(step, state.total_steps, t.reg_rampup)
         for group in optimizer.param_groups:
             group["lr"] = lr
