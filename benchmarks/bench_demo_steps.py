@@ -1,5 +1,6 @@
-"""Training steps per second of the demo's default configuration, per demo run, and the steps that the
-demo's default budget (``dsp3d demo``: 9 minutes for 3 runs, 3 minutes each) buys at that speed.
+"""Training steps per second of the demo's default configuration, per demo run, and the training time
+that the demo's default step budget (``dsp3d demo``: DEMO_STEPS per run, DSP's stages sharing them)
+takes at that speed.
 
 Runs dsp3d.training.trainer.train for a few steps per stage on the demo's generated rooms (prepared and
 cached as the demo does), with no time budget, no validation and no checkpoint, and times the steps after
@@ -20,12 +21,11 @@ from pathlib import Path
 
 import torch
 
+from dsp3d.config import DEMO_STEPS
 from dsp3d.data.prepare import prepare_data
 from dsp3d.demo import DEMO_METHODS, DEMO_RUNS, demo_config
 from dsp3d.runs import fully_labelled
-from dsp3d.training.trainer import train
-
-DEMO_MINUTES = 9.0  # dsp3d demo's default budget, shared by its runs
+from dsp3d.training.trainer import stage_steps, train
 
 
 def stage_speeds(metrics_path: Path, skip: int) -> list[dict]:
@@ -50,32 +50,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", type=int, default=10, help="first steps of a stage left out of the timing")
     parser.add_argument("--out", help="write the figures to this JSON file")
     args = parser.parse_args(argv)
-    minutes_per_run = DEMO_MINUTES / len(DEMO_RUNS)
-    base = demo_config(ratio=0.01, seed=0, minutes_per_run=minutes_per_run)
-    base.train = dataclasses.replace(
-        base.train, minutes=0.0, steps=args.steps, log_every=args.skip, val_every=0, checkpoint_every=0
+    base = demo_config(ratio=0.01, seed=0, steps=DEMO_STEPS, minutes_per_run=0.0)
+    timed = dataclasses.replace(
+        base.train, total_steps=0, steps=args.steps, log_every=args.skip, val_every=0, checkpoint_every=0
     )
     data = prepare_data(base, progress=lambda _: None)
     print(
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads "
         f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
     )
-    results = {"minutes_per_run": minutes_per_run, "runs": {}}
+    results = {"demo_steps": DEMO_STEPS, "runs": {}}
     for run in DEMO_RUNS:
-        config = dataclasses.replace(base, train=dataclasses.replace(base.train, method=DEMO_METHODS[run]))
-        scenes = fully_labelled(data.train) if config.train.method == "full" else data.train
+        method = DEMO_METHODS[run]
+        config = dataclasses.replace(base, train=dataclasses.replace(timed, method=method))
+        scenes = fully_labelled(data.train) if method == "full" else data.train
         with tempfile.TemporaryDirectory() as folder:
             train(config, scenes, folder, progress=lambda _: None)
             speeds = stage_speeds(Path(folder) / "metrics.jsonl", args.skip)
-        # Two-stage methods split the budget between their stages (train.stage1_fraction).
-        fractions = (
-            [1.0] if len(speeds) == 1 else [base.train.stage1_fraction, 1 - base.train.stage1_fraction]
-        )
-        budget = minutes_per_run * 60
-        bought = sum(s["steps_per_s"] * budget * f for s, f in zip(speeds, fractions, strict=True))
-        results["runs"][run] = {"stages": speeds, "steps_in_budget": bought}
+        # The demo's steps per stage (two-stage methods split DEMO_STEPS by train.stage1_fraction).
+        demo_run = dataclasses.replace(base, train=dataclasses.replace(base.train, method=method))
+        demo_steps = stage_steps(demo_run)
+        seconds = sum(n / s["steps_per_s"] for s, n in zip(speeds, demo_steps, strict=True))
+        results["runs"][run] = {"stages": speeds, "demo_stage_steps": demo_steps, "seconds_for_demo": seconds}
         per_stage = ", ".join(f"{s['mode']} {s['steps_per_s']:.2f} steps/s" for s in speeds)
-        print(f"{run:>9}: {per_stage}; ~{bought:.0f} steps in {budget:.0f} s")
+        print(f"{run:>9}: {per_stage}; {'+'.join(map(str, demo_steps))} steps in ~{seconds:.0f} s")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 0

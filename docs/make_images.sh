@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README tour's pictures in docs/images/, drawn by dsp3d itself: short demo runs of fixed length
 # (baseline and full: STEPS steps; DSP: STEPS/2 + STEPS/2, the same number of steps in all), then
-# `dsp3d plot` on the three run folders. A fixed step count, not the demo's time budget, so that the
-# pictures do not depend on how busy the machine is.
+# `dsp3d plot` on the three run folders. A step budget, so that the pictures do not depend on how busy
+# the machine is.
 #
 #   docs/make_images.sh [WORK_DIR]      (or: make tour-images)
 #
@@ -15,10 +15,8 @@ python=$(dirname "$dsp3d")/python
 work=${1:-${WORK_DIR:-${TMPDIR:-/tmp}/dsp3d_tour}}
 steps=${STEPS:-600}
 
-"$dsp3d" demo --minutes 0 --runs baseline,full --set train.steps="$steps" --out "$work/one_stage"
-"$dsp3d" demo --minutes 0 --runs dsp --set train.steps=$((steps / 2)) --out "$work/two_stage"
-"$dsp3d" plot "$work/one_stage/baseline" "$work/two_stage/dsp" "$work/one_stage/full" \
-    --scene 0 -o "$work/plots"
+"$dsp3d" demo --steps "$steps" --set train.stage1_fraction=0.5 --out "$work/demo"  # DSP: steps/2 + steps/2
+"$dsp3d" plot "$work/demo/baseline" "$work/demo/dsp" "$work/demo/full" --scene 0 -o "$work/plots"
 
 # The README's pictures, as 256-colour PNGs (a fraction of the size, the same look).
 mkdir -p docs/images

@@ -8,8 +8,8 @@ from dsp3d.training.export import load_inference_model
 
 def test_demo_writes_results_and_inference_models(small_synthetic, tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--minutes", "0", "--out", str(out), "--ratio", "0.02"]
-    for item in small_synthetic + ["train.steps=3", "eval.sphere_spacing=1.5"]:
+    args = ["demo", "--steps", "4", "--out", str(out), "--ratio", "0.02"]
+    for item in small_synthetic + ["eval.sphere_spacing=1.5"]:
         args += ["--set", item]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -23,4 +23,15 @@ def test_demo_writes_results_and_inference_models(small_synthetic, tmp_path, cap
         model, meta = load_inference_model(out / run / "model.pt")
         assert meta.class_names[0] == "ceiling" and meta.method in ("baseline", "csfr-isfr", "full")
         assert not any("csfr" in k or "isfr" in k for k in model.state_dict())
-    assert [stage["mode"] for stage in results["runs"]["dsp"]["training"]] == ["csfr", "isfr"]
+    # The same step budget for every run; DSP's two stages share it (stage1_fraction 0.25: 1 + 3 steps).
+    assert [stage["steps"] for stage in results["runs"]["baseline"]["training"]] == [4]
+    assert [(stage["mode"], stage["steps"]) for stage in results["runs"]["dsp"]["training"]] == [
+        ("csfr", 1),
+        ("isfr", 3),
+    ]
+
+
+def test_demo_takes_a_step_or_a_time_budget_not_both(tmp_path, capsys):
+    assert main(["demo", "--steps", "10", "--minutes", "1", "--out", str(tmp_path / "demo")]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dsp3d.config import TABLE1_MODES, ConfigError, load_config, load_run_config
+from dsp3d.config import DEMO_STEPS, TABLE1_MODES, ConfigError, load_config, load_run_config
 from dsp3d.progress import Console
 
 
@@ -33,7 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generated rooms: weak baseline vs DSP vs full supervision")
     demo.add_argument("--ratio", type=float, default=0.01, help="weak-label ratio per class (default 0.01)")
     demo.add_argument(
-        "--minutes", type=float, default=9.0, help="total training budget in minutes (default 9)"
+        "--steps",
+        type=int,
+        default=None,
+        help=f"training steps per run, both DSP stages together (default {DEMO_STEPS})",
+    )
+    demo.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="a time budget instead of --steps: minutes of training for all runs together",
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
@@ -211,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             refuse_under_torchrun("demo")
 
             runs = tuple(run.strip() for run in args.runs.split(",") if run.strip())
-            results = run_demo(args.ratio, args.minutes, args.seed, args.out, runs, args.overrides, progress)
+            results = run_demo(
+                args.ratio, args.steps, args.seed, args.out, runs, args.overrides, progress, args.minutes
+            )
             if args.quiet:
                 for run, result in results["runs"].items():
                     print(f"{run}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}")

@@ -23,7 +23,7 @@ METHODS = ("baseline", "csfr", "isfr", "joint", "csfr-isfr", "isfr-csfr", "full"
 TABLE1_MODES = ("baseline", "csfr", "isfr", "joint", "isfr-csfr", "csfr-isfr")
 METHOD_ALIASES = {"dsp": "csfr-isfr"}
 # `dsp3d demo`: training steps per run, both DSP stages together. A step budget, not a time budget, so
-# that the demo trains the same on any machine (docs/method.md measures DSP against the baseline there).
+# that every run trains as long on any machine (docs/method.md measures DSP against the baseline there).
 DEMO_STEPS = 600
 DATASETS = ("synthetic", "s3dis", "scannet", "folder")
 # What the auxiliary branches' losses may train (DSPModel.forward): every weight, or the features only.
@@ -124,7 +124,7 @@ class TrainConfig:
     steps: int = 2000  # per stage
     minutes: float = 0.0  # if > 0, a time budget for the whole run; both stages share it
     # If > 0, a step budget for the whole run, replacing train.steps: two-stage methods share it as they
-    # share a time budget. Unlike minutes, it trains the same on any machine (a faster one only ends sooner).
+    # share a time budget. Unlike minutes, it buys the same steps on any machine (a faster one ends sooner).
     total_steps: int = 0
     stage1_fraction: float = 0.25  # share of a time or step budget given to stage 1 in two-stage methods
     batch_points: int = 12000  # point budget of one batch (level 0)
@@ -137,7 +137,8 @@ class TrainConfig:
     decay_affinity: bool = False
     lr_decay_total: float = 0.1  # lr falls by this factor over a stage (paper: 0.1 per 150 epochs)
     # Two-stage methods: "restart" (the paper) gives each stage the whole lr schedule; "continue" runs one
-    # schedule over the run, stage 2 taking up where stage 1 left it (a fresh optimiser either way).
+    # schedule over the run, stage 2 taking up where stage 1 left it (a fresh optimiser either way), so a
+    # DSP run follows the baseline's lr curve on the same budget. Level with restart (docs/method.md).
     stage_schedule: str = "restart"
     grad_clip: float = 100.0
     lambda_cr: float = 1.0

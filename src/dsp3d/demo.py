@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dsp3d.config import Config, load_config
+from dsp3d.config import DEMO_STEPS, Config, ConfigError, load_config, validate
 from dsp3d.data.prepare import prepare_data
 from dsp3d.report_table import per_class_table
 from dsp3d.runs import atomic_write_json, run_method
@@ -17,33 +17,44 @@ DEMO_METHODS = {"baseline": "baseline", "dsp": "csfr-isfr", "full": "full"}
 
 
 def demo_config(
-    ratio: float, seed: int, minutes_per_run: float, overrides: list[str] | None = None
+    ratio: float, seed: int, steps: int, minutes_per_run: float, overrides: list[str] | None = None
 ) -> Config:
+    """Every run's config: ``steps`` per run (train.total_steps, both DSP stages together), or with
+    ``minutes_per_run`` > 0 a time budget instead (as many steps as it buys on this machine)."""
     config = load_config(None, overrides)
     config.data.ratio = ratio
     config.train.seed = seed
-    config.train.minutes = minutes_per_run
-    if not any(item.strip().startswith("train.steps=") for item in overrides or []):
-        config.train.steps = 100_000  # the time budget decides
-    return config
+    if minutes_per_run > 0:
+        config.train.minutes = minutes_per_run
+        config.train.total_steps = 0
+        if not any(item.strip().startswith("train.steps=") for item in overrides or []):
+            config.train.steps = 100_000  # the time budget decides
+    else:
+        config.train.minutes = 0.0
+        config.train.total_steps = steps
+    return validate(config)
 
 
 def run_demo(
     ratio: float = 0.01,
-    minutes: float = 9.0,
+    steps: int | None = None,
     seed: int = 0,
     out: str | Path = "demo_out",
     runs: tuple[str, ...] = DEMO_RUNS,
     overrides: list[str] | None = None,
     progress: Callable[[str], None] = print,
+    minutes: float | None = None,
 ) -> dict:
+    """Train each of ``runs`` for ``steps`` (default DEMO_STEPS), or, with ``minutes``, on a time budget
+    of ``minutes`` for all runs together; same weak labels and seed for every run."""
+    if steps is not None and minutes is not None:
+        raise ConfigError("demo: give a step budget (--steps) or a time budget (--minutes), not both")
     out = Path(out)
     started = time.perf_counter()
-    base = demo_config(ratio, seed, minutes / len(runs), overrides)
-    progress(
-        f"dsp3d demo: {len(runs)} runs x {base.train.minutes:.1f} min of training,"
-        f" {ratio:.0%} labels, seed {seed}"
-    )
+    timed = minutes is not None and minutes > 0
+    base = demo_config(ratio, seed, steps or DEMO_STEPS, minutes / len(runs) if timed else 0.0, overrides)
+    budget = f"{base.train.minutes:.1f} min" if timed else f"{base.train.total_steps} steps"
+    progress(f"dsp3d demo: {len(runs)} runs x {budget} of training, {ratio:.0%} labels, seed {seed}")
     progress("preparing the generated rooms (cached after the first time)")
     data = prepare_data(base, progress)
     results = {"dataset": "synthetic", "ratio": ratio, "seed": seed, "runs": {}}
