@@ -38,7 +38,7 @@ def test_paper_settings(path):
     assert config.model.affinity == "bilinear" and config.train.aux_gradients == "all"
     assert not config.train.cr_target_detach and config.train.decay_affinity
     assert config.train.cr_rows == "all" and config.train.stage1_fraction == 0.5
-    assert not config.train.intra_balanced
+    assert not config.train.intra_balanced and config.train.stage_schedule == "restart"
 
 
 def test_scannet_sample_config():

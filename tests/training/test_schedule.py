@@ -73,7 +73,8 @@ def test_a_continued_schedule_picks_up_stage_two_where_stage_one_ended():
         stage2 = [exponential_lr(s, n2, t.lr, t.lr_decay_total, stage_lr_span(config, 1)) for s in (0, n2)]
         return stage1 + stage2
 
-    assert lr_at_stage_edges("train.total_steps=400") == pytest.approx([0.01, 0.001, 0.01, 0.001])  # paper
+    restarted = lr_at_stage_edges("train.total_steps=400", "train.stage_schedule=restart")  # the paper
+    assert restarted == pytest.approx([0.01, 0.001, 0.01, 0.001])
     continued = lr_at_stage_edges("train.total_steps=400", "train.stage_schedule=continue")
     assert continued == pytest.approx([0.01, 0.01 * 0.1**0.25, 0.01 * 0.1**0.25, 0.001])
     timed = lr_at_stage_edges("train.minutes=2", "train.stage_schedule=continue", "train.stage1_fraction=0.4")
