@@ -56,7 +56,7 @@ def test_a_run_folder_config_keeps_the_behaviour_of_the_code_that_wrote_it(tmp_p
     assert old.model.affinity == "bilinear" and old.train.cr_rows == "all"
     assert old.train.decay_affinity and not old.train.cr_target_detach
     assert old.train.aux_gradients == "all" and old.train.pair_partner == "balanced"
-    assert not old.train.intra_balanced and current.train.intra_balanced
+    assert not old.train.intra_balanced and old.train.stage_schedule == "restart"
     assert old.train.lr == 0.002 and old.train.method == "csfr-isfr"
     save_config(current, tmp_path / "config.yaml")  # a file with every field: read as written
     assert load_run_config(tmp_path) == current
