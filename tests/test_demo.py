@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from dsp3d.cli import main
 from dsp3d.training.export import load_inference_model
 
@@ -34,4 +36,14 @@ def test_demo_writes_results_and_inference_models(small_synthetic, tmp_path, cap
 def test_demo_takes_a_step_or_a_time_budget_not_both(tmp_path, capsys):
     assert main(["demo", "--steps", "10", "--minutes", "1", "--out", str(tmp_path / "demo")]) == 2
     assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--steps", "0"], "--steps must be >= 2, got 0"), (["--minutes", "-1"], "--minutes must be >= 0")],
+)
+def test_demo_refuses_a_budget_that_trains_nothing(args, message, tmp_path, capsys):
+    assert main(["demo", *args, "--out", str(tmp_path / "demo")]) == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()

@@ -49,10 +49,15 @@ def run_demo(
     of ``minutes`` for all runs together; same weak labels and seed for every run."""
     if steps is not None and minutes is not None:
         raise ConfigError("demo: give a step budget (--steps) or a time budget (--minutes), not both")
+    if steps is not None and steps < 2:  # 0 would otherwise mean "no budget" to train.total_steps
+        raise ConfigError(f"demo: --steps must be >= 2, got {steps}")
+    if minutes is not None and minutes < 0:
+        raise ConfigError(f"demo: --minutes must be >= 0, got {minutes}")
     out = Path(out)
     started = time.perf_counter()
     timed = minutes is not None and minutes > 0
-    base = demo_config(ratio, seed, steps or DEMO_STEPS, minutes / len(runs) if timed else 0.0, overrides)
+    steps = DEMO_STEPS if steps is None else steps
+    base = demo_config(ratio, seed, steps, minutes / len(runs) if timed else 0.0, overrides)
     budget = f"{base.train.minutes:.1f} min" if timed else f"{base.train.total_steps} steps"
     progress(f"dsp3d demo: {len(runs)} runs x {budget} of training, {ratio:.0%} labels, seed {seed}")
     progress("preparing the generated rooms (cached after the first time)")

@@ -1,9 +1,9 @@
 """The training loop: one or two stages (DESIGN.md section 1), read top to bottom.
 
 Each stage gets a fresh SGD optimiser and, by default, a fresh lr schedule (train.stage_schedule);
-stage 2 starts from stage 1's weights. A stage
-runs a fixed number of steps, or, with a time budget, as many as the budget buys (measured on the
-first steps, so the learning-rate schedule stays a pure function of the step and the planned total).
+stage 2 starts from stage 1's weights. A stage runs a fixed number of steps (train.steps each, or its
+share of train.total_steps), or, with a time budget, as many as the budget buys (measured on the first
+steps, so the learning-rate schedule stays a pure function of the step and the planned total).
 
 A run folder holds, besides what runs.py adds: ``metrics.jsonl`` (a line per logged step and per
 validation), ``checkpoints/last.pt`` (model, optimiser, step and plan, written every
