@@ -46,6 +46,20 @@ def test_loader_yields_batches_within_budget(scenes, workers):
         assert batch.pairs is None
 
 
+def test_workers_stop_when_the_loop_over_the_loader_ends(scenes):
+    # A stage breaks out of its loop and keeps the loader until it returns: its workers must be gone by
+    # then (workers left to interpreter exit were killed mid-teardown in ablation worker processes).
+    import multiprocessing
+
+    train = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=1)
+    loader = make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=False, seed=0)
+    for step, _ in enumerate(loader):
+        assert multiprocessing.active_children()  # the worker runs while batches flow
+        if step == 1:
+            break
+    assert loader is not None and multiprocessing.active_children() == []
+
+
 def test_same_stream_with_and_without_workers(scenes):
     train0 = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=0)
     train1 = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=1)
