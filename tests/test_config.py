@@ -33,6 +33,9 @@ def test_wrong_type_and_range_are_errors():
         load_config(None, ["data.ratio=1.5"])
     with pytest.raises(ConfigError, match="train.method"):
         load_config(None, ["train.method=magic"])
+    for weight in ("lambda_cr", "lambda_sr", "lambda_intra"):
+        with pytest.raises(ConfigError, match=f"train.{weight} must be >= 0"):
+            load_config(None, [f"train.{weight}=-1"])
 
 
 def test_yaml_file_errors_name_the_file(tmp_path):

@@ -43,6 +43,9 @@ def test_stage_losses_combine_the_right_terms():
     assert csfr.seg_intra.item() == 0 and csfr.self_reg.item() == 0
     isfr = stage_loss("isfr", LOGITS, None, intra, *args, lambda_sr=2.0)
     assert isfr.total.item() == pytest.approx(seg + seg_intra + 2.0 * reg_intra)
+    weighted = stage_loss("isfr", LOGITS, None, intra, *args, lambda_intra=3.0)
+    assert weighted.total.item() == pytest.approx(seg + 3.0 * seg_intra + reg_intra)
+    assert weighted.seg_intra.item() == pytest.approx(seg_intra)  # the term is logged unweighted
     joint = stage_loss("joint", LOGITS, cross, intra, *args)
     assert joint.total.item() == pytest.approx(seg + 1.0 + seg_intra + reg_intra)
     assert set(joint.as_floats()) == {"total", "seg", "cross_reg", "seg_intra", "self_reg"}

@@ -39,6 +39,7 @@ def test_paper_settings(path):
     assert not config.train.cr_target_detach and config.train.decay_affinity
     assert config.train.cr_rows == "all" and config.train.stage1_fraction == 0.5
     assert not config.train.intra_balanced and config.train.stage_schedule == "restart"
+    assert config.train.lambda_cr == config.train.lambda_sr == config.train.lambda_intra == 1.0
 
 
 def test_scannet_sample_config():

@@ -143,6 +143,7 @@ class TrainConfig:
     grad_clip: float = 100.0
     lambda_cr: float = 1.0
     lambda_sr: float = 1.0
+    lambda_intra: float = 1.0  # weight of the intra branch's weak cross-entropy CE_m(Z^s) (paper: 1)
     cr_target_detach: bool = True  # L_CR treats the basic logits as a fixed target (teacher -> cross branch)
     # What the auxiliary (cross / intra) branches' losses may train: "all" (every weight they touch) or
     # "features" (only through the reallocated features: the decoder and skips are constants there).
@@ -303,6 +304,9 @@ def validate(config: Config) -> Config:
             "must be an even number >= 2",
         ),
         (t.lr > 0, "train.lr", "must be > 0"),
+        (t.lambda_cr >= 0, "train.lambda_cr", "must be >= 0"),
+        (t.lambda_sr >= 0, "train.lambda_sr", "must be >= 0"),
+        (t.lambda_intra >= 0, "train.lambda_intra", "must be >= 0"),
         (t.pair_partner in ("potential", "balanced"), "train.pair_partner", "must be potential or balanced"),
         (t.aux_gradients in AUX_GRADIENTS, "train.aux_gradients", "must be all or features"),
         (t.cr_rows in ("all", "shared"), "train.cr_rows", "must be all or shared"),

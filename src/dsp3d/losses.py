@@ -2,7 +2,7 @@
 
     baseline / full:  CE_m(Z)
     csfr:             CE_m(Z) + lambda_cr ||Z - Z^c||^2
-    isfr:             CE_m(Z) + CE_m(Z^s) + lambda_sr ||Z^s - Z||^2
+    isfr:             CE_m(Z) + lambda_intra CE_m(Z^s) + lambda_sr ||Z^s - Z||^2  (paper: lambda_intra = 1)
     joint:            all four terms
 
 CE_m is the cross-entropy averaged over the labelled points (mask m) only; ||.||^2 is the mean over points
@@ -77,6 +77,7 @@ def stage_loss(
     cross_rows: torch.Tensor | None = None,
     cr_target_detach: bool = False,
     intra_balanced: bool = False,
+    lambda_intra: float = 1.0,
 ) -> LossTerms:
     """The loss of one training mode (a key of dsp3d.model.dsp.STAGE_MODULES).
 
@@ -84,6 +85,7 @@ def stage_loss(
     cross_rows: bool [N_0], the points of paired samples (L_CR is computed on those only).
     cr_target_detach: stop the gradient of L_CR into the basic branch's logits.
     intra_balanced: class-balance the intra branch's cross-entropy (weak_cross_entropy's ``balanced``).
+    lambda_intra: weight of the intra branch's cross-entropy (the paper's eq. 10: 1).
     """
     if mode not in STAGE_MODULES:
         raise ValueError(f"unknown training mode '{mode}'; valid: {', '.join(STAGE_MODULES)}")
@@ -103,5 +105,5 @@ def stage_loss(
             raise ValueError(f"mode '{mode}' needs the intra branch's logits")
         seg_intra = weak_cross_entropy(intra, labels, mask, balanced=intra_balanced)
         self_reg = consistency(intra, basic)
-    total = seg + lambda_cr * cross_reg + seg_intra + lambda_sr * self_reg
+    total = seg + lambda_cr * cross_reg + lambda_intra * seg_intra + lambda_sr * self_reg
     return LossTerms(total, seg, cross_reg, seg_intra, self_reg)

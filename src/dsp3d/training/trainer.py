@@ -312,6 +312,7 @@ def train_stage(
             cross_rows=outputs.cross_rows,
             cr_target_detach=t.cr_target_detach,
             intra_balanced=t.intra_balanced,
+            lambda_intra=t.lambda_intra,
         )
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
