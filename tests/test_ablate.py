@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dsp3d import ablate, commands
+from dsp3d.ablate import ablation_markdown, ablation_rows
 from dsp3d.cli import main
 from dsp3d.commands import refuse_under_torchrun
 from dsp3d.config import ConfigError
@@ -66,7 +67,7 @@ def test_parallel_runs_give_the_sequential_results(tiny, tmp_path, monkeypatch):
     assert list(two["rows"]) == ["baseline", "isfr"]
     for mode in ("baseline", "isfr"):
         row = two["rows"][mode]
-        assert set(row) == {"miou_mean", "miou_std", "miou", "branches"} and len(row["miou"]) == 2
+        assert {"miou_mean", "miou_std", "miou", "seeds", "branches"} <= set(row) and len(row["miou"]) == 2
         assert row["miou"] == pytest.approx(one["rows"][mode]["miou"], abs=1e-6)
         assert row["branches"] == pytest.approx(one["rows"][mode]["branches"], abs=1e-6)
         for seed in (0, 1):
@@ -79,6 +80,28 @@ def test_parallel_runs_give_the_sequential_results(tiny, tmp_path, monkeypatch):
     assert set(two["rows"]["isfr"]["branches"]) == {"basic", "intra"}
     table = (tmp_path / "two" / "ablation.md").read_text()
     assert "| baseline |" in table and "| isfr |" in table
+
+
+def test_rows_compare_each_mode_with_the_baseline_seed_by_seed():
+    results = {("baseline", s): {"miou": v} for s, v in enumerate([30.0, 31.0, 32.0])}
+    results |= {("csfr-isfr", s): {"miou": v} for s, v in enumerate([33.0, 33.0, 34.0])}
+    results[("isfr", 1)] = {"miou": 30.5}  # one seed finished so far
+    rows = ablation_rows(results, ("baseline", "isfr", "csfr-isfr", "full"), seeds=3)
+    assert list(rows) == ["baseline", "isfr", "csfr-isfr"] and "vs_baseline" not in rows["baseline"]
+    dsp = rows["csfr-isfr"]["vs_baseline"]
+    assert dsp["seeds"] == [0, 1, 2] and dsp["per_seed"] == [3.0, 2.0, 2.0] and dsp["above"] == 3
+    assert dsp["mean"] == pytest.approx(7 / 3) and dsp["se"] == pytest.approx((1 / 3) ** 0.5 / 3**0.5)
+    assert dsp["beyond_spread"]  # 33.33 - 31 = 2.33 > max(std 0.47, std 0.82)
+    isfr = rows["isfr"]["vs_baseline"]
+    assert isfr["seeds"] == [1] and isfr["per_seed"] == [-0.5] and isfr["se"] is None
+    assert not isfr["beyond_spread"]
+    # Level on average but within the spread: not beyond it.
+    close = {("baseline", s): {"miou": v} for s, v in enumerate([28.0, 32.0])}
+    close |= {("isfr", s): {"miou": v} for s, v in enumerate([30.0, 32.0])}
+    versus = ablation_rows(close, ("baseline", "isfr"), seeds=2)["isfr"]["vs_baseline"]
+    assert versus["mean"] == 1.0 and not versus["beyond_spread"]  # 1.0 < baseline std 2.0
+    table = ablation_markdown(rows, 0.01)
+    assert "| +2.3 (SE 0.3, 3 of 3 above), beyond the spread |" in table and "| -0.5 |" in table
 
 
 def test_a_failed_parallel_run_is_reported_and_fails_the_command(tiny, tmp_path, monkeypatch, capsys):

@@ -29,7 +29,7 @@ from dsp3d.data.prepare import prepare_data
 from dsp3d.io.atomic import atomic_output
 from dsp3d.runs import atomic_write_json, resolve_neighbour_caps, run_method
 
-__all__ = ["TABLE1_MODES", "ablation_markdown", "ablation_rows", "run_ablation"]
+__all__ = ["TABLE1_MODES", "ablation_markdown", "ablation_rows", "paired_difference", "run_ablation"]
 TABLE1_GROUPS = {
     "baseline": "",
     "csfr": "one stage",
@@ -43,28 +43,39 @@ TABLE1_GROUPS = {
 
 def ablation_markdown(rows: dict[str, dict], ratio: float) -> str:
     lines = [
-        f"| group | mode | mIoU mean ({ratio:.0%} labels) | std | per seed | basic | cross | intra |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| group | mode | mIoU mean ({ratio:.0%} labels) | std | per seed | vs baseline (paired) "
+        "| basic | cross | intra |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, row in rows.items():
         branches = row.get("branches", {})
         cells = [f"{branches[b]:.1f}" if b in branches else "-" for b in ("basic", "cross", "intra")]
         seeds = ", ".join(f"{v:.1f}" for v in row["miou"])
+        versus = row.get("vs_baseline")
+        paired = "-"
+        if versus is not None:
+            paired = f"{versus['mean']:+.1f}"
+            if versus["se"] is not None:
+                paired += f" (SE {versus['se']:.1f}, {versus['above']} of {len(versus['per_seed'])} above)"
+            if versus["beyond_spread"]:
+                paired += ", beyond the spread"
         lines.append(
             f"| {TABLE1_GROUPS.get(mode, '')} | {mode} | {row['miou_mean']:.1f} | {row['miou_std']:.1f} "
-            f"| {seeds} | " + " | ".join(cells) + " |"
+            f"| {seeds} | {paired} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
 
 
 def ablation_rows(results: dict[tuple[str, int], dict], modes: tuple[str, ...], seeds: int) -> dict:
     """Table rows of the finished runs, modes in the given order, per-seed values in seed order; a mode
-    with no finished run yet has no row."""
+    with no finished run yet has no row. With a baseline row, every other row also gets ``vs_baseline``
+    (paired_difference)."""
     rows: dict[str, dict] = {}
     for mode in modes:
-        done = [results[(mode, seed)] for seed in range(seeds) if (mode, seed) in results]
-        if not done:
+        finished = [seed for seed in range(seeds) if (mode, seed) in results]
+        if not finished:
             continue
+        done = [results[(mode, seed)] for seed in finished]
         per_seed = [result["miou"] for result in done]
         branches: dict[str, list[float]] = {}
         for result in done:
@@ -74,9 +85,40 @@ def ablation_rows(results: dict[tuple[str, int], dict], modes: tuple[str, ...], 
             "miou_mean": float(np.mean(per_seed)),
             "miou_std": float(np.std(per_seed)),
             "miou": per_seed,
+            "seeds": finished,
             "branches": {branch: float(np.mean(values)) for branch, values in branches.items()},
         }
+    if "baseline" in rows:
+        for mode, row in rows.items():
+            if mode != "baseline":
+                row["vs_baseline"] = paired_difference(row, rows["baseline"])
     return rows
+
+
+def paired_difference(row: dict, baseline: dict) -> dict | None:
+    """A row against the baseline on the seeds both finished (the same seed: the same weak labels and
+    sphere stream, so the difference removes part of the seed's luck); None without a common seed.
+
+    per_seed: row - baseline per common seed; mean; se: standard error of that mean (std with ddof 1 over
+    sqrt(n); None for one seed); above: seeds where the row is higher; beyond_spread: the row's mean over
+    the common seeds exceeds the baseline's by more than either one's spread between seeds (population
+    std), the test of "beats the baseline by more than the seed spread".
+    """
+    common = [seed for seed in row["seeds"] if seed in baseline["seeds"]]
+    if not common:
+        return None
+    ours = np.array([row["miou"][row["seeds"].index(seed)] for seed in common])
+    theirs = np.array([baseline["miou"][baseline["seeds"].index(seed)] for seed in common])
+    diff = ours - theirs
+    spread = max(float(np.std(ours)), float(np.std(theirs)))
+    return {
+        "seeds": common,
+        "per_seed": [float(d) for d in diff],
+        "mean": float(diff.mean()),
+        "se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None,
+        "above": int((diff > 0).sum()),
+        "beyond_spread": bool(ours.mean() - theirs.mean() > spread),
+    }
 
 
 def _run_config(config: Config, mode: str, seed: int) -> Config:
