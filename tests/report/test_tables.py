@@ -62,6 +62,7 @@ def test_table1_from_ablation_json():
                 "miou_std": 0.5,
                 "miou": [44.0, 45.0],
                 "branches": {"basic": 44.5, "cross": 42.0},
+                "vs_baseline": {"per_seed": [5.0, 4.0], "mean": 4.5, "se": 0.5, "above": 2},
             },
             "full": {"miou_mean": 60.0, "miou_std": 0.0, "miou": [60.0], "branches": {"basic": 60.0}},
         },
@@ -70,9 +71,19 @@ def test_table1_from_ablation_json():
     html = table1_html(rows, data["ratio"])
     assert "mIoU (1% labels)" in html
     assert _rows(html) == [
-        ["", "baseline", "40.0", "1.0", "39.0, 41.0", "40.0", "-", "-"],
-        ["two stage", "csfr-isfr", "*44.5", "0.5", "44.0, 45.0", "*44.5", "*42.0", "-"],
-        ["full labels", "full", "60.0", "0.0", "60.0", "60.0", "-", "-"],
+        ["", "baseline", "40.0", "1.0", "39.0, 41.0", "-", "40.0", "-", "-"],
+        [
+            "two stage",
+            "csfr-isfr",
+            "*44.5",
+            "0.5",
+            "44.0, 45.0",
+            "+4.5 (SE 0.5, 2 of 2 above)",
+            "*44.5",
+            "*42.0",
+            "-",
+        ],
+        ["full labels", "full", "60.0", "0.0", "60.0", "-", "60.0", "-", "-"],
     ]
 
 

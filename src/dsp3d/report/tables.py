@@ -21,6 +21,7 @@ class AblationRow:
     miou_std: float
     miou: list[float]
     branches: dict[str, float] = field(default_factory=dict)
+    vs_baseline: dict | None = None  # dsp3d.ablate.paired_difference; absent in older ablation.json files
 
 
 def ablation_rows(data: dict) -> list[AblationRow]:
@@ -35,6 +36,7 @@ def ablation_rows(data: dict) -> list[AblationRow]:
             float(row.get("miou_std", 0.0)),
             [float(v) for v in row.get("miou", [])],
             {k: float(v) for k, v in row.get("branches", {}).items()},
+            row.get("vs_baseline"),
         )
         for mode, row in rows.items()
     ]
@@ -53,8 +55,19 @@ def _best(values: list[float | None]) -> float | None:
     return max(present) if present else None
 
 
+def _paired_cell(versus: dict | None) -> str:
+    """The seed-paired difference to the baseline: mean, its standard error, seeds above."""
+    if not versus:
+        return "<td>-</td>"
+    text = f"{versus['mean']:+.1f}"
+    if versus.get("se") is not None:
+        text += f" (SE {versus['se']:.1f}, {versus['above']} of {len(versus['per_seed'])} above)"
+    return f"<td>{escape(text)}</td>"
+
+
 def table1_html(rows: list[AblationRow], ratio: float | None = None) -> str:
-    """Table 1: group, mode, mIoU mean +- std over seeds, per seed, and Table 3's branch mIoU."""
+    """Table 1: group, mode, mIoU mean +- std over seeds, per seed, the seed-paired difference to the
+    baseline, and Table 3's branch mIoU."""
     setting = f" ({ratio:.0%} labels)" if ratio is not None else ""
     branches = ("basic", "cross", "intra")
     ranked = [r for r in rows if r.mode != "full"]  # the full-label bound is not a competitor
@@ -64,7 +77,7 @@ def table1_html(rows: list[AblationRow], ratio: float | None = None) -> str:
     lines = [
         '<table class="results">',
         f"<thead><tr><th>group</th><th>mode</th><th>mIoU{escape(setting)}</th><th>std</th>"
-        f"<th>per seed</th>{head}</tr></thead><tbody>",
+        f"<th>per seed</th><th>vs baseline (paired)</th>{head}</tr></thead><tbody>",
     ]
     for row in rows:
         seeds = ", ".join(f"{v:.1f}" for v in row.miou)
@@ -74,7 +87,8 @@ def table1_html(rows: list[AblationRow], ratio: float | None = None) -> str:
         )
         lines.append(
             f"<tr><td>{escape(TABLE1_GROUPS.get(row.mode, ''))}</td><td>{escape(row.mode)}</td>"
-            f"{_cell(row.miou_mean, best)}<td>{row.miou_std:.1f}</td><td>{seeds}</td>{cells}</tr>"
+            f"{_cell(row.miou_mean, best)}<td>{row.miou_std:.1f}</td><td>{seeds}</td>"
+            f"{_paired_cell(row.vs_baseline)}{cells}</tr>"
         )
     lines.append("</tbody></table>")
     return "\n".join(lines)
