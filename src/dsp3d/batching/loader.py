@@ -198,10 +198,9 @@ def make_train_loader(
         sampler=planner,
         num_workers=workers,
         collate_fn=_keep,
-        # Not persistent: a persistent loader keeps its iterator, so the workers outlive the stage until
-        # interpreter exit, where an ablation's worker process killed them mid-teardown ("terminate called
-        # without an active exception"). A stage iterates its loader once; when its loop ends the iterator
-        # goes and shuts the workers down in order.
+        # Not persistent: a persistent loader keeps its iterator, so its workers outlive the stage until the
+        # loader is collected (in an ablation worker process: until that process exits). A stage iterates
+        # its loader once; when its loop ends the iterator goes and shuts the workers down in order.
         persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
     )
