@@ -29,7 +29,14 @@ from dsp3d.data.prepare import prepare_data
 from dsp3d.io.atomic import atomic_output
 from dsp3d.runs import atomic_write_json, resolve_neighbour_caps, run_method
 
-__all__ = ["TABLE1_MODES", "ablation_markdown", "ablation_rows", "paired_difference", "run_ablation"]
+__all__ = [
+    "TABLE1_MODES",
+    "ablation_markdown",
+    "ablation_rows",
+    "paired_difference",
+    "paired_text",
+    "run_ablation",
+]
 TABLE1_GROUPS = {
     "baseline": "",
     "csfr": "one stage",
@@ -52,18 +59,25 @@ def ablation_markdown(rows: dict[str, dict], ratio: float) -> str:
         cells = [f"{branches[b]:.1f}" if b in branches else "-" for b in ("basic", "cross", "intra")]
         seeds = ", ".join(f"{v:.1f}" for v in row["miou"])
         versus = row.get("vs_baseline")
-        paired = "-"
-        if versus is not None:
-            paired = f"{versus['mean']:+.1f}"
-            if versus["se"] is not None:
-                paired += f" (SE {versus['se']:.1f}, {versus['above']} of {len(versus['per_seed'])} above)"
-            if versus["beyond_spread"]:
-                paired += ", beyond the spread"
+        paired = paired_text(versus)
+        if versus and versus["beyond_spread"]:
+            paired += ", beyond the spread"
         lines.append(
             f"| {TABLE1_GROUPS.get(mode, '')} | {mode} | {row['miou_mean']:.1f} | {row['miou_std']:.1f} "
             f"| {seeds} | {paired} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
+
+
+def paired_text(versus: dict | None) -> str:
+    """A row's ``vs_baseline`` (paired_difference) as table text: the mean difference, with its standard
+    error and the seeds above when there is more than one seed; "-" without one."""
+    if not versus:
+        return "-"
+    text = f"{versus['mean']:+.1f}"
+    if versus.get("se") is not None:
+        text += f" (SE {versus['se']:.1f}, {versus['above']} of {len(versus['per_seed'])} above)"
+    return text
 
 
 def ablation_rows(results: dict[tuple[str, int], dict], modes: tuple[str, ...], seeds: int) -> dict:

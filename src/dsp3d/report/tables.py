@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 
-from dsp3d.ablate import TABLE1_GROUPS
+from dsp3d.ablate import TABLE1_GROUPS, paired_text
 from dsp3d.report_table import S3DIS_TABLE_ORDER
 from dsp3d.visualization.runs import RunRecord
 
@@ -55,16 +55,6 @@ def _best(values: list[float | None]) -> float | None:
     return max(present) if present else None
 
 
-def _paired_cell(versus: dict | None) -> str:
-    """The seed-paired difference to the baseline: mean, its standard error, seeds above."""
-    if not versus:
-        return "<td>-</td>"
-    text = f"{versus['mean']:+.1f}"
-    if versus.get("se") is not None:
-        text += f" (SE {versus['se']:.1f}, {versus['above']} of {len(versus['per_seed'])} above)"
-    return f"<td>{escape(text)}</td>"
-
-
 def table1_html(rows: list[AblationRow], ratio: float | None = None) -> str:
     """Table 1: group, mode, mIoU mean +- std over seeds, per seed, the seed-paired difference to the
     baseline, and Table 3's branch mIoU."""
@@ -88,7 +78,7 @@ def table1_html(rows: list[AblationRow], ratio: float | None = None) -> str:
         lines.append(
             f"<tr><td>{escape(TABLE1_GROUPS.get(row.mode, ''))}</td><td>{escape(row.mode)}</td>"
             f"{_cell(row.miou_mean, best)}<td>{row.miou_std:.1f}</td><td>{seeds}</td>"
-            f"{_paired_cell(row.vs_baseline)}{cells}</tr>"
+            f"<td>{escape(paired_text(row.vs_baseline))}</td>{cells}</tr>"
         )
     lines.append("</tbody></table>")
     return "\n".join(lines)
