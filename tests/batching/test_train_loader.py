@@ -1,4 +1,6 @@
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -149,3 +151,45 @@ def test_start_skips_exactly_the_first_batches(scenes):
         torch.testing.assert_close(a.points[0], b.points[0])
         torch.testing.assert_close(a.features, b.features)
         assert torch.equal(a.input_indices, b.input_indices)
+
+
+SPAWNED_LOADER_SCRIPT = """
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+
+def run_loader():
+    from dsp3d.batching.loader import make_train_loader
+    from dsp3d.config import AugmentConfig, DataConfig, TrainConfig
+    from dsp3d.levels import make_levels
+    from dsp3d.sampling.toy import toy_scene_set
+
+    scenes = toy_scene_set(num_scenes=3, seed=0, ratio=0.02)
+    train = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=1)
+    levels = make_levels(0.08, [12, 14, 16])
+    data = DataConfig(grid_size=0.08, sphere_radius=1.0)
+    loader = make_train_loader(scenes, levels, data, AugmentConfig(), train, pairs=False, seed=0)
+    batches = 0
+    for batches, _ in enumerate(loader, 1):
+        if batches == 2:
+            break
+    context = loader.multiprocessing_context  # None: the process's default start method
+    workers_start = context.get_start_method() if context else multiprocessing.get_start_method()
+    return multiprocessing.get_start_method(), workers_start, batches
+
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        print(*pool.submit(run_loader).result())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the loader forks on Linux only")
+def test_loader_forks_its_workers_inside_a_spawned_process(tmp_path):
+    # dsp3d ablate trains in spawned processes, whose default start method is then "spawn"; spawned loader
+    # workers aborted at the end of a stage ("terminate called without an active exception").
+    script = tmp_path / "spawned_loader.py"
+    script.write_text(SPAWNED_LOADER_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["spawn", "fork", "2"]

@@ -10,6 +10,7 @@ num_workers is (0 included), and each iteration over a loader replays it from th
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -200,10 +201,25 @@ def make_train_loader(
         collate_fn=_keep,
         # Not persistent: a persistent loader keeps its iterator, so its workers outlive the stage until the
         # loader is collected (in an ablation worker process: until that process exits). A stage iterates
-        # its loader once; when its loop ends the iterator goes and shuts the workers down in order.
+        # its loader once; when its loop ends the iterator goes and shuts the workers down.
         persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
+        multiprocessing_context=worker_start_method() if workers > 0 else None,
     )
+
+
+def worker_start_method() -> str | None:
+    """How the training loader starts its workers: "fork" on Linux, the platform's default elsewhere.
+
+    Not left to the default, because the default is inherited: inside a process that was itself spawned
+    (``dsp3d ablate``'s worker processes) it is "spawn". A spawned loader worker exits through interpreter
+    finalisation, which ends its daemon threads where they stand; strace shows the abort ("terminate
+    called without an active exception", SIGABRT) raised by a thread that the worker starts with its first
+    batch, most likely the one feeding its result queue, caught in torch's C++ with the GIL released.
+    A forked worker leaves with os._exit, as in a single-process run (which never printed the message),
+    and starts without importing torch again. macOS keeps spawn, its safe default.
+    """
+    return "fork" if sys.platform.startswith("linux") else None
 
 
 def iter_test_batches(
