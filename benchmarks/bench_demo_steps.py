@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=60, help="steps per stage")
+    parser.add_argument("--steps", type=int, default=120, help="steps per run (two stages split them)")
     parser.add_argument("--skip", type=int, default=10, help="first steps of a stage left out of the timing")
     parser.add_argument("--out", help="write the figures to this JSON file")
     args = parser.parse_args(argv)
     base = demo_config(ratio=0.01, seed=0, steps=DEMO_STEPS, minutes_per_run=0.0)
     timed = dataclasses.replace(
-        base.train, total_steps=0, steps=args.steps, log_every=args.skip, val_every=0, checkpoint_every=0
+        base.train, steps=args.steps, log_every=args.skip, val_every=0, checkpoint_every=0
     )
     data = prepare_data(base, progress=lambda _: None)
     print(
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as folder:
             train(config, scenes, folder, progress=lambda _: None)
             speeds = stage_speeds(Path(folder) / "metrics.jsonl", args.skip)
-        # The demo's steps per stage (two-stage methods split DEMO_STEPS by train.stage1_fraction).
+        # The demo's steps per stage (two-stage methods split DEMO_STEPS by dsp.stage1_fraction).
         demo_run = dataclasses.replace(base, train=dataclasses.replace(base.train, method=method))
         demo_steps = stage_steps(demo_run)
         seconds = sum(n / s["steps_per_s"] for s, n in zip(speeds, demo_steps, strict=True))

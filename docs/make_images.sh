@@ -15,7 +15,7 @@ python=$(dirname "$dsp3d")/python
 work=${1:-${WORK_DIR:-${TMPDIR:-/tmp}/dsp3d_tour}}
 steps=${STEPS:-600}
 
-"$dsp3d" demo --steps "$steps" --set train.stage1_fraction=0.5 --out "$work/demo"  # DSP: steps/2 + steps/2
+"$dsp3d" demo --steps "$steps" --out "$work/demo"  # DSP: steps/2 + steps/2
 "$dsp3d" plot "$work/demo/baseline" "$work/demo/dsp" "$work/demo/full" --scene 0 -o "$work/plots"
 
 # The README's pictures, as 256-colour PNGs (a fraction of the size, the same look).

@@ -63,7 +63,8 @@ def test_parallel_runs_give_the_sequential_results(tiny, tmp_path, monkeypatch):
 
     one = json.loads((tmp_path / "one" / "ablation.json").read_text())
     two = json.loads((tmp_path / "two" / "ablation.json").read_text())
-    assert set(two) == {"ratio", "dataset", "rows"} and two["dataset"] == "synthetic"
+    assert set(two) == {"ratio", "dataset", "budget", "threads", "rows"} and two["dataset"] == "synthetic"
+    assert two["budget"] == "4 steps" and two["threads"] == 1
     assert list(two["rows"]) == ["baseline", "isfr"]
     for mode in ("baseline", "isfr"):
         row = two["rows"][mode]
@@ -82,26 +83,43 @@ def test_parallel_runs_give_the_sequential_results(tiny, tmp_path, monkeypatch):
     assert "| baseline |" in table and "| isfr |" in table
 
 
-def test_rows_compare_each_mode_with_the_baseline_seed_by_seed():
+def test_rows_compare_each_mode_with_the_baseline_and_two_stage_seed_by_seed():
     results = {("baseline", s): {"miou": v} for s, v in enumerate([30.0, 31.0, 32.0])}
     results |= {("csfr-isfr", s): {"miou": v} for s, v in enumerate([33.0, 33.0, 34.0])}
+    results |= {("two-stage", s): {"miou": v} for s, v in enumerate([32.0, 34.0, 33.0])}
     results[("isfr", 1)] = {"miou": 30.5}  # one seed finished so far
-    rows = ablation_rows(results, ("baseline", "isfr", "csfr-isfr", "full"), seeds=3)
-    assert list(rows) == ["baseline", "isfr", "csfr-isfr"] and "vs_baseline" not in rows["baseline"]
-    dsp = rows["csfr-isfr"]["vs_baseline"]
+    modes = ("baseline", "two-stage", "isfr", "csfr-isfr", "full")
+    rows = ablation_rows(results, modes, seeds=3)
+    assert list(rows) == ["baseline", "two-stage", "isfr", "csfr-isfr"]
+    assert list(rows["baseline"]["versus"]) == ["two-stage"]  # never against itself
+    assert list(rows["two-stage"]["versus"]) == ["baseline"]
+    dsp = rows["csfr-isfr"]["versus"]["baseline"]
     assert dsp["seeds"] == [0, 1, 2] and dsp["per_seed"] == [3.0, 2.0, 2.0] and dsp["above"] == 3
     assert dsp["mean"] == pytest.approx(7 / 3) and dsp["se"] == pytest.approx((1 / 3) ** 0.5 / 3**0.5)
     assert dsp["beyond_spread"]  # 33.33 - 31 = 2.33 > max(std 0.47, std 0.82)
-    isfr = rows["isfr"]["vs_baseline"]
+    control = rows["csfr-isfr"]["versus"]["two-stage"]
+    assert control["per_seed"] == [1.0, -1.0, 1.0] and control["above"] == 2
+    assert control["mean"] == pytest.approx(1 / 3) and not control["beyond_spread"]
+    isfr = rows["isfr"]["versus"]["baseline"]
     assert isfr["seeds"] == [1] and isfr["per_seed"] == [-0.5] and isfr["se"] is None
     assert not isfr["beyond_spread"]
     # Level on average but within the spread: not beyond it.
     close = {("baseline", s): {"miou": v} for s, v in enumerate([28.0, 32.0])}
     close |= {("isfr", s): {"miou": v} for s, v in enumerate([30.0, 32.0])}
-    versus = ablation_rows(close, ("baseline", "isfr"), seeds=2)["isfr"]["vs_baseline"]
+    versus = ablation_rows(close, ("baseline", "isfr"), seeds=2)["isfr"]["versus"]["baseline"]
     assert versus["mean"] == 1.0 and not versus["beyond_spread"]  # 1.0 < baseline std 2.0
-    table = ablation_markdown(rows, 0.01)
-    assert "| +2.3 (SE 0.3, 3 of 3 above), beyond the spread |" in table and "| -0.5 |" in table
+    table = ablation_markdown(rows, 0.01, "600 steps")
+    assert "vs baseline (paired) | vs two-stage (paired) |" in table and "600 steps" in table
+    assert "| +2.3 (SE 0.3, 3 of 3 above), beyond the spread | +0.3 (SE 0.7, 2 of 3 above) |" in table
+    assert "| -0.5 | -" in table
+
+
+def test_with_one_seed_no_lead_is_beyond_the_spread():
+    results = {("baseline", 0): {"miou": 30.0}, ("csfr-isfr", 0): {"miou": 39.0}}
+    rows = ablation_rows(results, ("baseline", "csfr-isfr"), seeds=1)
+    versus = rows["csfr-isfr"]["versus"]["baseline"]
+    assert versus["mean"] == 9.0 and versus["se"] is None and not versus["beyond_spread"]
+    assert "beyond" not in ablation_markdown(rows, 0.01)
 
 
 def test_a_failed_parallel_run_is_reported_and_fails_the_command(tiny, tmp_path, monkeypatch, capsys):
@@ -132,13 +150,12 @@ def test_steps_and_minutes_options(monkeypatch):
     commands.ablate_command(None, ["train.lr=0.02"], options, "baseline, dsp", 1, "x", 3, lambda m: None)
     assert seen["config"].train.steps == 7 and seen["config"].train.lr == 0.02
     assert seen["modes"] == ("baseline", "dsp") and seen["jobs"] == 3
-    messages = []
-    options.update(minutes=2.5)
-    commands.ablate_command(None, [], options, "baseline", 1, "x", 1, messages.append)
-    assert seen["config"].train.minutes == 2.5 and seen["config"].train.steps == 1_000_000  # minutes win
-    assert any("--steps is ignored" in m for m in messages)
+    with pytest.raises(ConfigError, match="not both"):  # one budget, whole runs alike
+        commands.ablate_command(None, [], dict(options, minutes=2.5), "baseline", 1, "x", 1, print)
+    commands.ablate_command(None, [], dict(options, minutes=2.5, steps=None), "baseline", 1, "x", 1, print)
+    assert seen["config"].train.minutes == 2.5 and seen["config"].train.steps == 1_000_000  # time decides
     options.update(minutes=0)  # no time budget: the steps decide
-    commands.ablate_command(None, [], options, "baseline", 1, "x", 1, messages.append)
+    commands.ablate_command(None, [], options, "baseline", 1, "x", 1, print)
     assert seen["config"].train.minutes == 0 and seen["config"].train.steps == 7
 
 

@@ -2,7 +2,6 @@ import pytest
 import yaml
 
 from dsp3d.config import (
-    BEHAVIOUR_BEFORE_FIELD,
     ConfigError,
     load_config,
     load_run_config,
@@ -34,8 +33,17 @@ def test_wrong_type_and_range_are_errors():
     with pytest.raises(ConfigError, match="train.method"):
         load_config(None, ["train.method=magic"])
     for weight in ("lambda_cr", "lambda_sr", "lambda_intra"):
-        with pytest.raises(ConfigError, match=f"train.{weight} must be >= 0"):
-            load_config(None, [f"train.{weight}=-1"])
+        with pytest.raises(ConfigError, match=f"dsp.{weight} must be >= 0"):
+            load_config(None, [f"dsp.{weight}=-1"])
+
+
+def test_a_key_of_another_section_is_suggested_and_retired_keys_say_what_replaced_them():
+    with pytest.raises(ConfigError, match=r"'train\.lambda_cr'; did you mean 'dsp\.lambda_cr'"):
+        load_config(None, ["train.lambda_cr=1"])
+    with pytest.raises(ConfigError, match=r"'train\.rotate_z'; did you mean 'augment\.rotate_z'"):
+        load_config(None, ["train.rotate_z=false"])
+    with pytest.raises(ConfigError, match="train.total_steps.*train.steps is now the whole run's"):
+        load_config(None, ["train.total_steps=600"])
 
 
 def test_yaml_file_errors_name_the_file(tmp_path):
@@ -48,20 +56,27 @@ def test_yaml_file_errors_name_the_file(tmp_path):
 
 
 def test_a_run_folder_config_keeps_the_behaviour_of_the_code_that_wrote_it(tmp_path):
-    """A config.yaml written before a field existed resumes with what the code did then, not today's
-    default; the fields it has, and overrides, are kept."""
-    current = load_config(None, ["train.method=dsp"])
-    values = to_dict(current)
-    for section, key in BEHAVIOUR_BEFORE_FIELD:
-        del values[section][key]
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(values))
+    """A config.yaml from before the dsp section (DSP options under train / model, train.steps per stage,
+    fields missing that came later) resumes with what the code did then; overrides still apply."""
+    old_layout = {
+        "train": {"method": "csfr-isfr", "steps": 300, "lr": 0.01, "stage1_fraction": 0.25, "lambda_cr": 2.0},
+        "model": {"first_features": 8},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old_layout))
     old = load_run_config(tmp_path, ["train.lr=0.002"])
-    assert old.model.affinity == "bilinear" and old.train.cr_rows == "all"
-    assert old.train.decay_affinity and not old.train.cr_target_detach
-    assert old.train.aux_gradients == "all" and old.train.pair_partner == "balanced"
-    assert not old.train.intra_balanced and old.train.stage_schedule == "restart"
-    assert old.train.lr == 0.002 and old.train.method == "csfr-isfr"
-    save_config(current, tmp_path / "config.yaml")  # a file with every field: read as written
+    assert old.dsp.affinity == "bilinear" and old.dsp.cr_rows == "all"
+    assert old.dsp.decay_affinity and not old.dsp.cr_target_detach
+    assert old.dsp.aux_gradients == "all" and old.dsp.pair_partner == "balanced"
+    assert not old.dsp.intra_balanced and old.dsp.stage_schedule == "restart"
+    assert old.dsp.lambda_cr == 2.0 and old.train.lr == 0.002 and old.train.method == "csfr-isfr"
+    # 300 steps per stage then: 600 for the run now, split in equal stages as it was.
+    assert old.train.steps == 600 and old.dsp.stage1_fraction == 0.5
+    shared = {"train": {"method": "csfr-isfr", "steps": 9999, "total_steps": 600, "stage1_fraction": 0.25}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(shared))
+    old = load_run_config(tmp_path)
+    assert old.train.steps == 600 and old.dsp.stage1_fraction == 0.25  # total_steps was the run's budget
+    current = load_config(None, ["train.method=dsp"])
+    save_config(current, tmp_path / "config.yaml")  # today's layout: read as written
     assert load_run_config(tmp_path) == current
     with pytest.raises(ConfigError, match="config.yaml: config file not found"):
         load_run_config(tmp_path / "nothing")
@@ -71,6 +86,10 @@ def test_run_records_read_their_config_as_the_run_trained(tmp_path):
     from dsp3d.visualization.runs import RunRecord
 
     values = to_dict(load_config(None, ["train.method=dsp"]))
-    del values["model"]["affinity"]
+    values["model"]["affinity_scale"] = 10.0  # an older file: DSP's options under model / train
+    values["train"]["cr_rows"] = "shared"
+    del values["dsp"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(values))
-    assert RunRecord("old", tmp_path, {}).config().model.affinity == "bilinear"
+    config = RunRecord("old", tmp_path, {}).config()
+    assert config.dsp.affinity == "bilinear" and config.dsp.affinity_scale == 10.0
+    assert config.dsp.cr_rows == "shared"

@@ -59,7 +59,7 @@ def test_resolve_calibrates_once_from_the_scenes_and_keeps_lists(tmp_path, monke
 def test_a_run_records_the_calibrated_caps_in_its_config(small_synthetic, tmp_path):
     overrides = small_synthetic + [
         "model.neighbour_caps=auto",
-        "train.steps=1",
+        "train.steps=2",
         "train.checkpoint_every=0",
         "data.synthetic.test_rooms=1",
         "eval.sphere_spacing=1.5",

@@ -25,11 +25,11 @@ def test_demo_writes_results_and_inference_models(small_synthetic, tmp_path, cap
         model, meta = load_inference_model(out / run / "model.pt")
         assert meta.class_names[0] == "ceiling" and meta.method in ("baseline", "csfr-isfr", "full")
         assert not any("csfr" in k or "isfr" in k for k in model.state_dict())
-    # The same step budget for every run; DSP's two stages share it (stage1_fraction 0.25: 1 + 3 steps).
+    # The same step budget for every run; DSP's two stages share it (equal stages: 2 + 2 steps).
     assert [stage["steps"] for stage in results["runs"]["baseline"]["training"]] == [4]
     assert [(stage["mode"], stage["steps"]) for stage in results["runs"]["dsp"]["training"]] == [
-        ("csfr", 1),
-        ("isfr", 3),
+        ("csfr", 2),
+        ("isfr", 2),
     ]
 
 

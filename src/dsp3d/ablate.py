@@ -24,12 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dsp3d.config import METHOD_ALIASES, METHODS, TABLE1_MODES, Config, ConfigError
+from dsp3d.config import Config, ConfigError
 from dsp3d.data.prepare import prepare_data
 from dsp3d.io.atomic import atomic_output
+from dsp3d.methods import METHOD_ALIASES, METHODS, TABLE1_MODES
 from dsp3d.runs import atomic_write_json, resolve_neighbour_caps, run_method
 
 __all__ = [
+    "REFERENCES",
     "TABLE1_MODES",
     "ablation_markdown",
     "ablation_rows",
@@ -39,6 +41,7 @@ __all__ = [
 ]
 TABLE1_GROUPS = {
     "baseline": "",
+    "two-stage": "control",
     "csfr": "one stage",
     "isfr": "one stage",
     "joint": "one stage",
@@ -46,44 +49,50 @@ TABLE1_GROUPS = {
     "csfr-isfr": "two stage",
     "full": "full labels",
 }
+# Every row is compared seed by seed with these rows, when the ablation has them: the baseline, and DSP's
+# own schedule without its modules (a gain two-stage shares is the schedule's, not the modules').
+REFERENCES = ("baseline", "two-stage")
 
 
-def ablation_markdown(rows: dict[str, dict], ratio: float) -> str:
+def ablation_markdown(rows: dict[str, dict], ratio: float, budget: str = "") -> str:
+    """The table of ablation.md: a row per mode, its seeds, and its paired differences to REFERENCES."""
+    present = [ref for ref in REFERENCES if ref in rows]
+    refs = "".join(f" vs {ref} (paired) |" for ref in present)
+    title = f"mIoU mean ({ratio:.0%} labels{', ' + budget if budget else ''})"
     lines = [
-        f"| group | mode | mIoU mean ({ratio:.0%} labels) | std | per seed | vs baseline (paired) "
-        "| basic | cross | intra |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| group | mode | {title} | std | per seed |{refs} basic | cross | intra |",
+        "|---|---|---|---|---|" + "---|" * len(present) + "---|---|---|",
     ]
     for mode, row in rows.items():
         branches = row.get("branches", {})
         cells = [f"{branches[b]:.1f}" if b in branches else "-" for b in ("basic", "cross", "intra")]
         seeds = ", ".join(f"{v:.1f}" for v in row["miou"])
-        versus = row.get("vs_baseline")
-        paired = paired_text(versus)
-        if versus and versus["beyond_spread"]:
-            paired += ", beyond the spread"
+        versus = "".join(f" {paired_text(row.get('versus', {}).get(ref), spread=True)} |" for ref in present)
         lines.append(
             f"| {TABLE1_GROUPS.get(mode, '')} | {mode} | {row['miou_mean']:.1f} | {row['miou_std']:.1f} "
-            f"| {seeds} | {paired} | " + " | ".join(cells) + " |"
+            f"| {seeds} |{versus} " + " | ".join(cells) + " |"
         )
     return "\n".join(lines)
 
 
-def paired_text(versus: dict | None) -> str:
-    """A row's ``vs_baseline`` (paired_difference) as table text: the mean difference, with its standard
-    error and the seeds above when there is more than one seed; "-" without one."""
+def paired_text(versus: dict | None, spread: bool = False) -> str:
+    """A paired_difference as table text: the mean difference, with its standard error and the seeds
+    above when there is more than one seed; "-" without one. spread: add "beyond the spread" where the
+    difference exceeds the seed spread (never with one seed)."""
     if not versus:
         return "-"
     text = f"{versus['mean']:+.1f}"
     if versus.get("se") is not None:
         text += f" (SE {versus['se']:.1f}, {versus['above']} of {len(versus['per_seed'])} above)"
+    if spread and versus.get("beyond_spread"):
+        text += ", beyond the spread"
     return text
 
 
 def ablation_rows(results: dict[tuple[str, int], dict], modes: tuple[str, ...], seeds: int) -> dict:
     """Table rows of the finished runs, modes in the given order, per-seed values in seed order; a mode
-    with no finished run yet has no row. With a baseline row, every other row also gets ``vs_baseline``
-    (paired_difference)."""
+    with no finished run yet has no row. Every row also gets ``versus``: its paired_difference to each
+    row of REFERENCES present (not to itself)."""
     rows: dict[str, dict] = {}
     for mode in modes:
         finished = [seed for seed in range(seeds) if (mode, seed) in results]
@@ -102,36 +111,36 @@ def ablation_rows(results: dict[tuple[str, int], dict], modes: tuple[str, ...], 
             "seeds": finished,
             "branches": {branch: float(np.mean(values)) for branch, values in branches.items()},
         }
-    if "baseline" in rows:
-        for mode, row in rows.items():
-            if mode != "baseline":
-                row["vs_baseline"] = paired_difference(row, rows["baseline"])
+    for mode, row in rows.items():
+        versus = {ref: paired_difference(row, rows[ref]) for ref in REFERENCES if ref in rows and ref != mode}
+        row["versus"] = {ref: value for ref, value in versus.items() if value is not None}
     return rows
 
 
-def paired_difference(row: dict, baseline: dict) -> dict | None:
-    """A row against the baseline on the seeds both finished (the same seed: the same weak labels and
+def paired_difference(row: dict, reference: dict) -> dict | None:
+    """A row against a reference row on the seeds both finished (the same seed: the same weak labels and
     sphere stream, so the difference removes part of the seed's luck); None without a common seed.
 
-    per_seed: row - baseline per common seed; mean; se: standard error of that mean (std with ddof 1 over
-    sqrt(n); None for one seed); above: seeds where the row is higher; beyond_spread: the row's mean over
-    the common seeds exceeds the baseline's by more than either one's spread between seeds (population
-    std), the test of "beats the baseline by more than the seed spread".
+    per_seed: row - reference per common seed; mean; se: standard error of that mean (std with ddof 1
+    over sqrt(n); None for one seed); above: seeds where the row is higher; beyond_spread: with two seeds
+    or more, the row's mean over the common seeds exceeds the reference's by more than either one's spread
+    between seeds (population std); with one seed there is no spread to exceed, so always False.
     """
-    common = [seed for seed in row["seeds"] if seed in baseline["seeds"]]
+    common = [seed for seed in row["seeds"] if seed in reference["seeds"]]
     if not common:
         return None
     ours = np.array([row["miou"][row["seeds"].index(seed)] for seed in common])
-    theirs = np.array([baseline["miou"][baseline["seeds"].index(seed)] for seed in common])
+    theirs = np.array([reference["miou"][reference["seeds"].index(seed)] for seed in common])
     diff = ours - theirs
     spread = max(float(np.std(ours)), float(np.std(theirs)))
+    several = len(diff) > 1
     return {
         "seeds": common,
         "per_seed": [float(d) for d in diff],
         "mean": float(diff.mean()),
-        "se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None,
+        "se": float(diff.std(ddof=1) / np.sqrt(len(diff))) if several else None,
         "above": int((diff > 0).sum()),
-        "beyond_spread": bool(ours.mean() - theirs.mean() > spread),
+        "beyond_spread": bool(several and ours.mean() - theirs.mean() > spread),
     }
 
 
@@ -170,16 +179,26 @@ def run_ablation(
     runs = [(mode, seed) for mode in modes for seed in range(seeds)]
     results: dict[tuple[str, int], dict] = {}
     failed: list[dict] = []
+    jobs = min(jobs, len(runs))
+    if jobs > 1:
+        threads = threads or max(1, _cpu_count() // jobs)
+    threads_per_run = threads if jobs > 1 else _torch_threads()
 
     def record() -> dict:
         rows = ablation_rows(results, modes, seeds)
-        summary = {"ratio": config.data.ratio, "dataset": config.data.dataset, "rows": rows}
+        summary = {
+            "ratio": config.data.ratio,
+            "dataset": config.data.dataset,
+            "budget": budget_text(config),
+            "threads": threads_per_run,
+            "rows": rows,
+        }
         if failed:
             summary["failed"] = failed
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(summary, out / "ablation.json")
         with atomic_output(out / "ablation.md") as tmp:
-            tmp.write_text(ablation_markdown(rows, config.data.ratio) + "\n")
+            tmp.write_text(ablation_markdown(rows, config.data.ratio, budget_text(config)) + "\n")
         return rows
 
     rows: dict[str, dict] = {}
@@ -191,8 +210,6 @@ def run_ablation(
             )
             rows = record()
     else:
-        jobs = min(jobs, len(runs))
-        threads = threads or max(1, _cpu_count() // jobs)
         progress(
             f"{len(runs)} runs, {jobs} at a time ({threads} thread(s) each); "
             f"each logs to {out}/MODE/seedS/log.txt"
@@ -208,12 +225,25 @@ def run_ablation(
                 scores = f"mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
                 progress(f"{name}: {scores}  ({result['seconds']:.0f} s)")
             rows = record()
-    table = ablation_markdown(rows, config.data.ratio)
+    table = ablation_markdown(rows, config.data.ratio, budget_text(config))
     progress("\n" + table)
     if failed:
         names = ", ".join(f"{f['mode']} seed {f['seed']}" for f in failed)
         progress(f"{len(failed)} of {len(runs)} runs failed: {names}")
     return {"rows": rows, "failed": failed}
+
+
+def budget_text(config: Config) -> str:
+    """Each run's budget, as the tables name it: "600 steps" or "5.0 min" (all stages together)."""
+    if config.train.minutes > 0:
+        return f"{config.train.minutes:.1f} min"
+    return f"{config.train.steps} steps"
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _cpu_count() -> int:

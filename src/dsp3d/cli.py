@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from dsp3d.config import DEMO_STEPS, TABLE1_MODES, ConfigError, load_config, load_run_config
+from dsp3d.config import DEMO_STEPS, ConfigError, load_config, load_run_config
+from dsp3d.methods import METHODS, TABLE1_MODES
 from dsp3d.progress import Console
 
 
@@ -67,12 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ablate.add_argument("--root", default=None, help="dataset folder (real datasets)")
     ablate.add_argument("--ratio", type=float, default=None, help="weak-label ratio (default: config's)")
-    ablate.add_argument("--minutes", type=float, default=None, help="training minutes per run (both stages)")
     ablate.add_argument(
-        "--steps", type=int, default=None, help="training steps per stage (train.steps; --minutes wins)"
+        "--minutes", type=float, default=None, help="training minutes of each run (all its stages together)"
+    )
+    ablate.add_argument(
+        "--steps", type=int, default=None, help="optimiser steps of each run, all its stages together"
     )
     ablate.add_argument("--seeds", type=int, default=3)
-    ablate.add_argument("--modes", default=",".join(TABLE1_MODES), help="comma-separated modes")
+    ablate.add_argument(
+        "--modes",
+        default=",".join(TABLE1_MODES),
+        help=f"comma-separated among {', '.join(METHODS)} (dsp = csfr-isfr; default: Table 1's rows, "
+        f"{','.join(TABLE1_MODES)})",
+    )
     ablate.add_argument("--out", default="ablation_out")
     ablate.add_argument(
         "--jobs", type=int, default=1, help="runs at a time, each in its own process (default 1)"

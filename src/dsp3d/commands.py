@@ -49,8 +49,8 @@ def ablate_command(
     progress: Callable[[str], None],
 ) -> dict:
     """``dsp3d ablate``: the config with the command's options applied (``options``: dataset, root, ratio,
-    minutes, steps; None = the config's), then dsp3d.ablate.run_ablation. With both --minutes and --steps
-    the time budget decides (steps are then unbounded, as --minutes alone sets them)."""
+    minutes, steps; None = the config's), then dsp3d.ablate.run_ablation. Either budget is each run's
+    whole budget, every method alike (a two-stage method splits it)."""
     from dsp3d.ablate import run_ablation
 
     overrides = list(overrides)
@@ -65,7 +65,7 @@ def ablate_command(
             overrides.append(f"{key}={options[name]}")
     if (options.get("minutes") or 0) > 0:  # --minutes 0: no time budget, train.steps decides
         if options.get("steps") is not None:
-            progress(f"--minutes {options['minutes']} decides the training length; --steps is ignored")
+            raise ConfigError("ablate: give a step budget (--steps) or a time budget (--minutes), not both")
         overrides.append("train.steps=1000000")  # the time budget decides
     config = load_config(config_path, overrides)
     chosen = tuple(mode.strip() for mode in modes.split(",") if mode.strip())

@@ -17,18 +17,21 @@ from pathlib import Path
 import yaml
 
 from dsp3d.levels import LevelSpec, make_levels
+from dsp3d.methods import (
+    AFFINITIES,
+    AUX_GRADIENTS,
+    CR_ROWS,
+    METHOD_ALIASES,
+    METHOD_STAGES,
+    METHODS,
+    PAIR_PARTNERS,
+    STAGE_SCHEDULES,
+)
 
-METHODS = ("baseline", "csfr", "isfr", "joint", "csfr-isfr", "isfr-csfr", "full")
-# The rows of the paper's Table 1, in its order.
-TABLE1_MODES = ("baseline", "csfr", "isfr", "joint", "isfr-csfr", "csfr-isfr")
-METHOD_ALIASES = {"dsp": "csfr-isfr"}
 # `dsp3d demo`: training steps per run, both DSP stages together. A step budget, not a time budget, so
-# that every run trains as long on any machine (docs/method.md measures DSP against the baseline there).
+# that every run trains as long on any machine.
 DEMO_STEPS = 600
 DATASETS = ("synthetic", "s3dis", "scannet", "folder")
-# What the auxiliary branches' losses may train (DSPModel.forward): every weight, or the features only.
-AUX_GRADIENTS = ("all", "features")
-AFFINITIES = ("bilinear", "cosine")
 # model.neighbour_caps calibrated from data: "auto" (DEFAULT_CAPS_LEVELS levels) or "auto:N" (N levels).
 AUTO_CAPS = re.compile(r"auto(?::(\d+))?")
 DEFAULT_CAPS_LEVELS = 4
@@ -88,15 +91,6 @@ class ModelConfig:
     kernel_points: int = 15
     conv_radius_factor: float = 2.5
     bn_momentum: float = 0.02
-    # The reallocation affinity (DESIGN.md section 1): "bilinear" A = F_i W F_j^T, W from I / sqrt(K)
-    # (the paper's form); "cosine" A = affinity_scale * n(F_i) W n(F_j)^T, rows L2-normalised, W from I.
-    # Defaults of this block and of TrainConfig's DSP fields: the variant measured to beat the baseline on
-    # the generated rooms (docs/method.md); configs/ pins the paper's literal reading for its tables.
-    affinity: str = "cosine"
-    affinity_scale: float = 20.0
-    # Where both modules sit: after this many upsampling blocks of the decoder (the paper: 1, "after the
-    # first upsampling layer"; 0 = the encoder's bottleneck, coarser and more contextual features).
-    module_upsamplings: int = 1
 
     def levels(self, grid_size: float) -> list[LevelSpec]:
         if isinstance(self.neighbour_caps, str):
@@ -119,54 +113,63 @@ class ModelConfig:
 
 
 @dataclass
+class DSPConfig:
+    """DSP's options (docs/method.md). The defaults are the paper's method: the bilinear affinity with W
+    from I / sqrt(K), no stop-gradient anywhere, L_CR on every point of a paired sample, two stages of
+    equal length each with a fresh optimiser and lr schedule, every loss weight 1. The fields under
+    "variants" change that method; each is off by default and documented with what it measured."""
+
+    lambda_cr: float = 1.0  # weight of L_CR, the cross branch's consistency (stage 1)
+    lambda_sr: float = 1.0  # weight of L_SR, the intra branch's consistency (stage 2)
+    lambda_intra: float = 1.0  # weight of the intra branch's weak cross-entropy CE_m(Z^s) (stage 2)
+    # Where both modules sit: after this many upsampling blocks of the decoder (the paper: 1, "after the
+    # first upsampling layer"; 0 = the encoder's bottleneck).
+    module_upsamplings: int = 1
+    # Share of the run's budget (steps or minutes) given to stage 1 of a two-stage method (paper: equal).
+    stage1_fraction: float = 0.5
+    # Stage 2's lr schedule: "restart" (the paper: a fresh schedule from train.lr) or "continue" (one
+    # schedule over the run, stage 2 taking up where stage 1 left it). A fresh optimiser either way.
+    stage_schedule: str = "restart"
+    # Weight decay on W_c / W_s, which the paper does not single out: like every other weight (the one
+    # SGD optimiser of the paper). Decay pulls W towards 0, i.e. towards uniform softmax weights.
+    decay_affinity: bool = True
+    # How the second sphere of a CSFR pair is drawn: "potential" (the next coverage spheres that share a
+    # labelled class with the first: the baseline's sphere distribution) or "balanced" (centred on a weak
+    # point of a shared class). Sphere pairs are the paper's; how to find them, its silence.
+    pair_partner: str = "potential"
+    pair_tries: int = 20  # draws before a pair without a shared labelled class is accepted (logged)
+    # --- variants, off by default (docs/method.md "Variants" gives what each measured) ---
+    # "cosine": A = affinity_scale * n(F_i) W n(F_j)^T, rows L2-normalised, W from I.
+    affinity: str = "bilinear"
+    affinity_scale: float = 20.0  # the cosine form's inverse temperature
+    # "features": the auxiliary branches' losses reach the network only through the reallocated features
+    # (decoder weights and skips are constants in the auxiliary decodes); "all" is the paper's.
+    aux_gradients: str = "all"
+    cr_target_detach: bool = False  # L_CR treats the basic logits as a fixed target
+    # "shared": L_CR only on points whose predicted class the partner has among its labelled classes.
+    cr_rows: str = "all"
+    intra_balanced: bool = False  # class-balanced intra cross-entropy
+    reg_rampup: float = 0.0  # share of each stage over which lambda_cr / lambda_sr ramp up from ~0
+
+
+@dataclass
 class TrainConfig:
     method: str = "baseline"
-    steps: int = 2000  # per stage
-    minutes: float = 0.0  # if > 0, a time budget for the whole run; both stages share it
-    # If > 0, a step budget for the whole run, replacing train.steps: two-stage methods share it as they
-    # share a time budget. Unlike minutes, it buys the same steps on any machine (a faster one ends sooner).
-    total_steps: int = 0
-    stage1_fraction: float = 0.25  # share of a time or step budget given to stage 1 in two-stage methods
+    # The whole run's budget, for every method: optimiser steps, or with minutes > 0 a time budget
+    # (minutes wins). A two-stage method splits it (dsp.stage1_fraction); it never gets more.
+    steps: int = 2000
+    minutes: float = 0.0
     batch_points: int = 12000  # point budget of one batch (level 0)
     spheres_per_batch: int = 4  # an even number: pairs of spheres for CSFR
     lr: float = 0.01
     momentum: float = 0.98
     weight_decay: float = 1e-3
-    # Whether weight decay also applies to the affinity matrices W_c / W_s. Decay pulls W towards 0, that
-    # is towards uniform softmax weights (every point rebuilt as its sample's mean feature).
-    decay_affinity: bool = False
     lr_decay_total: float = 0.1  # lr falls by this factor over a stage (paper: 0.1 per 150 epochs)
-    # Two-stage methods: "restart" (the paper) gives each stage the whole lr schedule; "continue" runs one
-    # schedule over the run, stage 2 taking up where stage 1 left it (a fresh optimiser either way), so a
-    # DSP run follows the baseline's lr curve on the same budget. Level with restart (docs/method.md).
-    stage_schedule: str = "restart"
     grad_clip: float = 100.0
-    lambda_cr: float = 1.0
-    lambda_sr: float = 1.0
-    lambda_intra: float = 1.0  # weight of the intra branch's weak cross-entropy CE_m(Z^s) (paper: 1)
-    cr_target_detach: bool = True  # L_CR treats the basic logits as a fixed target (teacher -> cross branch)
-    # What the auxiliary (cross / intra) branches' losses may train: "all" (every weight they touch) or
-    # "features" (only through the reallocated features: the decoder and skips are constants there).
-    aux_gradients: str = "features"
-    # Which points of a paired sample L_CR is averaged over: "all" (the paper) or "shared" (those whose
-    # predicted class is among the partner's labelled classes: the others can only be rebuilt from
-    # other classes' features).
-    cr_rows: str = "shared"
-    # Class-balance the intra branch's cross-entropy: each class present among a batch's labelled points
-    # weighs the same in total (unweighted, the frequent classes pull the features of similar-looking rare
-    # ones to themselves). Off, the paper's loss: at 600 steps over 9 seeds it is +1.4 over the baseline,
-    # balanced +0.1 (docs/method.md, session 6).
-    intra_balanced: bool = False
-    reg_rampup: float = 0.0  # share of each stage over which lambda_cr / lambda_sr ramp up from ~0 (0 = off)
-    pair_tries: int = 20
-    # How the second sphere of a CSFR pair is drawn: "potential" (the next coverage spheres that share a
-    # labelled class: the same sphere distribution as the baseline) or "balanced" (centred on a weak point
-    # of a shared class). Measured on the generated rooms, "balanced" alone costs ~2 mIoU (docs/method.md).
-    pair_partner: str = "potential"
     seed: int = 0
     num_workers: int = 1
     device: str = "auto"
-    val_every: int = 0  # steps between validations on the held-out scenes (best.pt); 0 = none
+    val_every: int = 0  # steps between validations on the validation scenes (best.pt); 0 = none
     log_every: int = 20
     checkpoint_every: int = 50  # steps between resume checkpoints (checkpoints/last.pt); 0 = stage ends only
     max_bad_steps: int = 5  # non-finite losses in a row before the run stops
@@ -185,6 +188,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dsp: DSPConfig = field(default_factory=DSPConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def levels(self) -> list[LevelSpec]:
@@ -240,6 +244,20 @@ def _coerce(value, tp, key: str):
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
 
 
+# Keys that are gone, with what replaces them (a config file that still uses one gets this as its error).
+RETIRED_KEYS = {
+    "train.total_steps": "train.steps is now the whole run's step budget, for every method",
+}
+
+
+def _other_section(key: str, prefix: str) -> str | None:
+    """The full name of ``key`` in another top-level section of Config, if it lives there."""
+    for name, section in typing.get_type_hints(Config).items():
+        if name != prefix and key in {f.name for f in dataclasses.fields(section)}:
+            return f"{name}.{key}"
+    return None
+
+
 def _build(cls, values: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -247,8 +265,16 @@ def _build(cls, values: dict, prefix: str = ""):
     for key, value in values.items():
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
+            if full in RETIRED_KEYS:
+                raise ConfigError(f"'{full}' is no longer a setting: {RETIRED_KEYS[full]}")
+            elsewhere = _other_section(str(key), prefix) if "." not in prefix else None
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?" if close else ""
+            if elsewhere:
+                hint = f"; did you mean '{elsewhere}'?"
+            elif close:
+                hint = f"; did you mean '{(prefix + '.') if prefix else ''}{close[0]}'?"
+            else:
+                hint = ""
             raise ConfigError(f"unknown config key '{full}'{hint} (valid: {', '.join(names)})")
         kwargs[key] = _coerce(value, hints[key], full)
     return cls(**kwargs)
@@ -256,7 +282,7 @@ def _build(cls, values: dict, prefix: str = ""):
 
 def validate(config: Config) -> Config:
     """Range checks that types alone cannot express."""
-    d, m, t, a = config.data, config.model, config.train, config.augment
+    d, m, t, a, p = config.data, config.model, config.train, config.augment, config.dsp
     auto_levels = m.auto_caps_levels()  # "auto:N" is checked here too
     caps_levels = len(m.neighbour_caps) if auto_levels is None else auto_levels
     checks = [
@@ -285,18 +311,9 @@ def validate(config: Config) -> Config:
             "caps must be positive",
         ),
         (m.kernel_points >= 2, "model.kernel_points", "must be >= 2"),
-        (m.affinity in AFFINITIES, "model.affinity", "must be bilinear or cosine"),
-        (m.affinity_scale > 0, "model.affinity_scale", "must be > 0"),
-        (
-            0 <= m.module_upsamplings < caps_levels,
-            "model.module_upsamplings",
-            f"must be in [0, {caps_levels - 1}] (the network has {caps_levels} levels)",
-        ),
         (t.method in METHODS, "train.method", f"must be one of {', '.join(METHODS)} (or dsp)"),
-        (t.steps > 0, "train.steps", "must be > 0"),
+        (t.steps >= 2, "train.steps", "must be >= 2 (a two-stage method needs a step per stage)"),
         (t.minutes >= 0, "train.minutes", "must be >= 0"),
-        (t.total_steps == 0 or t.total_steps >= 2, "train.total_steps", "must be 0 (off) or >= 2"),
-        (0 < t.stage1_fraction < 1, "train.stage1_fraction", "must be in (0, 1)"),
         (t.batch_points > 0, "train.batch_points", "must be > 0"),
         (
             t.spheres_per_batch >= 2 and t.spheres_per_batch % 2 == 0,
@@ -304,16 +321,25 @@ def validate(config: Config) -> Config:
             "must be an even number >= 2",
         ),
         (t.lr > 0, "train.lr", "must be > 0"),
-        (t.lambda_cr >= 0, "train.lambda_cr", "must be >= 0"),
-        (t.lambda_sr >= 0, "train.lambda_sr", "must be >= 0"),
-        (t.lambda_intra >= 0, "train.lambda_intra", "must be >= 0"),
-        (t.pair_partner in ("potential", "balanced"), "train.pair_partner", "must be potential or balanced"),
-        (t.aux_gradients in AUX_GRADIENTS, "train.aux_gradients", "must be all or features"),
-        (t.cr_rows in ("all", "shared"), "train.cr_rows", "must be all or shared"),
-        (0 <= t.reg_rampup <= 1, "train.reg_rampup", "must be in [0, 1]"),
         (0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)"),
         (0 < t.lr_decay_total <= 1, "train.lr_decay_total", "must be in (0, 1]"),
-        (t.stage_schedule in ("restart", "continue"), "train.stage_schedule", "must be restart or continue"),
+        (p.lambda_cr >= 0, "dsp.lambda_cr", "must be >= 0"),
+        (p.lambda_sr >= 0, "dsp.lambda_sr", "must be >= 0"),
+        (p.lambda_intra >= 0, "dsp.lambda_intra", "must be >= 0"),
+        (
+            0 <= p.module_upsamplings < caps_levels,
+            "dsp.module_upsamplings",
+            f"must be in [0, {caps_levels - 1}] (the network has {caps_levels} levels)",
+        ),
+        (0 < p.stage1_fraction < 1, "dsp.stage1_fraction", "must be in (0, 1)"),
+        (p.stage_schedule in STAGE_SCHEDULES, "dsp.stage_schedule", "must be restart or continue"),
+        (p.pair_partner in PAIR_PARTNERS, "dsp.pair_partner", "must be potential or balanced"),
+        (p.pair_tries >= 1, "dsp.pair_tries", "must be >= 1"),
+        (p.affinity in AFFINITIES, "dsp.affinity", "must be bilinear or cosine"),
+        (p.affinity_scale > 0, "dsp.affinity_scale", "must be > 0"),
+        (p.aux_gradients in AUX_GRADIENTS, "dsp.aux_gradients", "must be all or features"),
+        (p.cr_rows in CR_ROWS, "dsp.cr_rows", "must be all or shared"),
+        (0 <= p.reg_rampup <= 1, "dsp.reg_rampup", "must be in [0, 1]"),
         (t.num_workers >= 0, "train.num_workers", "must be >= 0"),
         (t.val_every >= 0, "train.val_every", "must be >= 0"),
         (t.log_every > 0, "train.log_every", "must be > 0"),
@@ -367,7 +393,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 # What a run folder's config.yaml means when it lacks a field: it was written before the field existed,
 # so the run trained with what the code did then, which is not always today's default. (section, key) ->
-# the value that reproduces the older behaviour.
+# the value that reproduces the older behaviour, in the layout of files without a ``dsp`` section.
 BEHAVIOUR_BEFORE_FIELD = {
     ("train", "pair_partner"): "balanced",
     ("train", "aux_gradients"): "all",
@@ -379,20 +405,59 @@ BEHAVIOUR_BEFORE_FIELD = {
     ("train", "total_steps"): 0,
     ("train", "stage_schedule"): "restart",
 }
+# Files without a ``dsp`` section kept DSP's options here.
+LEGACY_DSP_KEYS = {
+    "train": (
+        "lambda_cr", "lambda_sr", "lambda_intra", "stage1_fraction", "stage_schedule", "decay_affinity",
+        "pair_partner", "pair_tries", "aux_gradients", "cr_target_detach", "cr_rows", "intra_balanced",
+        "reg_rampup",
+    ),
+    "model": ("affinity", "affinity_scale", "module_upsamplings"),
+}  # fmt: skip
+
+
+def migrate_run_values(values: dict) -> dict:
+    """A run folder's config values in today's layout, meaning what they meant when written.
+
+    Files without a ``dsp`` section predate it: their DSP options move there, fields they lack take
+    BEHAVIOUR_BEFORE_FIELD, and their step budget becomes the whole run's (``train.steps`` counted per
+    stage then, ``train.total_steps`` was the whole run's). Files with a ``dsp`` section are returned as
+    they are.
+    """
+    if "dsp" in values:
+        return values
+    for (section, key), value in BEHAVIOUR_BEFORE_FIELD.items():
+        part = values.setdefault(section, {})
+        if isinstance(part, dict) and key not in part:
+            part[key] = value
+    dsp = values["dsp"] = {}
+    for section, keys in LEGACY_DSP_KEYS.items():
+        part = values.get(section)
+        for key in keys:
+            if isinstance(part, dict) and key in part:
+                dsp[key] = part.pop(key)
+    train = values.get("train")
+    if isinstance(train, dict):
+        total = train.pop("total_steps", 0) or 0
+        if total > 0:
+            train["steps"] = total
+        elif "steps" in train:
+            method = METHOD_ALIASES.get(train.get("method", "baseline"), train.get("method", "baseline"))
+            stages = len(METHOD_STAGES.get(method, ("one",)))
+            train["steps"] = train["steps"] * stages
+            if stages > 1 and not train.get("minutes"):
+                dsp["stage1_fraction"] = 0.5  # train.steps each: equal stages, whatever the fraction said
+    return values
 
 
 def load_run_config(run_dir: str | Path, overrides: list[str] | None = None) -> Config:
     """The config a run folder was trained with (``run_dir/config.yaml``), to resume it.
 
-    Every field the file lacks takes the behaviour of the code that wrote it (BEHAVIOUR_BEFORE_FIELD),
-    not today's default: resuming an older run must not change its method half-way.
+    A file from before today's layout is read as it meant then (migrate_run_values): resuming an older
+    run must not change its method half-way.
     """
     path = Path(run_dir) / "config.yaml"
-    values = _read_values(path)
-    for (section, key), value in BEHAVIOUR_BEFORE_FIELD.items():
-        part = values.setdefault(section, {})
-        if isinstance(part, dict) and key not in part:
-            part[key] = value
+    values = migrate_run_values(_read_values(path))
     return _config_from(values, overrides, path)
 
 

@@ -19,19 +19,18 @@ DEMO_METHODS = {"baseline": "baseline", "dsp": "csfr-isfr", "full": "full"}
 def demo_config(
     ratio: float, seed: int, steps: int, minutes_per_run: float, overrides: list[str] | None = None
 ) -> Config:
-    """Every run's config: ``steps`` per run (train.total_steps, both DSP stages together), or with
+    """Every run's config: ``steps`` per run (train.steps, both DSP stages together), or with
     ``minutes_per_run`` > 0 a time budget instead (as many steps as it buys on this machine)."""
     config = load_config(None, overrides)
     config.data.ratio = ratio
     config.train.seed = seed
     if minutes_per_run > 0:
         config.train.minutes = minutes_per_run
-        config.train.total_steps = 0
         if not any(item.strip().startswith("train.steps=") for item in overrides or []):
-            config.train.steps = 100_000  # the time budget decides
+            config.train.steps = 1_000_000  # the time budget decides
     else:
         config.train.minutes = 0.0
-        config.train.total_steps = steps
+        config.train.steps = steps
     return validate(config)
 
 
@@ -49,7 +48,7 @@ def run_demo(
     of ``minutes`` for all runs together; same weak labels and seed for every run."""
     if steps is not None and minutes is not None:
         raise ConfigError("demo: give a step budget (--steps) or a time budget (--minutes), not both")
-    if steps is not None and steps < 2:  # 0 would otherwise mean "no budget" to train.total_steps
+    if steps is not None and steps < 2:  # a two-stage run needs a step per stage
         raise ConfigError(f"demo: --steps must be >= 2, got {steps}")
     if minutes is not None and minutes < 0:
         raise ConfigError(f"demo: --minutes must be >= 0, got {minutes}")
@@ -58,7 +57,7 @@ def run_demo(
     timed = minutes is not None and minutes > 0
     steps = DEMO_STEPS if steps is None else steps
     base = demo_config(ratio, seed, steps, minutes / len(runs) if timed else 0.0, overrides)
-    budget = f"{base.train.minutes:.1f} min" if timed else f"{base.train.total_steps} steps"
+    budget = f"{base.train.minutes:.1f} min" if timed else f"{base.train.steps} steps"
     progress(f"dsp3d demo: {len(runs)} runs x {budget} of training, {ratio:.0%} labels, seed {seed}")
     progress("preparing the generated rooms (cached after the first time)")
     data = prepare_data(base, progress)

@@ -1,6 +1,6 @@
 """The losses of each training mode (DESIGN.md section 1, paper eq. 1 and 10).
 
-    baseline / full:  CE_m(Z)
+    baseline / full / paired:  CE_m(Z)
     csfr:             CE_m(Z) + lambda_cr ||Z - Z^c||^2
     isfr:             CE_m(Z) + lambda_intra CE_m(Z^s) + lambda_sr ||Z^s - Z||^2  (paper: lambda_intra = 1)
     joint:            all four terms
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dsp3d.model.dsp import STAGE_MODULES
+from dsp3d.methods import STAGE_MODES
 
 
 @dataclass
@@ -79,7 +79,7 @@ def stage_loss(
     intra_balanced: bool = False,
     lambda_intra: float = 1.0,
 ) -> LossTerms:
-    """The loss of one training mode (a key of dsp3d.model.dsp.STAGE_MODULES).
+    """The loss of one training mode (a key of dsp3d.methods.STAGE_MODES).
 
     basic / cross / intra: logits [N_0, C] of the decoder branches; labels int64 [N_0]; weak_mask bool [N_0];
     cross_rows: bool [N_0], the points of paired samples (L_CR is computed on those only).
@@ -87,9 +87,9 @@ def stage_loss(
     intra_balanced: class-balance the intra branch's cross-entropy (weak_cross_entropy's ``balanced``).
     lambda_intra: weight of the intra branch's cross-entropy (the paper's eq. 10: 1).
     """
-    if mode not in STAGE_MODULES:
-        raise ValueError(f"unknown training mode '{mode}'; valid: {', '.join(STAGE_MODULES)}")
-    uses_cross, uses_intra = STAGE_MODULES[mode]
+    if mode not in STAGE_MODES:
+        raise ValueError(f"unknown training mode '{mode}'; valid: {', '.join(STAGE_MODES)}")
+    uses_cross, uses_intra = STAGE_MODES[mode].cross, STAGE_MODES[mode].intra
     mask = weak_mask & (labels >= 0)
     zero = basic.sum() * 0.0
     seg = weak_cross_entropy(basic, labels, mask)

@@ -14,7 +14,7 @@ import numpy as np
 from dsp3d.config import Config, save_config
 from dsp3d.data.prepare import PreparedData, write_weak_labels
 from dsp3d.evaluation.evaluate import evaluate
-from dsp3d.model.dsp import METHOD_STAGES
+from dsp3d.methods import METHOD_STAGES, STAGE_MODES
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
 from dsp3d.training.export import InferenceMeta, export_inference_model
@@ -118,11 +118,10 @@ def run_method(
     result = score(model.backbone)
     if config.eval.branches:
         result["branches"] = {"basic": result["miou"]}
-        stages = set(METHOD_STAGES[method])
-        for branch, used in (("cross", {"csfr", "joint"}), ("intra", {"isfr", "joint"})):
-            if stages & used:
-                scored = score(model, branch)
-                result["branches"][branch] = scored["miou"]
+        modes = [STAGE_MODES[stage] for stage in METHOD_STAGES[method]]
+        for branch in ("cross", "intra"):
+            if any(getattr(mode, branch) for mode in modes):  # a branch some stage trained
+                result["branches"][branch] = score(model, branch)["miou"]
     result["training"] = [
         {
             "mode": r.mode,
@@ -130,6 +129,8 @@ def run_method(
             "seconds": round(r.seconds, 1),
             "first_loss": r.first_loss,
             "last_loss": r.last_loss,
+            "spheres": r.spheres,
+            "points": r.points,
         }
         for r in reports
     ]

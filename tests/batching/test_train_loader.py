@@ -8,7 +8,7 @@ import torch
 
 from dsp3d.batching import Batch
 from dsp3d.batching.loader import iter_test_batches, make_train_loader, subsample_indices
-from dsp3d.config import AugmentConfig, DataConfig, TrainConfig
+from dsp3d.config import AugmentConfig, DataConfig, DSPConfig, TrainConfig
 from dsp3d.levels import make_levels
 from dsp3d.sampling.pairs import labelled_classes
 from dsp3d.sampling.toy import toy_scene_set
@@ -42,7 +42,7 @@ def check_batch(batch, scenes, budget, most):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_loader_yields_batches_within_budget(scenes, workers):
     train = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=workers)
-    batches = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=False, seed=0), 4)
+    batches = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=None, seed=0), 4)
     for batch in batches:
         check_batch(batch, scenes, 2500, 4)
         assert batch.pairs is None
@@ -54,7 +54,7 @@ def test_workers_stop_when_the_loop_over_the_loader_ends(scenes):
     import multiprocessing
 
     train = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=1)
-    loader = make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=False, seed=0)
+    loader = make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=None, seed=0)
     for step, _ in enumerate(loader):
         assert multiprocessing.active_children()  # the worker runs while batches flow
         if step == 1:
@@ -65,9 +65,9 @@ def test_workers_stop_when_the_loop_over_the_loader_ends(scenes):
 def test_same_stream_with_and_without_workers(scenes):
     train0 = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=0)
     train1 = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=1)
-    a = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train0, pairs=True, seed=7), 3)
-    b = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train1, pairs=True, seed=7), 3)
-    c = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train0, pairs=True, seed=8), 1)
+    a = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train0, pairs=DSPConfig(), seed=7), 3)
+    b = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train1, pairs=DSPConfig(), seed=7), 3)
+    c = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train0, pairs=DSPConfig(), seed=8), 1)
     for x, y in zip(a, b, strict=True):
         for field in ("features", "input_indices", "pairs"):
             assert torch.equal(getattr(x, field), getattr(y, field))
@@ -79,7 +79,7 @@ def test_same_stream_with_and_without_workers(scenes):
 
 def test_pairs_are_adjacent_and_share_a_labelled_class(scenes):
     train = TrainConfig(batch_points=3000, spheres_per_batch=4, num_workers=0)
-    loader = make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=True, seed=1)
+    loader = make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=DSPConfig(), seed=1)
     for batch in take(loader, 5):
         check_batch(batch, scenes, 3000, 4)
         n = batch.num_samples
@@ -99,7 +99,7 @@ def test_pairs_are_adjacent_and_share_a_labelled_class(scenes):
 
 def test_oversized_spheres_are_subsampled_to_the_budget(scenes):
     train = TrainConfig(batch_points=300, spheres_per_batch=4, num_workers=0)
-    for pairs in (False, True):
+    for pairs in (None, DSPConfig()):
         loader = make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=pairs, seed=2)
         for batch in take(loader, 3):
             check_batch(batch, scenes, 300, 4)
@@ -143,9 +143,9 @@ def test_test_batches_cover_every_point_deterministically(scenes, pairs):
 
 def test_start_skips_exactly_the_first_batches(scenes):
     train = TrainConfig(batch_points=3000, spheres_per_batch=4, num_workers=0)
-    full = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=True, seed=5), 5)
+    full = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=DSPConfig(), seed=5), 5)
     resumed = take(
-        make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=True, seed=5, start=3), 2
+        make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=DSPConfig(), seed=5, start=3), 2
     )
     for a, b in zip(full[3:], resumed, strict=True):
         torch.testing.assert_close(a.points[0], b.points[0])
@@ -168,7 +168,7 @@ def run_loader():
     train = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=1)
     levels = make_levels(0.08, [12, 14, 16])
     data = DataConfig(grid_size=0.08, sphere_radius=1.0)
-    loader = make_train_loader(scenes, levels, data, AugmentConfig(), train, pairs=False, seed=0)
+    loader = make_train_loader(scenes, levels, data, AugmentConfig(), train, pairs=None, seed=0)
     batches = 0
     for batches, _ in enumerate(loader, 1):
         if batches == 2:

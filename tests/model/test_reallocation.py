@@ -149,11 +149,50 @@ def test_auxiliary_branches_leave_batchnorm_running_stats_to_the_basic_branch(pa
         basic_only(pair_batch)
         outputs = with_branches(pair_batch, cross=True, intra=True)
     assert outputs.cross is not None and outputs.intra is not None
-    for (name, a), b in zip(
-        basic_only.state_dict().items(), with_branches.state_dict().values(), strict=True
-    ):
-        torch.testing.assert_close(a, b, msg=name)
-    assert with_branches.backbone.head[0].norm.momentum == 0.02  # restored after the branches
+    own = with_branches.state_dict()
+    for name, value in basic_only.state_dict().items():
+        if not name.startswith("branch_norms."):
+            torch.testing.assert_close(value, own[name], msg=name)
+    # Each auxiliary branch kept running statistics of its own decodes.
+    for branch in ("cross", "intra"):
+        assert own[f"branch_norms.{branch}.count_0"] == 1
+        assert not torch.equal(
+            own[f"branch_norms.{branch}.mean_0"], basic_only.state_dict()[f"branch_norms.{branch}.mean_0"]
+        )
+
+
+@pytest.mark.parametrize("branch", ["cross", "intra"])
+def test_a_branch_scored_at_evaluation_is_normalised_as_it_was_trained(pair_batch, levels, branch):
+    """With momentum 1 the running statistics are those of the last training batch, so in eval mode a
+    branch decoded on that batch must give its training-mode logits again. Normalised by the basic
+    branch's statistics (what evaluation did before the branches kept their own) it does not. (The
+    encoder stays in eval mode throughout, so that both passes decode the same features.)"""
+    torch.manual_seed(0)
+    backbone = KPFCNN(in_features=4, num_classes=5, levels=levels, first_features=8, bn_momentum=1.0)
+    model = DSPModel(backbone).eval()
+    for norm in model._decode_norms():
+        norm.train()  # the decode normalises with batch statistics and records them
+    flags = {"cross": branch == "cross", "intra": branch == "intra"}
+    with torch.no_grad():
+        trained = getattr(model(pair_batch, **flags), branch)
+        model.eval()
+        scored = getattr(model(pair_batch, **flags), branch)
+        # running var is unbiased, batch var biased: equal up to n / (n - 1) over a few hundred points
+        torch.testing.assert_close(scored, trained, rtol=0.02, atol=0.02)
+        matched = (scored - trained).abs().max()
+        # The same decode with the basic branch's statistics: far from the training-mode logits.
+        model.branch_norms[branch].swap(model._decode_norms())
+        mismatched = getattr(model(pair_batch, **flags), branch)
+        model.branch_norms[branch].swap(model._decode_norms())
+    assert (mismatched - trained).abs().max() > 5 * matched
+
+
+def test_a_state_without_branch_statistics_still_loads(levels):
+    model = dsp_model(levels)
+    older = {k: v for k, v in model.state_dict().items() if not k.startswith("branch_norms.")}
+    dsp_model(levels, seed=1).load_state_dict(older)  # strict for everything else
+    with pytest.raises(RuntimeError, match="Missing key"):
+        dsp_model(levels).load_state_dict({k: v for k, v in older.items() if not k.startswith("csfr")})
 
 
 @pytest.mark.parametrize("branch", ["cross", "intra"])

@@ -35,12 +35,21 @@ def test_each_rank_draws_its_own_sphere_stream_of_whole_pairs(small_data):
 
     def stream(rank, count=6, **kwargs):
         planner = SphereBatchPlanner(
-            data.train, config.data.sphere_radius, config.train, True, 7, "potential", rank=rank, **kwargs
+            data.train,
+            config.data.sphere_radius,
+            config.train,
+            config.dsp,
+            7,
+            "potential",
+            rank=rank,
+            **kwargs,
         )
         specs = iter(planner)
         return [next(specs) for _ in range(count)]
 
-    single = SphereBatchPlanner(data.train, config.data.sphere_radius, config.train, True, 7, "potential")
+    single = SphereBatchPlanner(
+        data.train, config.data.sphere_radius, config.train, config.dsp, 7, "potential"
+    )
     rank0, rank1 = stream(0), stream(1)
     assert centres(rank0) == centres([spec for spec, _ in zip(single, range(6), strict=False)])
     assert not centres(rank0) & centres(rank1)  # different spheres
@@ -103,7 +112,7 @@ def test_two_gloo_processes_train_one_model_that_loads_in_one_process(small_data
     (tmp_path / "run.yaml").write_text("train:\n  method: csfr-isfr\n")
     run = tmp_path / "run"
     overrides = small_synthetic + [
-        "train.steps=3",
+        "train.steps=6",  # 3 per stage
         "train.log_every=1",
         "train.val_every=3",
         "train.checkpoint_every=2",

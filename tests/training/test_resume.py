@@ -30,7 +30,7 @@ def one_thread():
 def setup(small_synthetic):
     overrides = small_synthetic + [
         "train.method=csfr-isfr",
-        "train.steps=6",
+        "train.steps=12",  # 6 per stage
         "train.checkpoint_every=2",
         "train.log_every=1",
         "train.spheres_per_batch=2",

@@ -31,28 +31,27 @@ def test_rampup_weight_rises_from_near_zero_to_one_and_stays():
     assert rampup_weight(0, 100, 0.0) == 1.0  # off
 
 
-def test_stage_steps_share_a_step_budget_like_a_time_budget():
+def test_stage_steps_split_the_run_budget():
     from dsp3d.config import load_config
     from dsp3d.training.trainer import stage_steps
 
     def steps(*overrides):
         return stage_steps(load_config(None, list(overrides)))
 
-    assert steps("train.method=csfr-isfr", "train.steps=7") == [7, 7]  # per stage, as the paper
+    assert steps("train.method=csfr-isfr", "train.steps=600") == [300, 300]  # equal stages, the paper's
+    assert steps("train.method=two-stage", "train.steps=7") == [4, 3]
     assert steps("train.method=baseline", "train.steps=7") == [7]
-    assert steps("train.method=csfr-isfr", "train.total_steps=600") == [150, 450]  # stage1_fraction 0.25
-    assert steps("train.method=isfr-csfr", "train.total_steps=10", "train.stage1_fraction=0.5") == [5, 5]
-    assert steps("train.method=baseline", "train.total_steps=600", "train.steps=7") == [600]
+    assert steps("train.method=csfr-isfr", "train.steps=600", "dsp.stage1_fraction=0.25") == [150, 450]
     # Each stage keeps at least one step, whatever the fraction.
-    assert steps("train.method=csfr-isfr", "train.total_steps=2", "train.stage1_fraction=0.01") == [1, 1]
-    assert steps("train.method=csfr-isfr", "train.total_steps=3", "train.stage1_fraction=0.99") == [2, 1]
+    assert steps("train.method=csfr-isfr", "train.steps=2", "dsp.stage1_fraction=0.01") == [1, 1]
+    assert steps("train.method=csfr-isfr", "train.steps=3", "dsp.stage1_fraction=0.99") == [2, 1]
 
 
-def test_total_steps_below_two_is_a_config_error():
+def test_steps_below_two_are_a_config_error():
     from dsp3d.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match="train.total_steps"):
-        load_config(None, ["train.total_steps=1"])
+    with pytest.raises(ConfigError, match="train.steps"):
+        load_config(None, ["train.steps=1"])
 
 
 def test_exponential_lr_runs_the_part_of_the_schedule_a_stage_is_given():
@@ -73,13 +72,13 @@ def test_a_continued_schedule_picks_up_stage_two_where_stage_one_ended():
         stage2 = [exponential_lr(s, n2, t.lr, t.lr_decay_total, stage_lr_span(config, 1)) for s in (0, n2)]
         return stage1 + stage2
 
-    restarted = lr_at_stage_edges("train.total_steps=400", "train.stage_schedule=restart")  # the paper
+    restarted = lr_at_stage_edges("train.steps=400", "dsp.stage_schedule=restart")  # the paper
     assert restarted == pytest.approx([0.01, 0.001, 0.01, 0.001])
-    continued = lr_at_stage_edges("train.total_steps=400", "train.stage_schedule=continue")
-    assert continued == pytest.approx([0.01, 0.01 * 0.1**0.25, 0.01 * 0.1**0.25, 0.001])
-    timed = lr_at_stage_edges("train.minutes=2", "train.stage_schedule=continue", "train.stage1_fraction=0.4")
+    quarter = ("train.steps=400", "dsp.stage_schedule=continue", "dsp.stage1_fraction=0.25")
+    assert lr_at_stage_edges(*quarter) == pytest.approx([0.01, 0.01 * 0.1**0.25, 0.01 * 0.1**0.25, 0.001])
+    timed = lr_at_stage_edges("train.minutes=2", "dsp.stage_schedule=continue", "dsp.stage1_fraction=0.4")
     assert timed == pytest.approx([0.01, 0.01 * 0.1**0.4, 0.01 * 0.1**0.4, 0.001])
-    per_stage = lr_at_stage_edges("train.steps=30", "train.stage_schedule=continue")  # equal stages
-    assert per_stage == pytest.approx([0.01, 0.01 * 0.1**0.5, 0.01 * 0.1**0.5, 0.001])
-    baseline = load_config(None, ["train.stage_schedule=continue"])
+    equal = lr_at_stage_edges("train.steps=30", "dsp.stage_schedule=continue")
+    assert equal == pytest.approx([0.01, 0.01 * 0.1**0.5, 0.01 * 0.1**0.5, 0.001])
+    baseline = load_config(None, ["dsp.stage_schedule=continue"])
     assert stage_lr_span(baseline, 0) == (0.0, 1.0)  # one stage: the whole schedule

@@ -127,9 +127,9 @@ def test_without_tensorboard_training_logs_go_on_with_one_warning(tmp_path, monk
 
 
 def test_trained_runs_have_event_files(tiny_demo):
-    """The tiny runs of tests/visualization/tiny_runs.py (2 steps per stage, a line per step)."""
+    """The tiny runs of tests/visualization/tiny_runs.py (4 steps per run, a line per step)."""
     baseline, dsp = read_events(tiny_demo / "baseline"), read_events(tiny_demo / "dsp")
-    assert [step for step, _ in baseline["loss/total"]] == [1, 2]
+    assert [step for step, _ in baseline["loss/total"]] == [1, 2, 3, 4]
     assert {"loss/total", "loss/seg", "train/lr", "train/points_per_s"} <= set(baseline)
     assert "loss/cross_reg" not in baseline
     assert [step for step, _ in dsp["loss/total"]] == [1, 2, 3, 4]

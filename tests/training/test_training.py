@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsp3d.config import TrainConfig, load_config
+from dsp3d.config import DSPConfig, TrainConfig, load_config
 from dsp3d.data.prepare import prepare_data
 from dsp3d.evaluation.evaluate import evaluate
 from dsp3d.evaluation.metrics import ConfusionMatrix
@@ -37,7 +37,7 @@ def test_stage_two_starts_from_stage_one_weights(small_data, tmp_path, monkeypat
         return original(model, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "train_stage", recording)
-    model, reports = trainer.train(with_method(config, "csfr-isfr", 3), data.train, tmp_path, lambda m: None)
+    model, reports = trainer.train(with_method(config, "csfr-isfr", 6), data.train, tmp_path, lambda m: None)
     assert [r.mode for r in reports] == ["csfr", "isfr"] and [r.steps for r in reports] == [3, 3]
     stage1 = torch.load(tmp_path / "stage1.pt", weights_only=False)["state_dict"]
     assert len(entered) == 2
@@ -54,10 +54,10 @@ def test_stage_two_starts_from_stage_one_weights(small_data, tmp_path, monkeypat
 
 def test_a_step_budget_is_shared_by_the_two_stages(small_data, tmp_path):
     config, data = small_data
-    config = with_method(config, "csfr-isfr", 50)
-    config.train.total_steps, config.train.stage1_fraction = 8, 0.25
+    config = with_method(config, "csfr-isfr", 8)
+    config.dsp.stage1_fraction = 0.25
     _, reports = trainer.train(config, data.train, tmp_path, lambda m: None)
-    assert [(r.mode, r.steps) for r in reports] == [("csfr", 2), ("isfr", 6)]  # not 50 + 50
+    assert [(r.mode, r.steps) for r in reports] == [("csfr", 2), ("isfr", 6)]  # not 8 + 8
 
 
 def test_exported_model_has_no_module_and_predicts_like_the_basic_branch(small_data, tmp_path):
@@ -79,7 +79,13 @@ def test_exported_model_has_no_module_and_predicts_like_the_basic_branch(small_d
     batch = next(
         iter(
             trainer.make_train_loader(
-                data.train, config.levels(), config.data, config.augment, config.train, pairs=True, seed=0
+                data.train,
+                config.levels(),
+                config.data,
+                config.augment,
+                config.train,
+                pairs=config.dsp,
+                seed=0,
             )
         )
     )
@@ -125,21 +131,19 @@ def test_tiny_training_run_lowers_the_loss_and_beats_chance(small_data, tmp_path
 def test_stage_optimizer_holds_the_stage_modules_and_decays_w_only_when_asked():
     model = DSPModel(KPFCNN(4, 5, make_levels(0.1, [8, 8, 8]), first_features=8))
     backbone = {id(p) for p in model.backbone.parameters()}
-    t = TrainConfig(weight_decay=1e-3, decay_affinity=False)
-    groups = trainer.stage_optimizer(model, t, cross=True, intra=False).param_groups
+    t = TrainConfig(weight_decay=1e-3)
+    undecayed = DSPConfig(decay_affinity=False)
+    groups = trainer.stage_optimizer(model, t, undecayed, cross=True, intra=False).param_groups
     assert {id(p) for p in groups[0]["params"]} == backbone and groups[0]["weight_decay"] == 1e-3
     assert groups[1]["params"] == [model.csfr.weight] and groups[1]["weight_decay"] == 0.0
-    # Decayed, W joins the backbone's group, after its weights: the layout of runs from before the
-    # option, so their optimiser states still load.
-    t = TrainConfig(weight_decay=1e-3, decay_affinity=True)
-    (group,) = trainer.stage_optimizer(model, t, cross=True, intra=False).param_groups
+    # Decayed (the default: the paper's one optimiser), W joins the backbone's group, after its weights.
+    (group,) = trainer.stage_optimizer(model, t, DSPConfig(), cross=True, intra=False).param_groups
     assert group["params"] == [*model.backbone.parameters(), model.csfr.weight]
     assert group["weight_decay"] == 1e-3
-    baseline = trainer.stage_optimizer(model, TrainConfig(), cross=False, intra=False).param_groups
+    baseline = trainer.stage_optimizer(model, t, DSPConfig(), cross=False, intra=False).param_groups
     assert len(baseline) == 1  # W_c / W_s are not trained by a stage without modules
-    assert trainer.stage_optimizer(model, TrainConfig(), False, True).param_groups[1]["params"] == [
-        model.isfr.weight
-    ]
+    intra = trainer.stage_optimizer(model, t, undecayed, False, True).param_groups
+    assert intra[1]["params"] == [model.isfr.weight]
 
 
 def test_an_optimiser_state_of_the_one_group_layout_loads_when_w_is_decayed():
@@ -149,8 +153,8 @@ def test_an_optimiser_state_of_the_one_group_layout_loads_when_w_is_decayed():
     for p in old.param_groups[0]["params"]:
         p.grad = torch.ones_like(p)
     old.step()
-    t = TrainConfig(decay_affinity=True)  # what load_run_config gives such a run
-    optimizer = trainer.stage_optimizer(model, t, cross=False, intra=True)
+    # What load_run_config gives such a run: decayed W, in the backbone's group.
+    optimizer = trainer.stage_optimizer(model, TrainConfig(), DSPConfig(decay_affinity=True), False, True)
     optimizer.load_state_dict(old.state_dict())
     assert torch.equal(
         optimizer.state[model.isfr.weight]["momentum_buffer"], torch.ones_like(model.isfr.weight)

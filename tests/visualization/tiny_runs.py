@@ -1,5 +1,5 @@
 """Test support: a demo-like folder of two tiny trained runs (baseline, dsp = csfr-isfr), built once
-per session in a few seconds (1 generated room per split, 2 training steps per stage, 8 features).
+per session in a few seconds (1 generated room per split, 4 training steps per run, 8 features).
 
 Loaded by path from tests/conftest.py (fixture ``tiny_demo``, used by tests/visualization, tests/report
 and tests/training; pytest's importlib mode has no shared test package), registered in sys.modules so that
@@ -31,7 +31,7 @@ def tiny_overrides(cache_dir: Path) -> list[str]:
         "data.prep_workers=1",
         f"data.cache_dir={cache_dir}",
         "model.first_features=8",
-        "train.steps=2",
+        "train.steps=4",  # the run's budget: DSP's two stages 2 + 2
         "train.num_workers=0",
         "train.batch_points=3000",
         "train.device=cpu",

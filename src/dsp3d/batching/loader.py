@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dsp3d.batching.batch import Batch
 from dsp3d.batching.pyramid import build_batch
-from dsp3d.config import AugmentConfig, DataConfig, TrainConfig
+from dsp3d.config import AugmentConfig, DataConfig, DSPConfig, TrainConfig
 from dsp3d.data.types import SubsampledCloud
 from dsp3d.levels import LevelSpec
 from dsp3d.sampling.augment import augment
@@ -69,7 +69,7 @@ class SphereBatchPlanner(Sampler):
         scene_set: SceneSet,
         radius: float,
         train: TrainConfig,
-        pairs: bool,
+        pairs: DSPConfig | None,
         seed: int,
         picker: str,
         start: int = 0,
@@ -80,7 +80,8 @@ class SphereBatchPlanner(Sampler):
         if train.spheres_per_batch < 2 or (pairs and train.spheres_per_batch % 2):
             raise ValueError(f"spheres_per_batch must be even and >= 2, got {train.spheres_per_batch}")
         self.scene_set, self.radius, self.train = scene_set, radius, train
-        self.pairs, self.seed, self.picker = pairs, seed, picker
+        self.pair_options = pairs  # how CSFR pairs are drawn; None: single spheres
+        self.pairs, self.seed, self.picker = pairs is not None, seed, picker
         self.start = start  # BatchSpecs planned and dropped first: a resumed run continues the stream
         self.rank = rank  # data-parallel training: each rank its own stream; rank 0 the single-process one
         self.pair_sampler: PairSampler | None = None
@@ -92,9 +93,10 @@ class SphereBatchPlanner(Sampler):
             raise ValueError("class-balanced spheres need weak-labelled points")
         potential = PotentialSampler(self.scene_set, self.radius, rng)
         picker = balanced if self.picker == "balanced" else potential
-        if self.pairs:
-            coverage = potential if self.train.pair_partner == "potential" else None
-            self.pair_sampler = PairSampler(self.scene_set, picker, balanced, self.train.pair_tries, coverage)
+        if self.pair_options is not None:
+            coverage = potential if self.pair_options.pair_partner == "potential" else None
+            tries = self.pair_options.pair_tries
+            self.pair_sampler = PairSampler(self.scene_set, picker, balanced, tries, coverage)
         while True:
             yield list(self.pair_sampler.draw()) if self.pair_sampler else [picker.draw()]
 
@@ -174,7 +176,7 @@ def make_train_loader(
     data_cfg: DataConfig,
     aug_cfg: AugmentConfig,
     train_cfg: TrainConfig,
-    pairs: bool,
+    pairs: DSPConfig | None,
     seed: int,
     picker: str = "potential",
     start: int = 0,
@@ -182,7 +184,8 @@ def make_train_loader(
 ) -> DataLoader:
     """An endless DataLoader of training Batches (spheres of data_cfg.sphere_radius).
 
-    pairs: batches of adjacent CSFR pairs with ``batch.pairs`` = [[0, 1], [2, 3], ...].
+    pairs: batches of adjacent CSFR pairs with ``batch.pairs`` = [[0, 1], [2, 3], ...], drawn as its
+    pair_partner / pair_tries say; None: batches of single spheres.
     picker: "potential" (coverage-driven, KPConv) or "balanced" (a weak point of a random class).
     start: skip the first ``start`` batches of the stream (only their spheres are planned, which is cheap):
     the stream then continues exactly where a run stopped after ``start`` steps.

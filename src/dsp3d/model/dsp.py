@@ -14,27 +14,11 @@ import torch
 from torch import nn
 
 from dsp3d.batching.batch import Batch
-from dsp3d.config import AUX_GRADIENTS
+from dsp3d.methods import AUX_GRADIENTS
 from dsp3d.model.kpfcnn import Encoded
 from dsp3d.model.reallocation import CrossSampleReallocation, IntraSampleReallocation
 
-# Which modules each single-stage mode trains with; two-stage methods chain two of these.
-STAGE_MODULES = {
-    "baseline": (False, False),
-    "full": (False, False),
-    "csfr": (True, False),
-    "isfr": (False, True),
-    "joint": (True, True),
-}
-METHOD_STAGES = {
-    "baseline": ("baseline",),
-    "full": ("full",),
-    "csfr": ("csfr",),
-    "isfr": ("isfr",),
-    "joint": ("joint",),
-    "csfr-isfr": ("csfr", "isfr"),
-    "isfr-csfr": ("isfr", "csfr"),
-}
+AUX_BRANCHES = ("cross", "intra")
 
 
 @dataclass
@@ -50,6 +34,37 @@ class BranchOutputs:
     cross_rows: torch.Tensor | None = None
 
 
+class BranchNormStats(nn.Module):
+    """Running batch-norm statistics of one auxiliary branch, for the norm layers ``decode`` runs.
+
+    The auxiliary decodes normalise reallocated features (softmax averages, smoother than the basic
+    ones): in training with their batch's statistics, like every decode. Their running statistics are
+    kept here, apart from the basic branch's, so that (a) inference, which runs the basic branch alone, is
+    normalised by statistics of the features it sees, and (b) a branch scored at evaluation (the paper's
+    Table 3) is normalised as it was trained.
+    """
+
+    def __init__(self, norms: list[nn.modules.batchnorm._BatchNorm]):
+        super().__init__()
+        for index, norm in enumerate(norms):
+            self.register_buffer(f"mean_{index}", torch.zeros_like(norm.running_mean))
+            self.register_buffer(f"var_{index}", torch.ones_like(norm.running_var))
+            self.register_buffer(f"count_{index}", torch.zeros_like(norm.num_batches_tracked))
+
+    def swap(self, norms: list[nn.modules.batchnorm._BatchNorm]) -> None:
+        """Exchange these statistics with the layers' own (the same call swaps them back)."""
+        for index, norm in enumerate(norms):
+            for ours, theirs in (
+                ("mean", "running_mean"),
+                ("var", "running_var"),
+                ("count", "num_batches_tracked"),
+            ):
+                name = f"{ours}_{index}"
+                mine, layer = getattr(self, name), getattr(norm, theirs)
+                setattr(self, name, layer)
+                setattr(norm, theirs, mine)
+
+
 class DSPModel(nn.Module):
     """Backbone + CSFR (W_c) + ISFR (W_s). Both modules always exist so checkpoints of every stage share
     one layout; a stage simply does not call (or optimise) the module it does not use."""
@@ -60,6 +75,34 @@ class DSPModel(nn.Module):
         dim = backbone.feature_dim
         self.csfr = CrossSampleReallocation(dim, affinity, affinity_scale)
         self.isfr = IntraSampleReallocation(dim, affinity, affinity_scale)
+        norms = self._decode_norms()
+        self.branch_norms = nn.ModuleDict({branch: BranchNormStats(norms) for branch in AUX_BRANCHES})
+
+    def _decode_norms(self) -> list[nn.modules.batchnorm._BatchNorm]:
+        """The batch-norm layers ``backbone.decode`` runs (the decoder below the split level, the head)."""
+        blocks = list(self.backbone.decoder[: self.backbone.split_level]) + [self.backbone.head]
+        return [
+            m for block in blocks for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+
+    @contextlib.contextmanager
+    def branch_statistics(self, branch: str) -> Iterator[None]:
+        """Inside, the decode's norm layers read and update ``branch``'s running statistics."""
+        norms = self._decode_norms()
+        stats = self.branch_norms[branch]
+        stats.swap(norms)
+        try:
+            yield
+        finally:
+            stats.swap(norms)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's; a state without the auxiliary branches' norm statistics (written before they
+        were kept) loads with fresh ones."""
+        state = dict(state_dict)
+        for key, value in self.branch_norms.state_dict(prefix="branch_norms.").items():
+            state.setdefault(key, value)
+        return super().load_state_dict(state, strict=strict, assign=assign)
 
     def forward(
         self, batch: Batch, cross: bool = False, intra: bool = False, aux_gradients: str = "all"
@@ -67,10 +110,8 @@ class DSPModel(nn.Module):
         """The basic branch, plus the cross / intra branches when asked.
 
         aux_gradients: "all" lets the auxiliary branches' losses train every weight they touch (the
-        paper read literally); "features" lets them reach the network only through the reallocated
-        features (the decoder's weights and the skip features are constants in the auxiliary decodes).
-        With "all", L_CR / L_SR can be lowered by a decoder that ignores its coarse input and leans on
-        the skips, which removes the very path that propagates supervision (docs/method.md).
+        paper); "features" lets them reach the network only through the reallocated features (the
+        decoder's weights and the skip features are constants in the auxiliary decodes).
         """
         if aux_gradients not in AUX_GRADIENTS:
             valid = ", ".join(AUX_GRADIENTS)
@@ -85,17 +126,19 @@ class DSPModel(nn.Module):
         through_features = aux_gradients == "features"
         aux_encoded = Encoded(features, [s.detach() for s in encoded.skips]) if through_features else encoded
         with contextlib.ExitStack() as stack:
-            stack.enter_context(frozen_running_stats(self.backbone))
             if through_features:
                 stack.enter_context(frozen_parameters(self.backbone.decoder_parameters()))
             if cross:
                 if batch.pairs is None or len(batch.pairs) == 0:
                     raise ValueError("the cross branch needs a batch of paired samples (batch.pairs)")
                 crossed = self.csfr(features, lengths, batch.pairs)
-                out.cross = self.backbone.decode(crossed, aux_encoded, batch)
+                with self.branch_statistics("cross"):
+                    out.cross = self.backbone.decode(crossed, aux_encoded, batch)
                 out.cross_rows = paired_point_mask(batch.lengths[0], batch.pairs)
             if intra:
-                out.intra = self.backbone.decode(self.isfr(features, lengths), aux_encoded, batch)
+                reallocated = self.isfr(features, lengths)
+                with self.branch_statistics("intra"):
+                    out.intra = self.backbone.decode(reallocated, aux_encoded, batch)
         return out
 
 
@@ -111,26 +154,6 @@ def frozen_parameters(parameters: list[nn.Parameter]) -> Iterator[None]:
     finally:
         for p, flag in zip(parameters, saved, strict=True):
             p.requires_grad_(flag)
-
-
-@contextlib.contextmanager
-def frozen_running_stats(module: nn.Module) -> Iterator[None]:
-    """BatchNorm layers still normalise with the batch's statistics but do not update their running ones.
-
-    The decoder runs once per branch; reallocated features are smoother (softmax averages) than the
-    basic ones, so letting the auxiliary branches update the running statistics would leave inference,
-    which uses the basic branch alone, normalised by statistics of features it never sees.
-    """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
-    for m in norms:
-        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(norms, saved, strict=True):
-            m.momentum = momentum
-            m.num_batches_tracked.copy_(tracked)
 
 
 def paired_point_mask(lengths: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsp3d.config import AFFINITIES
+from dsp3d.methods import AFFINITIES
 
 
 class _Affinity(nn.Module):

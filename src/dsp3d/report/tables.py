@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 
-from dsp3d.ablate import TABLE1_GROUPS, paired_text
+from dsp3d.ablate import REFERENCES, TABLE1_GROUPS, paired_text
 from dsp3d.report_table import S3DIS_TABLE_ORDER
 from dsp3d.visualization.runs import RunRecord
 
@@ -21,7 +21,8 @@ class AblationRow:
     miou_std: float
     miou: list[float]
     branches: dict[str, float] = field(default_factory=dict)
-    vs_baseline: dict | None = None  # dsp3d.ablate.paired_difference; absent in older ablation.json files
+    # reference mode -> dsp3d.ablate.paired_difference (older ablation.json files: vs_baseline only)
+    versus: dict[str, dict] = field(default_factory=dict)
 
 
 def ablation_rows(data: dict) -> list[AblationRow]:
@@ -36,7 +37,7 @@ def ablation_rows(data: dict) -> list[AblationRow]:
             float(row.get("miou_std", 0.0)),
             [float(v) for v in row.get("miou", [])],
             {k: float(v) for k, v in row.get("branches", {}).items()},
-            row.get("vs_baseline"),
+            dict(row.get("versus") or ({"baseline": row["vs_baseline"]} if row.get("vs_baseline") else {})),
         )
         for mode, row in rows.items()
     ]
@@ -56,18 +57,20 @@ def _best(values: list[float | None]) -> float | None:
 
 
 def table1_html(rows: list[AblationRow], ratio: float | None = None) -> str:
-    """Table 1: group, mode, mIoU mean +- std over seeds, per seed, the seed-paired difference to the
-    baseline, and Table 3's branch mIoU."""
+    """Table 1: group, mode, mIoU mean +- std over seeds, per seed, the seed-paired differences to the
+    baseline and to two-stage (those the ablation has), and Table 3's branch mIoU."""
     setting = f" ({ratio:.0%} labels)" if ratio is not None else ""
     branches = ("basic", "cross", "intra")
     ranked = [r for r in rows if r.mode != "full"]  # the full-label bound is not a competitor
     best_mean = _best([r.miou_mean for r in ranked])
     best_branch = {b: _best([r.branches.get(b) for r in ranked]) for b in branches}
     head = "".join(f"<th>{b}</th>" for b in branches)
+    references = [ref for ref in REFERENCES if any(ref in row.versus for row in rows)] or ["baseline"]
+    versus_head = "".join(f"<th>vs {escape(ref)} (paired)</th>" for ref in references)
     lines = [
         '<table class="results">',
         f"<thead><tr><th>group</th><th>mode</th><th>mIoU{escape(setting)}</th><th>std</th>"
-        f"<th>per seed</th><th>vs baseline (paired)</th>{head}</tr></thead><tbody>",
+        f"<th>per seed</th>{versus_head}{head}</tr></thead><tbody>",
     ]
     for row in rows:
         seeds = ", ".join(f"{v:.1f}" for v in row.miou)
@@ -78,7 +81,10 @@ def table1_html(rows: list[AblationRow], ratio: float | None = None) -> str:
         lines.append(
             f"<tr><td>{escape(TABLE1_GROUPS.get(row.mode, ''))}</td><td>{escape(row.mode)}</td>"
             f"{_cell(row.miou_mean, best)}<td>{row.miou_std:.1f}</td><td>{seeds}</td>"
-            f"<td>{escape(paired_text(row.vs_baseline))}</td>{cells}</tr>"
+            + "".join(
+                f"<td>{escape(paired_text(row.versus.get(ref), spread=True))}</td>" for ref in references
+            )
+            + f"{cells}</tr>"
         )
     lines.append("</tbody></table>")
     return "\n".join(lines)

@@ -70,9 +70,10 @@ def _read_records(metrics: Path) -> list[dict]:
 
 
 def _active_terms(mode: str) -> tuple[str, ...]:
-    from dsp3d.model.dsp import STAGE_MODULES
+    from dsp3d.methods import STAGE_MODES, StageMode
 
-    cross, intra = STAGE_MODULES.get(mode, (True, True))
+    stage = STAGE_MODES.get(mode, StageMode(cross=True, intra=True))
+    cross, intra = stage.cross, stage.intra
     return ("seg",) + (("cross_reg",) if cross else ()) + (("seg_intra", "self_reg") if intra else ())
 
 

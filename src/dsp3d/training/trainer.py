@@ -1,9 +1,10 @@
 """The training loop: one or two stages (DESIGN.md section 1), read top to bottom.
 
-Each stage gets a fresh SGD optimiser and, by default, a fresh lr schedule (train.stage_schedule);
-stage 2 starts from stage 1's weights. A stage runs a fixed number of steps (train.steps each, or its
-share of train.total_steps), or, with a time budget, as many as the budget buys (measured on the first
-steps, so the learning-rate schedule stays a pure function of the step and the planned total).
+Each stage gets a fresh SGD optimiser and, by default, a fresh lr schedule (dsp.stage_schedule);
+stage 2 starts from stage 1's weights. The budget (train.steps, or train.minutes) is the whole run's: a
+two-stage method splits it (dsp.stage1_fraction). A stage runs its share of the steps, or, with a time
+budget, as many steps as its share of the time buys (measured on the first steps, so the learning-rate
+schedule stays a pure function of the step and the planned total).
 
 A run folder holds, besides what runs.py adds: ``metrics.jsonl`` (a line per logged step and per
 validation), ``checkpoints/last.pt`` (model, optimiser, step and plan, written every
@@ -28,9 +29,10 @@ import numpy as np
 import torch
 
 from dsp3d.batching.loader import make_train_loader
-from dsp3d.config import Config, TrainConfig
+from dsp3d.config import Config, DSPConfig, TrainConfig
 from dsp3d.losses import stage_loss
-from dsp3d.model.dsp import METHOD_STAGES, STAGE_MODULES, DSPModel, shared_class_rows
+from dsp3d.methods import METHOD_STAGES, STAGE_MODES
+from dsp3d.model.dsp import DSPModel, shared_class_rows
 from dsp3d.progress import finish, is_live, status, training_line
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
@@ -61,6 +63,8 @@ class StageReport:
     first_loss: float
     last_loss: float
     losses: list[float] = field(default_factory=list)
+    spheres: int = 0  # input spheres the optimiser steps trained on (this process's)
+    points: int = 0  # input points of those batches (level 0)
 
 
 @dataclass
@@ -73,6 +77,8 @@ class StageState:
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     best_miou: float = -1.0
+    spheres: int = 0  # trained on so far in this stage
+    points: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -96,32 +102,29 @@ def stage_budgets(config: Config) -> list[float | None]:
     total = config.train.minutes * 60.0
     if len(stages) == 1:
         return [total]
-    first = total * config.train.stage1_fraction
+    first = total * config.dsp.stage1_fraction
     return [first, total - first]
 
 
 def stage_steps(config: Config) -> list[int]:
-    """Most steps per stage: train.steps each, or train.total_steps shared as a time budget is (stage 1
-    gets train.stage1_fraction of it, at least one step, and leaves stage 2 at least one)."""
-    t = config.train
-    stages = METHOD_STAGES[t.method]
-    if t.total_steps <= 0:
-        return [t.steps] * len(stages)
-    if len(stages) == 1:
-        return [t.total_steps]
-    first = min(max(round(t.total_steps * t.stage1_fraction), 1), t.total_steps - 1)
-    return [first, t.total_steps - first]
+    """Most steps per stage: the run's train.steps, which a two-stage method splits (stage 1 gets
+    dsp.stage1_fraction of it, at least one step, and leaves stage 2 at least one). With a time budget
+    these are upper bounds; the time decides."""
+    total = config.train.steps
+    if len(METHOD_STAGES[config.train.method]) == 1:
+        return [total]
+    first = min(max(round(total * config.dsp.stage1_fraction), 1), total - 1)
+    return [first, total - first]
 
 
 def stage_lr_span(config: Config, stage: int) -> tuple[float, float]:
     """The part of the lr schedule (0 = base lr, 1 = its end) that ``stage`` runs: all of it with
-    train.stage_schedule=restart; with continue, stage 1 runs up to its share of the run's budget and
-    stage 2 the rest (the share is train.stage1_fraction of a time or step budget, else half)."""
-    t = config.train
-    if t.stage_schedule == "restart" or len(METHOD_STAGES[t.method]) == 1:
+    dsp.stage_schedule=restart; with continue, stage 1 runs up to its share of the run's budget and
+    stage 2 the rest."""
+    if config.dsp.stage_schedule == "restart" or len(METHOD_STAGES[config.train.method]) == 1:
         return (0.0, 1.0)
     steps = stage_steps(config)
-    share = t.stage1_fraction if t.minutes > 0 else steps[0] / sum(steps)
+    share = config.dsp.stage1_fraction if config.train.minutes > 0 else steps[0] / sum(steps)
     return (0.0, share) if stage == 0 else (share, 1.0)
 
 
@@ -243,10 +246,11 @@ def train_stage(
 
     In a data-parallel run (dsp3d.training.distributed) every rank runs this with its own sphere stream.
     """
-    cross, intra = STAGE_MODULES[mode]
-    t = config.train
+    stage_mode = STAGE_MODES[mode]
+    cross, intra = stage_mode.cross, stage_mode.intra
+    t, dsp = config.train, config.dsp
     world = distributed.current_world()
-    optimizer = stage_optimizer(model, t, cross, intra)
+    optimizer = stage_optimizer(model, t, dsp, cross, intra)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -261,7 +265,7 @@ def train_stage(
         config.data,
         config.augment,
         t,
-        pairs=cross,
+        pairs=dsp if stage_mode.pairs else None,
         seed=t.seed * 1000 + state.stage,
         start=state.step,
         rank=world.rank,
@@ -291,12 +295,12 @@ def train_stage(
                 state.total_steps = step
                 break
         lr = exponential_lr(step, state.total_steps, t.lr, t.lr_decay_total, lr_span)
-        ramp = rampup_weight(step, state.total_steps, t.reg_rampup)
+        ramp = rampup_weight(step, state.total_steps, dsp.reg_rampup)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = batch.to(device)
-        outputs = net(batch, cross=cross, intra=intra, aux_gradients=t.aux_gradients)
-        if cross and t.cr_rows == "shared":
+        outputs = net(batch, cross=cross, intra=intra, aux_gradients=dsp.aux_gradients)
+        if cross and dsp.cr_rows == "shared":
             outputs.cross_rows = outputs.cross_rows & shared_class_rows(
                 outputs.basic, batch.labels, batch.weak_mask, batch.lengths[0], batch.pairs
             )
@@ -307,12 +311,12 @@ def train_stage(
             outputs.intra,
             batch.labels,
             batch.weak_mask,
-            t.lambda_cr * ramp,
-            t.lambda_sr * ramp,
+            dsp.lambda_cr * ramp,
+            dsp.lambda_sr * ramp,
             cross_rows=outputs.cross_rows,
-            cr_target_detach=t.cr_target_detach,
-            intra_balanced=t.intra_balanced,
-            lambda_intra=t.lambda_intra,
+            cr_target_detach=dsp.cr_target_detach,
+            intra_balanced=dsp.intra_balanced,
+            lambda_intra=dsp.lambda_intra,
         )
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -333,6 +337,8 @@ def train_stage(
         state.losses.append(loss)
         window.append(terms.as_floats())
         points_seen += len(batch.points[0])
+        state.spheres += batch.num_samples
+        state.points += len(batch.points[0])
         if state.step % t.log_every == 0 or state.step == state.total_steps:
             elapsed = time.perf_counter() - start
             (speed,) = world.all_sum([points_seen / max(time.perf_counter() - session_start, 1e-9)])
@@ -374,7 +380,9 @@ def train_stage(
     losses = state.losses
     first = float(np.mean(losses[: max(1, min(10, len(losses)))])) if losses else math.nan
     last = float(np.mean(losses[-max(1, min(10, len(losses))) :])) if losses else math.nan
-    return StageReport(mode, state.step, state.seconds, first, last, list(losses))
+    return StageReport(
+        mode, state.step, state.seconds, first, last, list(losses), state.spheres, state.points
+    )
 
 
 def _validate(
@@ -410,15 +418,17 @@ def _silent(message: str) -> None:
     pass
 
 
-def stage_optimizer(model: DSPModel, t: TrainConfig, cross: bool, intra: bool) -> torch.optim.SGD:
+def stage_optimizer(
+    model: DSPModel, t: TrainConfig, dsp: DSPConfig, cross: bool, intra: bool
+) -> torch.optim.SGD:
     """SGD over the backbone and the modules the stage uses; the modules a stage does not use stay out of
-    the optimiser (their weights are not trained there). W_c / W_s form their own group, without weight
-    decay, unless ``t.decay_affinity``: decay pulls W towards 0, i.e. towards uniform softmax weights.
-    Decayed, they join the backbone's group, the one-group layout of runs from before the option."""
+    the optimiser (their weights are not trained there). With ``dsp.decay_affinity`` (the default) W_c /
+    W_s join the backbone's group and its weight decay; without, they form a group of their own, undecayed.
+    """
     groups = [{"params": list(model.backbone.parameters())}]
     affinity = list(model.csfr.parameters()) if cross else []
     affinity += list(model.isfr.parameters()) if intra else []
-    if affinity and t.decay_affinity:
+    if affinity and dsp.decay_affinity:
         groups[0]["params"] += affinity
     elif affinity:
         groups.append({"params": affinity, "weight_decay": 0.0})
@@ -435,9 +445,9 @@ def build_model(config: Config, in_features: int, num_classes: int) -> DSPModel:
         first_features=config.model.first_features,
         kernel_points=config.model.kernel_points,
         bn_momentum=config.model.bn_momentum,
-        module_upsamplings=config.model.module_upsamplings,
+        module_upsamplings=config.dsp.module_upsamplings,
     )
-    return DSPModel(backbone, affinity=config.model.affinity, affinity_scale=config.model.affinity_scale)
+    return DSPModel(backbone, affinity=config.dsp.affinity, affinity_scale=config.dsp.affinity_scale)
 
 
 def train(

@@ -31,7 +31,7 @@ from dsp3d.training.export import feature_columns, load_inference_model
 from dsp3d.training.trainer import build_model
 from dsp3d.visualization.runs import RunRecord
 
-# The stage modes that train each module (dsp3d.model.dsp.STAGE_MODULES).
+# The stage modes that train each module (dsp3d.methods.STAGE_MODES).
 TRAINED_BY = {"CSFR": ("csfr", "joint"), "ISFR": ("isfr", "joint")}
 
 
@@ -134,7 +134,7 @@ def affinity_maps(
     config = run.config()
     _, meta = load_inference_model(run.path / "model.pt")
     batch, i, j = sphere_pair(cloud, config, meta.feature_names, pair)
-    level = split_level(batch.num_levels, config.model.module_upsamplings)  # where the modules work
+    level = split_level(batch.num_levels, config.dsp.module_upsamplings)  # where the modules work
     coords = torch.split(batch.points[level], batch.lengths[level].tolist())
     query_points, partner_points = coords[i].numpy(), coords[j].numpy()
     labels = level_labels(batch, level)
