@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from dsp3d import ablate, commands
+from dsp3d import ablate, commands, parallel
 from dsp3d.ablate import ablation_markdown, ablation_rows
 from dsp3d.cli import main
 from dsp3d.commands import refuse_under_torchrun
@@ -58,7 +58,7 @@ def test_parallel_runs_give_the_sequential_results(tiny, tmp_path, monkeypatch):
         assert main(_ablate_args(tiny, tmp_path / "one", *settings)) == 0
     finally:
         torch.set_num_threads(previous)
-    monkeypatch.setattr(ablate, "_cpu_count", lambda: 2)  # 2 cores // 2 jobs: one thread per worker
+    monkeypatch.setattr(parallel, "cpu_count", lambda: 2)  # 2 cores // 2 jobs: one thread per worker
     assert main(_ablate_args(tiny, tmp_path / "two", *settings, "--jobs", "2")) == 0
 
     one = json.loads((tmp_path / "one" / "ablation.json").read_text())
@@ -126,7 +126,7 @@ def test_a_failed_parallel_run_is_reported_and_fails_the_command(tiny, tmp_path,
     out = tmp_path / "out"
     (out / "baseline").mkdir(parents=True)
     (out / "baseline" / "seed0").write_text("not a folder")  # seed 0 cannot write its run folder
-    monkeypatch.setattr(ablate, "_cpu_count", lambda: 2)
+    monkeypatch.setattr(parallel, "cpu_count", lambda: 2)
     args = _ablate_args(tiny, out, "--steps", "2", "--seeds", "2", "--modes", "baseline", "--jobs", "2")
     assert main(args) == 1
     err = capsys.readouterr().err

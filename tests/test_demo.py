@@ -33,6 +33,23 @@ def test_demo_writes_results_and_inference_models(small_synthetic, tmp_path, cap
     ]
 
 
+def test_the_demo_prints_the_same_numbers_in_one_process_and_in_two(small_synthetic, tmp_path, capsys):
+    """One torch thread per run: the runs' arithmetic does not depend on how many run side by side."""
+    tables = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        args = ["demo", "--steps", "6", "--out", str(out), "--ratio", "0.02", "--jobs", jobs]
+        args += ["--runs", "baseline,dsp"]
+        for item in small_synthetic + ["eval.sphere_spacing=1.5"]:
+            args += ["--set", item]
+        assert main(args) == 0
+        results = json.loads((out / "results.json").read_text())
+        assert results["threads_per_run"] == 1 and results["budget"] == "6 steps"
+        tables.append({run: (r["miou"], r["per_class_iou"]) for run, r in results["runs"].items()})
+    capsys.readouterr()
+    assert tables[0] == tables[1]
+
+
 def test_demo_takes_a_step_or_a_time_budget_not_both(tmp_path, capsys):
     assert main(["demo", "--steps", "10", "--minutes", "1", "--out", str(tmp_path / "demo")]) == 2
     assert "not both" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 from dsp3d.config import DSPConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PAPER = sorted(p for p in CONFIGS.glob("*.yaml") if p.stem != "scannet_sample")
+PAPER = sorted(p for p in CONFIGS.glob("*.yaml") if not p.stem.endswith("_sample"))
 
 
 def test_every_row_of_tables_4_and_5_has_a_config():
@@ -56,5 +56,8 @@ def test_the_code_defaults_are_the_paper_dsp_of_the_s3dis_config():
 def test_scannet_sample_config():
     config = load_config(CONFIGS / "scannet_sample.yaml")
     assert config.data.dataset == "scannet" and config.data.ratio == 0.01
-    assert config.data.val_scenes == ["scene0008_00", "scene0009_00", "scene0010_00"]
-    assert config.train.method == "csfr-isfr" and config.train.minutes > 0
+    assert config.data.test_scenes == ["scene0008_00", "scene0009_00", "scene0010_00"]
+    assert config.data.val_scenes == ["scene0005_00", "scene0006_00"]
+    assert config.train.method == "csfr-isfr" and config.train.steps == 3000
+    s3dis = load_config(CONFIGS / "s3dis_sample.yaml")
+    assert s3dis.data.test_scenes == ["Area_6/office_1"] and s3dis.model == config.model

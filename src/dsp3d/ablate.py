@@ -12,22 +12,17 @@ finished run. In parallel a failed run does not stop the others; it is reported 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
-import time
-import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
+from dsp3d import parallel
 from dsp3d.config import Config, ConfigError
 from dsp3d.data.prepare import prepare_data
 from dsp3d.io.atomic import atomic_output
 from dsp3d.methods import METHOD_ALIASES, METHODS, TABLE1_MODES
+from dsp3d.parallel import RunJob
 from dsp3d.runs import atomic_write_json, resolve_neighbour_caps, run_method
 
 __all__ = [
@@ -181,7 +176,7 @@ def run_ablation(
     failed: list[dict] = []
     jobs = min(jobs, len(runs))
     if jobs > 1:
-        threads = threads or max(1, _cpu_count() // jobs)
+        threads = threads or max(1, parallel.cpu_count() // jobs)
     threads_per_run = threads if jobs > 1 else _torch_threads()
 
     def record() -> dict:
@@ -214,7 +209,12 @@ def run_ablation(
             f"{len(runs)} runs, {jobs} at a time ({threads} thread(s) each); "
             f"each logs to {out}/MODE/seedS/log.txt"
         )
-        for done, (mode, seed, result) in enumerate(_run_parallel(config, runs, out, jobs, threads), 1):
+        run_list = [
+            RunJob(f"{mode} s{seed}", _run_config(config, mode, seed), out / mode / f"seed{seed}")
+            for mode, seed in runs
+        ]
+        for done, (job, result) in enumerate(parallel.run_jobs(run_list, jobs, threads, progress), 1):
+            mode, seed = job.config.train.method, job.config.train.seed
             name = f"[{done}/{len(runs)}] {mode} seed {seed}"
             log = out / mode / f"seed{seed}" / "log.txt"
             if "error" in result:
@@ -244,72 +244,3 @@ def _torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def _run_parallel(config: Config, runs: list[tuple[str, int]], out: Path, jobs: int, threads: int):
-    """Yield ``(mode, seed, result)`` as runs finish; a failed run's result is ``{"error": message}``."""
-    context = get_context("spawn")  # no fork after torch / CUDA initialisation
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(threads,))
-    try:
-        futures = {}
-        for mode, seed in runs:
-            run_config = _run_config(config, mode, seed)
-            futures[pool.submit(_worker_run, run_config, out / mode / f"seed{seed}")] = (mode, seed)
-        for future in as_completed(futures):
-            mode, seed = futures[future]
-            try:
-                result = future.result()
-            except BrokenProcessPool as error:
-                result = {"error": f"its process stopped (killed, out of memory?): {error}"}
-            except Exception as error:  # noqa: BLE001 - an unpicklable result or error: still a failed run
-                result = {"error": f"{type(error).__name__}: {error}"}
-            yield mode, seed, result
-    except BaseException:  # Ctrl-C (the workers have it too, but a worker goes on to its next run), an error
-        for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public API (< 3.14)
-            process.terminate()
-        raise
-    finally:  # runs not started are dropped, not run
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _worker_run(config: Config, run_dir: Path) -> dict:
-    """One run in a worker process: data from the preprocessing cache, messages and log records into
-    ``run_dir/log.txt``. Errors come back as ``{"error": message}`` (the traceback is in the log)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with open(run_dir / "log.txt", "w") as log:
-
-        def progress(message: str) -> None:
-            log.write(message + "\n")
-            log.flush()
-
-        handler = logging.StreamHandler(log)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        logger = logging.getLogger("dsp3d")
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False  # into the log only: the terminal gets one line per finished run
-        try:
-            progress(f"== {config.train.method}, seed {config.train.seed} ==")
-            data = prepare_data(config, progress)
-            result = run_method(config, data, run_dir, progress)
-        except Exception as error:  # noqa: BLE001 - reported by the parent, traceback kept in the log
-            progress(traceback.format_exc())
-            return {"error": f"{type(error).__name__}: {error}"}
-        finally:
-            logger.removeHandler(handler)
-        result["seconds"] = round(time.perf_counter() - started, 1)
-        return result

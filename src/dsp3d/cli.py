@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--runs", default="baseline,dsp,full", help="comma-separated runs among baseline,dsp,full"
     )
+    demo.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs at a time, one torch thread each (default: one per core)",
+    )
     demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     train = sub.add_parser("train", help="train one method from a config, or resume an interrupted run")
@@ -229,7 +235,15 @@ def main(argv: list[str] | None = None) -> int:
 
             runs = tuple(run.strip() for run in args.runs.split(",") if run.strip())
             results = run_demo(
-                args.ratio, args.steps, args.seed, args.out, runs, args.overrides, progress, args.minutes
+                args.ratio,
+                args.steps,
+                args.seed,
+                args.out,
+                runs,
+                args.overrides,
+                progress,
+                args.minutes,
+                args.jobs,
             )
             if args.quiet:
                 for run, result in results["runs"].items():

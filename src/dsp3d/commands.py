@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from dsp3d.config import Config, ConfigError, load_config
-from dsp3d.data.prepare import dataset_sources, prepare_data
+from dsp3d.data.prepare import prepare_data
 from dsp3d.datasets.folder import load_folder_spec
+from dsp3d.datasets.registry import dataset_split
 from dsp3d.evaluation.evaluate import evaluate
 from dsp3d.inference.predict import Predictor, label_palette
 from dsp3d.io.atomic import atomic_output
@@ -81,7 +82,7 @@ def evaluate_command(
     # The checkpoint fixes the input resolution and features; the config only chooses the data.
     config.data.grid_size = meta.grid_size
     config.data.features = list(meta.feature_names)
-    _, _, class_names = dataset_sources(config)  # checked before any slow preprocessing
+    class_names = dataset_split(config).class_names  # checked before any slow preprocessing
     if list(meta.class_names) != list(class_names):
         raise CheckpointError(
             f"{checkpoint}: trained for classes {meta.class_names}, but the {config.data.dataset} data "

@@ -47,6 +47,7 @@ class SyntheticConfig:
 
     train_rooms: int = 12
     test_rooms: int = 4
+    val_rooms: int = 0  # held out of training for validation (train.val_every), never the test rooms
     seed: int = 0
     density: float = 400.0  # points per square metre of surface before noise
 
@@ -63,8 +64,13 @@ class DataConfig:
     weak_seed: int = 0
     weak_labels: str = ""  # folder of saved weak-label index files to reuse
     features: list[str] = field(default_factory=lambda: ["ones", "rgb"])  # ones, rgb, intensity, height
-    test_area: int = 5  # s3dis
-    val_scenes: list[str] = field(default_factory=list)  # scannet / folder: held-out scenes by name
+    test_area: int = 5  # s3dis, unless data.test_scenes names rooms
+    # Held out of training, by name (ScanNet scenes, S3DIS "Area_N/room", a folder's file stems). Test
+    # scenes are scored at the end; validation scenes during training (train.val_every), so that settings
+    # are chosen without looking at the test scenes. val_scenes alone are the test scenes (the ScanNet
+    # convention: its official validation split is what results report).
+    test_scenes: list[str] = field(default_factory=list)
+    val_scenes: list[str] = field(default_factory=list)
     val_fraction: float = 0.25  # scannet without official split files: share of rooms held out
     split_seed: int = 0  # scannet without official split files: which rooms are held out
     prep_workers: int = 0  # processes that preprocess scenes in parallel; 0 = one per CPU core
@@ -296,6 +302,7 @@ def validate(config: Config) -> Config:
             "must be ratio, count or given",
         ),
         (0 < d.val_fraction < 1, "data.val_fraction", "must be in (0, 1)"),
+        (d.synthetic.val_rooms >= 0, "data.synthetic.val_rooms", "must be >= 0"),
         (d.prep_workers >= 0, "data.prep_workers", "must be >= 0"),
         (len(d.features) > 0, "data.features", "needs at least one feature"),
         (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from dsp3d.training import distributed
 from dsp3d.training.export import InferenceMeta, export_inference_model
 from dsp3d.training.trainer import resolve_device, train
 
+log = logging.getLogger("dsp3d")
 # model.neighbour_caps: auto calibrates at this percentile of neighbourhood sizes (KPConv's choice: ~90%)
 AUTO_CAPS_PERCENTILE = 90.0
 
@@ -93,13 +95,19 @@ def run_method(
     )
 
     test_share = distributed.shard(data.test, world)  # every scene in one process
+    val_share = distributed.shard(data.val, world) if data.val else test_share
+    if config.train.val_every > 0 and not data.val and not resume:
+        log.warning(
+            "train.val_every: no validation scenes, so validation scores the test scenes; name "
+            "data.val_scenes (data.synthetic.val_rooms) to choose settings without looking at them"
+        )
 
-    def score(model, branch: str = "basic", report=progress) -> dict:
-        result = evaluate(model, test_share, *scoring, branch=branch, progress=report)
+    def score(model, branch: str = "basic", report=progress, scenes=test_share) -> dict:
+        result = evaluate(model, scenes, *scoring, branch=branch, progress=report)
         return distributed.merge_results(result, data.class_names, world)
 
     def validate(model) -> dict:
-        return score(model.backbone, report=_silent)
+        return score(model.backbone, report=_silent, scenes=val_share)
 
     model, reports = train(config, scenes, run_dir, progress, resume=resume, validate=validate)
     meta = InferenceMeta(

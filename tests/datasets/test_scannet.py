@@ -119,14 +119,27 @@ def test_official_split_files(tiny_scannet):
         scannet_split(tiny_scannet)
 
 
-def test_val_scenes_hold_out_their_rooms(tiny_scannet):
+def test_val_scenes_alone_are_the_test_scenes_and_hold_out_their_rooms(tiny_scannet):
     config = Config()
     config.data.root = str(tiny_scannet)
     config.data.val_scenes = ["scene0000_01"]
-    train, val = scannet_split_scenes(config)
-    assert val == ["scene0000_01"] and "scene0000_00" not in train and len(train) == 8
+    train, val, test = scannet_split_scenes(config)
+    assert test == ["scene0000_01"] and val == [] and "scene0000_00" not in train and len(train) == 8
     config.data.val_scenes = ["scene0042_00"]
     with pytest.raises(DataError, match="data.val_scenes names scenes that are not there: scene0042_00"):
+        scannet_split_scenes(config)
+
+
+def test_test_and_val_scenes_are_held_out_apart(tiny_scannet):
+    config = Config()
+    config.data.root = str(tiny_scannet)
+    config.data.test_scenes = ["scene0000_01"]
+    config.data.val_scenes = ["scene0001_00"]
+    train, val, test = scannet_split_scenes(config)
+    assert test == ["scene0000_01"] and val == ["scene0001_00"]
+    assert not [s for s in train if s.startswith(("scene0000", "scene0001"))]  # every rescan held out
+    config.data.val_scenes = ["scene0000_01"]
+    with pytest.raises(DataError, match="both in data.test_scenes and data.val_scenes"):
         scannet_split_scenes(config)
 
 

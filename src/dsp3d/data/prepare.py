@@ -9,13 +9,14 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from dsp3d.config import Config
-from dsp3d.data.types import Cloud, SubsampledCloud
+from dsp3d.data.types import SubsampledCloud
+from dsp3d.datasets.registry import dataset_split
+from dsp3d.datasets.sources import SceneSource
 from dsp3d.evaluation.evaluate import TestScene
 from dsp3d.io.errors import DataError
 from dsp3d.preprocessing.cache import default_cache_dir
@@ -31,25 +32,16 @@ from dsp3d.sampling.scenes import SceneSet
 
 @dataclass
 class PreparedData:
+    """train: the training scenes with their weak labels; test / val: held-out scenes at full resolution
+    (dsp3d.datasets.sources says what each is for)."""
+
     train: SceneSet
     test: list[TestScene]
     class_names: list[str]
     feature_names: list[str]
     weak_meta: dict
     summary: dict = field(default_factory=dict)  # see dataset_summary
-
-
-@dataclass
-class SceneSource:
-    """A scene that can be loaded on demand, with the identity that keys its cache entry.
-
-    ``load`` must be picklable (a module-level function or a partial of one, not a lambda): scenes are
-    preprocessed in worker processes.
-    """
-
-    name: str
-    identity: dict
-    load: Callable[[], Cloud]
+    val: list[TestScene] = field(default_factory=list)
 
 
 def _cached_scene(
@@ -63,30 +55,6 @@ def _cached_scene(
     if cached is None:
         raise OSError(f"{cache_dir}: cannot read back the cache entry of scene {source.name}")
     return cached
-
-
-def synthetic_sources(config: Config) -> tuple[list[SceneSource], list[SceneSource], list[str]]:
-    from dsp3d.datasets.synthetic import SYNTHETIC_CLASSES, generate_room
-
-    s = config.data.synthetic
-
-    def source(split: str, index: int, seed: int) -> SceneSource:
-        name = f"{split}_{index:03d}"
-        identity = {"dataset": "synthetic", "seed": seed, "density": s.density, "version": 1}
-        return SceneSource(name, identity, partial(generate_room, seed, density=s.density, name=name))
-
-    # Test rooms draw from a disjoint seed stream, so no test room is a copy of a training room.
-    train = [source("train", k, s.seed * 100_003 + k) for k in range(s.train_rooms)]
-    test = [source("test", k, s.seed * 100_003 + 50_000 + k) for k in range(s.test_rooms)]
-    return train, test, list(SYNTHETIC_CLASSES)
-
-
-def dataset_sources(config: Config) -> tuple[list[SceneSource], list[SceneSource], list[str]]:
-    if config.data.dataset == "synthetic":
-        return synthetic_sources(config)
-    from dsp3d.datasets.registry import real_dataset_sources
-
-    return real_dataset_sources(config)
 
 
 def scene_seed(weak_seed: int, name: str) -> int:
@@ -220,21 +188,28 @@ def prepare_data(
     adapt_features: drop input features the data lacks (see resolve_features); False for a trained model.
     """
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
-    train_sources, test_sources, class_names = dataset_sources(config)
+    split = dataset_split(config)
+    train_sources, val_sources, test_sources = split.train, split.val, split.test
+    class_names = split.class_names
     if test_only:
-        train_sources = []
+        train_sources, val_sources = [], []
     if not test_sources and (test_only or not train_sources):
-        raise DataError(f"{config.data.dataset}: no test scenes (check data.test_area / data.val_scenes)")
+        raise DataError(f"{config.data.dataset}: no test scenes (check data.test_area / data.test_scenes)")
     grid = config.data.grid_size
-    preprocess_scenes(train_sources + test_sources, grid, cache_dir, config.data.prep_workers, progress)
+    everything = train_sources + val_sources + test_sources
+    preprocess_scenes(everything, grid, cache_dir, config.data.prep_workers, progress)
     train_clouds, original_points = [], 0
     for source in train_sources:
         sub, labels = _cached_scene(source, grid, cache_dir)
         train_clouds.append(sub)
         original_points += len(labels)
     test = [TestScene(*_cached_scene(source, grid, cache_dir)) for source in test_sources]
+    val = [TestScene(*_cached_scene(source, grid, cache_dir)) for source in val_sources]
     features = resolve_features(
-        list(config.data.features), train_clouds + [scene.cloud for scene in test], adapt_features, progress
+        list(config.data.features),
+        train_clouds + [scene.cloud for scene in test + val],
+        adapt_features,
+        progress,
     )
     weak, meta = draw_weak_labels(config, train_clouds, full)
     meta.update({"grid_size": grid, "dataset": config.data.dataset})
@@ -246,7 +221,9 @@ def prepare_data(
     )
     summary = dataset_summary(train_clouds, weak, test, original_points, class_names)
     progress(summary_table(summary))
-    return PreparedData(train, test, class_names, features, meta, summary)
+    if val:
+        summary["val_scenes"] = [scene.cloud.name for scene in val]
+    return PreparedData(train, test, class_names, features, meta, summary, val)
 
 
 def write_weak_labels(data: PreparedData, folder: str | Path) -> None:

@@ -1,4 +1,5 @@
-"""Scene sources of the real datasets, for dsp3d.data.prepare (S3DIS, ScanNet, a user folder).
+"""Every dataset's scenes, split into train / val / test (dsp3d.datasets.sources), for dsp3d.data.prepare:
+the generated rooms, S3DIS, ScanNet and a user's folder of clouds.
 
 Loaders are ``functools.partial`` objects of module-level functions, so that preprocessing can run
 them in worker processes (they are pickled there).
@@ -6,11 +7,12 @@ them in worker processes (they are pickled there).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 from dsp3d.config import Config
-from dsp3d.data.prepare import SceneSource
+from dsp3d.datasets.sources import SceneSource, SceneSplit, split_by_name
 from dsp3d.io.errors import DataError
 
 SOURCES_VERSION = 1  # bump when a loader's output changes: cached scenes are then rebuilt
@@ -30,68 +32,73 @@ def _folder_identity(folder: Path) -> dict:
     }
 
 
-def s3dis_sources(config: Config) -> tuple[list[SceneSource], list[SceneSource], list[str]]:
-    """Rooms of every area but data.test_area (train), and of data.test_area (test)."""
-    from dsp3d.datasets.s3dis import S3DIS_CLASSES, load_room, s3dis_split
+def s3dis_split_sources(config: Config) -> SceneSplit:
+    """Rooms of data.test_area (test), or the rooms data.test_scenes names (``Area_N/room``); rooms named
+    in data.val_scenes (validation); every other room (train)."""
+    from dsp3d.datasets.s3dis import S3DIS_CLASSES, list_rooms, load_room, s3dis_split
 
-    train_rooms, test_rooms = s3dis_split(config.data.root, config.data.test_area)
+    d = config.data
+    rooms = {f"Area_{area}/{name}": path for area, name, path in list_rooms(d.root)}
+    default_test = []
+    if not d.test_scenes:
+        default_test = [f"{area}/{name}" for area, name, _ in s3dis_split(d.root, d.test_area)[1]]
+    train, val, test = split_by_name(list(rooms), d.test_scenes, d.val_scenes, default_test, where=d.root)
 
-    def source(room: tuple[str, str, Path]) -> SceneSource:
-        area, name, path = room
-        identity = {"dataset": "s3dis", **_folder_identity(path), "version": SOURCES_VERSION}
-        return SceneSource(f"{area}/{name}", identity, partial(load_room, path, f"{area}/{name}"))
+    def source(name: str) -> SceneSource:
+        identity = {"dataset": "s3dis", **_folder_identity(rooms[name]), "version": SOURCES_VERSION}
+        return SceneSource(name, identity, partial(load_room, rooms[name], name))
 
-    return [source(r) for r in train_rooms], [source(r) for r in test_rooms], list(S3DIS_CLASSES)
+    return _split(train, val, test, source, S3DIS_CLASSES)
 
 
-def scannet_split_scenes(config: Config) -> tuple[list[str], list[str]]:
-    """(train, val) scene names: data.val_scenes when given (other rescans of their rooms are left out
-    of training), else the official split files in data.root, else a seeded split by room."""
+def scannet_split_scenes(config: Config) -> tuple[list[str], list[str], list[str]]:
+    """(train, val, test) scene names: data.test_scenes / data.val_scenes when given (every rescan of
+    their rooms is left out of training), else the official split files in data.root (their validation
+    split is the test set), else a seeded split by room."""
     from dsp3d.datasets.scannet import list_scenes, room_of, scannet_split
 
-    root = Path(config.data.root)
-    explicit = list(config.data.val_scenes)
-    if not explicit:
-        return scannet_split(root, None, config.data.val_fraction, config.data.split_seed)
+    d = config.data
+    root = Path(d.root)
     scenes = list_scenes(root)
-    missing = sorted(set(explicit) - set(scenes))
-    if missing:
-        raise DataError(f"{root}: data.val_scenes names scenes that are not there: {', '.join(missing)}")
-    held_rooms = {room_of(scene) for scene in explicit}
-    train = [scene for scene in scenes if room_of(scene) not in held_rooms]
-    return train, [scene for scene in scenes if scene in set(explicit)]
+    if d.test_scenes or not d.val_scenes:
+        default_train, default_test = ([], [])
+        if not d.test_scenes:
+            default_train, default_test = scannet_split(root, None, d.val_fraction, d.split_seed)
+        names = (d.test_scenes, d.val_scenes, default_test)
+        train, val, test = split_by_name(scenes, *names, room_of, str(root))
+        if default_train:  # the official train list: scenes in neither list stay out
+            train = [scene for scene in train if scene in set(default_train)]
+        return train, val, test
+    return split_by_name(scenes, [], d.val_scenes, [], room_of, str(root))
 
 
-def scannet_sources(config: Config) -> tuple[list[SceneSource], list[SceneSource], list[str]]:
+def scannet_split_sources(config: Config) -> SceneSplit:
     from dsp3d.datasets.scannet import SCANNET_CLASSES, load_scene, scans_folder
 
     root = Path(config.data.root)
-    train, val = scannet_split_scenes(config)
     scans = scans_folder(root)
 
     def source(scene: str) -> SceneSource:
         identity = {"dataset": "scannet", **_folder_identity(scans / scene), "version": SOURCES_VERSION}
         return SceneSource(scene, identity, partial(load_scene, root, scene))
 
-    return [source(s) for s in train], [source(s) for s in val], list(SCANNET_CLASSES)
+    return _split(*scannet_split_scenes(config), source, SCANNET_CLASSES)
 
 
-def folder_sources(config: Config) -> tuple[list[SceneSource], list[SceneSource], list[str]]:
-    """Every cloud file of the folder; data.val_scenes (file stems) are held out for testing."""
+def folder_split_sources(config: Config) -> SceneSplit:
+    """Every cloud file of the folder; data.test_scenes / data.val_scenes (file stems) are held out."""
     from dsp3d.datasets.folder import list_folder, load_folder_cloud, load_folder_spec
 
-    root = Path(config.data.root)
+    d = config.data
+    root = Path(d.root)
     spec = load_folder_spec(root)
     if spec.fields.label is None:
         raise DataError(f"{spec.path}: a dataset folder needs a 'label' field to train or evaluate on")
-    files = list_folder(root, spec)
-    stems = {p.stem for p in files}
-    missing = sorted(set(config.data.val_scenes) - stems)
-    if missing:
-        raise DataError(f"{root}: data.val_scenes names files that are not there: {', '.join(missing)}")
-    val = set(config.data.val_scenes)
+    files = {p.stem: p for p in list_folder(root, spec)}
+    train, val, test = split_by_name(list(files), d.test_scenes, d.val_scenes, [], where=str(root))
 
-    def source(path: Path) -> SceneSource:
+    def source(stem: str) -> SceneSource:
+        path = files[stem]
         identity = {
             "dataset": "folder",
             **_file_identity(path),
@@ -100,16 +107,50 @@ def folder_sources(config: Config) -> tuple[list[SceneSource], list[SceneSource]
         }
         return SceneSource(path.stem, identity, partial(load_folder_cloud, path, spec))
 
-    train = [source(p) for p in files if p.stem not in val]
-    test = [source(p) for p in files if p.stem in val]
-    return train, test, list(spec.class_names)
+    return _split(train, val, test, source, spec.class_names)
 
 
-def real_dataset_sources(config: Config) -> tuple[list[SceneSource], list[SceneSource], list[str]]:
-    """(train sources, test sources, class names) of data.dataset in s3dis / scannet / folder."""
+def synthetic_split_sources(config: Config) -> SceneSplit:
+    """Generated rooms: data.synthetic.train_rooms / val_rooms / test_rooms, each split from its own seed
+    stream, so that no held-out room is a copy of a training room."""
+    from dsp3d.datasets.synthetic import SYNTHETIC_CLASSES, generate_room
+
+    s = config.data.synthetic
+
+    def source(split: str, index: int, seed: int) -> SceneSource:
+        name = f"{split}_{index:03d}"
+        identity = {"dataset": "synthetic", "seed": seed, "density": s.density, "version": 1}
+        return SceneSource(name, identity, partial(generate_room, seed, density=s.density, name=name))
+
+    base = s.seed * 100_003
+    return SceneSplit(
+        train=[source("train", k, base + k) for k in range(s.train_rooms)],
+        val=[source("val", k, base + 25_000 + k) for k in range(s.val_rooms)],
+        test=[source("test", k, base + 50_000 + k) for k in range(s.test_rooms)],
+        class_names=list(SYNTHETIC_CLASSES),
+    )
+
+
+def _split(train, val, test, source: Callable[[str], SceneSource], class_names) -> SceneSplit:
+    return SceneSplit(
+        train=[source(n) for n in train],
+        val=[source(n) for n in val],
+        test=[source(n) for n in test],
+        class_names=list(class_names),
+    )
+
+
+def dataset_split(config: Config) -> SceneSplit:
+    """The train / val / test scene sources and class names of data.dataset."""
+    if config.data.dataset == "synthetic":
+        return synthetic_split_sources(config)
     if not config.data.root:
         raise DataError(f"data.root must name the {config.data.dataset} folder")
     if not Path(config.data.root).exists():
         raise DataError(f"{config.data.root}: dataset folder not found")
-    builders = {"s3dis": s3dis_sources, "scannet": scannet_sources, "folder": folder_sources}
+    builders = {
+        "s3dis": s3dis_split_sources,
+        "scannet": scannet_split_sources,
+        "folder": folder_split_sources,
+    }
     return builders[config.data.dataset](config)

@@ -156,6 +156,10 @@ def process_group(device: torch.device) -> Iterator[World]:
         world = current_world()
         log.info("rank %d of %d (%s, %s)", world.rank, world.size, backend, device)
         yield world
+        # Every rank tears the group down together: a rank that left while another still used the group
+        # aborted in gloo's teardown ("terminate called without an active exception") on a loaded machine.
+        # Not after an error, where the other ranks may never arrive.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

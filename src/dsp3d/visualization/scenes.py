@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dsp3d.data.prepare import dataset_sources, prepare_data
+from dsp3d.data.prepare import prepare_data
+from dsp3d.datasets.registry import dataset_split
 from dsp3d.evaluation.evaluate import vote_scene
 from dsp3d.training.export import load_inference_model
 from dsp3d.training.trainer import resolve_device
@@ -100,7 +101,8 @@ def predict_scenes(
     reference = prepare_data(first_config, quiet, test_only=True)
     names = [scene.cloud.name for scene in reference.test]
     indices = select_indices(names, wanted, count)
-    _, sources, class_names = dataset_sources(first_config)
+    split = dataset_split(first_config)
+    sources, class_names = split.test, split.class_names
     scenes = []
     for index in indices:
         full = sources[index].load()
