@@ -107,3 +107,66 @@ def stage_loss(
         self_reg = consistency(intra, basic)
     total = seg + lambda_cr * cross_reg + lambda_intra * seg_intra + lambda_sr * self_reg
     return LossTerms(total, seg, cross_reg, seg_intra, self_reg)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Losses on the unlabelled points: the other weak-supervision methods (docs/method.md, "Other methods").
+
+
+def confident_pseudo_label_loss(
+    logits: torch.Tensor, teacher_probs: torch.Tensor, rows: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-training on a teacher's confident predictions (mean teacher / FixMatch style).
+
+    logits [N, C] of the student; teacher_probs [N, C] (no gradient); rows bool [N]: the points it may
+    use (the unlabelled ones). Returns (loss, kept): the mean over ``rows`` of CE(logits, argmax teacher)
+    counted only where the teacher's top probability is >= threshold (the others contribute 0 to the
+    sum but count in the mean, so the loss grows as the teacher grows confident), and the share of
+    ``rows`` kept (a 0-dim tensor).
+    """
+    if not bool(rows.any()):
+        return logits.sum() * 0.0, logits.new_zeros(())
+    confidence, target = teacher_probs[rows].max(dim=1)
+    keep = (confidence >= threshold).float()
+    losses = F.cross_entropy(logits[rows].float(), target, reduction="none")
+    return (losses * keep).mean(), keep.mean()
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Mean over ``rows`` (bool [N]) of H(p, q) = -sum_c p_c log q_c, q = softmax(logits [N, C]), p =
+    target_probs [N, C]. Gradients reach both ``logits`` and ``target_probs``: with p the pseudo-label
+    distribution this is ERDA's loss, H(p) + KL(p || q) (Tang et al., NeurIPS 2023)."""
+    if not bool(rows.any()):
+        return logits.sum() * 0.0 + target_probs.sum() * 0.0
+    log_q = F.log_softmax(logits[rows].float(), dim=1)
+    return -(target_probs[rows].float() * log_q).sum(dim=1).mean()
+
+
+def prototype_probabilities(
+    embeddings: torch.Tensor, prototypes: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """[N, C]: softmax over classes of the cosine similarity of each embedding [N, D] to each class
+    prototype [C, D], divided by ``temperature``."""
+    cosine = F.normalize(embeddings, dim=1) @ F.normalize(prototypes, dim=1).T
+    return torch.softmax(cosine / temperature, dim=1)
+
+
+def updated_prototypes(
+    prototypes: torch.Tensor,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    rows: torch.Tensor,
+    momentum: float,
+    seen: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class prototypes [C, D] after one batch: for every class with labelled points among ``rows``,
+    momentum * old + (1 - momentum) * the mean of those points' normalised embeddings (no gradient); a
+    class seen for the first time (``seen`` bool [C] False) takes the batch mean as it is. Returns the new
+    prototypes and the new ``seen``."""
+    prototypes, seen = prototypes.clone(), seen.clone()
+    normalised = F.normalize(embeddings.detach().float(), dim=1)
+    for c in torch.unique(labels[rows]).tolist():
+        mean = normalised[rows & (labels == c)].mean(dim=0)
+        prototypes[c] = momentum * prototypes[c] + (1 - momentum) * mean if seen[c] else mean
+        seen[c] = True
+    return prototypes, seen
