@@ -18,8 +18,9 @@ from pathlib import Path
 
 from dsp3d.config import load_config
 from dsp3d.data.prepare import prepare_data
+from dsp3d.io.atomic import atomic_write_json
 from dsp3d.report_table import per_class_table
-from dsp3d.runs import atomic_write_json, run_method
+from dsp3d.runs import run_method
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"baseline": "baseline", "dsp": "csfr-isfr", "full": "full"}

@@ -26,8 +26,8 @@ import numpy as np
 
 from dsp3d.config import METHOD_ALIASES, METHODS, TABLE1_MODES, Config, ConfigError
 from dsp3d.data.prepare import prepare_data
-from dsp3d.io.atomic import atomic_output
-from dsp3d.runs import atomic_write_json, resolve_neighbour_caps, run_method
+from dsp3d.io.atomic import atomic_output, atomic_write_json
+from dsp3d.runs import resolve_neighbour_caps, run_method
 
 __all__ = [
     "TABLE1_MODES",

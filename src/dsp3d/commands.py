@@ -14,11 +14,10 @@ from dsp3d.data.prepare import dataset_sources, prepare_data
 from dsp3d.datasets.folder import load_folder_spec
 from dsp3d.evaluation.evaluate import evaluate
 from dsp3d.inference.predict import Predictor, label_palette
-from dsp3d.io.atomic import atomic_output
+from dsp3d.io.atomic import atomic_output, atomic_write_json
 from dsp3d.io.clouds import cloud_format
 from dsp3d.io.errors import DataError
 from dsp3d.report_table import per_class_table
-from dsp3d.runs import atomic_write_json
 from dsp3d.training.checkpoint import CheckpointError
 from dsp3d.training.export import load_inference_model
 from dsp3d.training.trainer import resolve_device

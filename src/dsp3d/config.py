@@ -422,4 +422,6 @@ def to_dict(config: Config) -> dict:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    from dsp3d.io.atomic import atomic_write_text
+
+    atomic_write_text(yaml.safe_dump(to_dict(config), sort_keys=False), path)

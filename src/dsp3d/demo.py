@@ -9,8 +9,9 @@ from pathlib import Path
 
 from dsp3d.config import DEMO_STEPS, Config, ConfigError, load_config, validate
 from dsp3d.data.prepare import prepare_data
+from dsp3d.io.atomic import atomic_write_json
 from dsp3d.report_table import per_class_table
-from dsp3d.runs import atomic_write_json, run_method
+from dsp3d.runs import run_method
 
 DEMO_RUNS = ("baseline", "dsp", "full")
 DEMO_METHODS = {"baseline": "baseline", "dsp": "csfr-isfr", "full": "full"}

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import numpy as np
 from dsp3d.config import Config, save_config
 from dsp3d.data.prepare import PreparedData, write_weak_labels
 from dsp3d.evaluation.evaluate import evaluate
+from dsp3d.io.atomic import atomic_write_json
 from dsp3d.model.dsp import METHOD_STAGES
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
@@ -22,15 +20,6 @@ from dsp3d.training.trainer import resolve_device, train
 
 # model.neighbour_caps: auto calibrates at this percentile of neighbourhood sizes (KPConv's choice: ~90%)
 AUTO_CAPS_PERCENTILE = 90.0
-
-
-def atomic_write_json(data, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
 
 
 def resolve_neighbour_caps(config: Config, scenes: SceneSet) -> Config:

@@ -29,6 +29,7 @@ import torch
 
 from dsp3d.batching.loader import make_train_loader
 from dsp3d.config import Config, TrainConfig
+from dsp3d.io.atomic import atomic_write_text
 from dsp3d.losses import stage_loss
 from dsp3d.model.dsp import METHOD_STAGES, STAGE_MODULES, DSPModel, shared_class_rows
 from dsp3d.progress import finish, is_live, status, training_line
@@ -206,9 +207,7 @@ class RunFolder:
                 continue  # a line cut by the kill
             if (record.get("stage", 0), record.get("step", 0)) <= (stage + 1, step):
                 kept.append(line)
-        tmp = self.metrics.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.metrics)
+        atomic_write_text("".join(line + "\n" for line in kept), self.metrics)
 
 
 def _checkpoint(model: DSPModel, optimizer, state: StageState, reports: list[StageReport], mode: str) -> dict:
