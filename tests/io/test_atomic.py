@@ -22,7 +22,7 @@ from dsp3d.io.atomic import (
 )
 from dsp3d.io.errors import DataError
 from dsp3d.preprocessing.weak_labels import save_weak_labels
-from dsp3d.training.checkpoint import atomic_torch_save
+from dsp3d.training.checkpoint import save_checkpoint
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def mode(path) -> int:
 
 
 def test_written_files_get_the_usual_permissions(tmp_path, umask_022):
-    atomic_torch_save({"w": torch.zeros(2)}, tmp_path / "model.pt")
+    save_checkpoint({"w": torch.zeros(2)}, tmp_path / "model.pt")
     atomic_write_json({"miou": 1.0}, tmp_path / "results.json")
     save_config(Config(), tmp_path / "config.yaml")
     save_weak_labels(tmp_path / "weak_labels", {"a": np.array([1, 2])}, {"protocol": "ratio"})

@@ -35,7 +35,7 @@ from dsp3d.model.dsp import METHOD_STAGES, STAGE_MODULES, DSPModel, shared_class
 from dsp3d.progress import finish, is_live, status, training_line
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
-from dsp3d.training.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
+from dsp3d.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dsp3d.training.schedule import exponential_lr, rampup_weight
 from dsp3d.training.tensorboard import TensorBoardLog
 
@@ -171,14 +171,14 @@ class RunFolder:
             return
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoints / "last.next.pt"
-        atomic_torch_save(payload, tmp)
+        save_checkpoint(payload, tmp)
         if self.last.exists():
             self.last.replace(self.previous)
         tmp.replace(self.last)
 
     def save(self, payload: dict, path: Path) -> None:
         if self.writes:
-            atomic_torch_save(payload, path)
+            save_checkpoint(payload, path)
 
     def load_last(self) -> dict:
         """The newest readable resume checkpoint; a corrupt or partial last.pt falls back to the previous."""
