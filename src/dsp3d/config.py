@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -36,6 +37,26 @@ DEFAULT_CAPS_LEVELS = 4
 
 class ConfigError(ValueError):
     """A configuration problem, with the offending key in the message."""
+
+
+class NumberLoader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where a float needs a dot and a signed exponent: 1e-3, 1E+6 and 2.5e3 were
+    strings. This loader reads them as numbers, as YAML 1.2 (and every user) does."""
+
+
+NumberLoader.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str):
+    """``yaml.safe_load`` with every float a user writes read as a number (NumberLoader)."""
+    return yaml.load(text, Loader=NumberLoader)  # safe: NumberLoader is a SafeLoader
 
 
 @dataclass
@@ -200,7 +221,8 @@ def _type_name(tp) -> str:
 
 
 def _coerce(value, tp, key: str):
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, whole floats (1e3)
+    for ints; NaN and infinities are refused everywhere (``train.lr: .inf`` would pass a range check)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -225,9 +247,13 @@ def _coerce(value, tp, key: str):
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -334,7 +360,7 @@ def validate(config: Config) -> Config:
 
 
 def _parse_scalar(text: str):
-    return yaml.safe_load(text) if text.strip() else ""
+    return yaml_load(text) if text.strip() else ""
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
@@ -401,7 +427,7 @@ def _read_values(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(values, dict):
