@@ -4,6 +4,9 @@ bad inputs refused before any output is written."""
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from dsp3d.commands import predict_command
 from dsp3d.data.types import Cloud
 from dsp3d.io.clouds import read_fields, write_cloud
 from dsp3d.io.errors import DataError
+from dsp3d.io.ply import write_ply
 
 CLASSES = ["ground", "tree", "house"]  # the tiny models' classes (conftest.py)
 
@@ -171,3 +175,34 @@ def test_cli_errors_are_one_line(tmp_path, colour_model, capsys):
         ]
     )
     assert code == 2 and "nope.pt" in capsys.readouterr().err
+
+
+CLI = "import sys; from dsp3d.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def run_limited(args: list[str], limit_bytes: int) -> subprocess.CompletedProcess:
+    """``dsp3d ARGS`` in a process whose address space is capped at ``limit_bytes`` (RLIMIT_AS)."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    return subprocess.run(
+        [sys.executable, "-c", CLI, "--quiet", *args], preexec_fn=cap, capture_output=True, text=True
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS caps memory on Linux")
+def test_a_far_outlier_costs_no_memory_and_changes_no_label(tmp_path, geometry_model):
+    scan = make_scan(3000, colour=False)
+    (tmp_path / "in").mkdir()
+    write_cloud(tmp_path / "in" / "room.ply", scan)
+    xyz = np.concatenate([scan.points.astype(np.float64), [[1.0, 1.0, 1.0e7]]])  # one point 10,000 km up
+    write_ply(tmp_path / "in" / "stray.ply", {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
+    inputs = [str(tmp_path / "in" / "room.ply"), str(tmp_path / "in" / "stray.ply")]
+    # 2.5 GiB of address space: predicting needs about 1.2; test spheres laid over the stray point's
+    # bounding box need several GiB more
+    done = run_limited(["predict", str(geometry_model), *inputs, "-o", str(tmp_path / "out")], 5 << 29)
+    assert done.returncode == 0, done.stderr[-2000:]
+    room = read_fields(tmp_path / "out" / "room.ply")["pred"]
+    stray = read_fields(tmp_path / "out" / "stray.ply")["pred"]
+    np.testing.assert_array_equal(stray[:-1], room)  # empty space changes no label elsewhere
