@@ -96,3 +96,8 @@ def test_non_finite_numbers_are_refused(value):
         load_config(None, [f"train.lr={value}"])
     with pytest.raises(ConfigError, match=r"data\.grid_size: expected a finite number"):
         load_config(None, [f"data.grid_size={value}"])
+
+
+def test_a_label_count_of_nothing_is_refused():
+    with pytest.raises(ConfigError, match=r"data\.label_count must be >= 1 with data\.label_protocol=count"):
+        load_config(None, ["data.label_protocol=count"])

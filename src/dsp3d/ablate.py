@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dsp3d.config import METHOD_ALIASES, METHODS, TABLE1_MODES, Config, ConfigError
-from dsp3d.data.prepare import prepare_data
+from dsp3d.data.prepare import prepare_data, require_test_labels
 from dsp3d.io.atomic import atomic_output, atomic_write_json
 from dsp3d.runs import resolve_neighbour_caps, run_method
 
@@ -166,6 +166,7 @@ def run_ablation(
     out = Path(out)
     config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, branches=True))
     data = prepare_data(config, progress)
+    require_test_labels(config, data.test, "an ablation compares scores")
     config = resolve_neighbour_caps(config, data.train)  # calibrated once ("auto"), the same for every run
     runs = [(mode, seed) for mode in modes for seed in range(seeds)]
     results: dict[tuple[str, int], dict] = {}

@@ -188,7 +188,7 @@ def _train_command(config, out: Path, resume: bool, progress) -> None:
     """Prepare the data and train one run. Under torchrun this process is one rank of a data-parallel run
     (docs/scale.md): one process per node fills the data cache first, rank 0 reports and writes the run."""
     from dsp3d.data.prepare import prepare_data
-    from dsp3d.runs import run_method
+    from dsp3d.runs import run_method, score_line
     from dsp3d.training.distributed import process_group
     from dsp3d.training.trainer import resolve_device
 
@@ -199,10 +199,7 @@ def _train_command(config, out: Path, resume: bool, progress) -> None:
         data = world.node_first(lambda: prepare_data(config, progress))
         result = run_method(config, data, out, progress, resume=resume)
         if world.is_main:
-            print(
-                f"{config.train.method}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
-                f"  ({out / 'results.json'})"
-            )
+            print(f"{score_line(config.train.method, result)}  ({out / 'results.json'})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from dsp3d.commands import refuse_under_torchrun
             from dsp3d.demo import run_demo
+            from dsp3d.runs import score_line
 
             refuse_under_torchrun("demo")
 
@@ -225,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.quiet:
                 for run, result in results["runs"].items():
-                    print(f"{run}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}")
+                    print(score_line(run, result))
         elif args.command == "train":
             if args.resume:
                 out = Path(args.resume)
@@ -276,12 +274,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "evaluate":
             from dsp3d.commands import evaluate_command
+            from dsp3d.runs import score_line
 
             config = load_config(args.config, args.overrides)
             summary = evaluate_command(args.checkpoint, config, args.out, progress)
             if args.quiet:
                 for method, result in summary["runs"].items():
-                    print(f"{method}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}")
+                    print(score_line(method, result))
         elif args.command in ("plot", "report", "export"):
             _picture_command(args, progress)
     except ConfigError as error:

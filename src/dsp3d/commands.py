@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from dsp3d.config import Config, ConfigError, load_config
-from dsp3d.data.prepare import dataset_sources, prepare_data
+from dsp3d.data.prepare import dataset_sources, prepare_data, require_test_labels
 from dsp3d.datasets.folder import load_folder_spec
 from dsp3d.evaluation.evaluate import evaluate
 from dsp3d.inference.predict import Predictor, label_palette
@@ -87,6 +87,7 @@ def evaluate_command(
             f"has {class_names}"
         )
     data = prepare_data(config, progress, test_only=True, adapt_features=False)
+    require_test_labels(config, data.test, "evaluation compares predictions with labels")
     result = evaluate(
         model,
         data.test,

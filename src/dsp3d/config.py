@@ -295,6 +295,11 @@ def validate(config: Config) -> Config:
             "data.label_protocol",
             "must be ratio, count or given",
         ),
+        (
+            d.label_protocol != "count" or d.label_count >= 1,
+            "data.label_count",
+            "must be >= 1 with data.label_protocol=count",
+        ),
         (0 < d.val_fraction < 1, "data.val_fraction", "must be in (0, 1)"),
         (d.prep_workers >= 0, "data.prep_workers", "must be >= 0"),
         (len(d.features) > 0, "data.features", "needs at least one feature"),

@@ -11,7 +11,7 @@ from dsp3d.config import DEMO_STEPS, Config, ConfigError, load_config, validate
 from dsp3d.data.prepare import prepare_data
 from dsp3d.io.atomic import atomic_write_json
 from dsp3d.report_table import per_class_table
-from dsp3d.runs import run_method
+from dsp3d.runs import run_method, score_line
 
 DEMO_RUNS = ("baseline", "dsp", "full")
 DEMO_METHODS = {"baseline": "baseline", "dsp": "csfr-isfr", "full": "full"}
@@ -70,7 +70,7 @@ def run_demo(
         result = run_method(config, data, out / run, progress)
         results["runs"][run] = {key: result[key] for key in ("miou", "oa", "per_class_iou", "training")}
         atomic_write_json(results, out / "results.json")
-        progress(f"{run}: mIoU {result['miou']:.1f}, OA {result['oa']:.1f}")
+        progress(score_line(run, result))
     results["seconds"] = round(time.perf_counter() - started, 1)
     atomic_write_json(results, out / "results.json")
     progress("\n" + per_class_table(results["runs"], data.class_names, setting=f"{ratio:.0%} label"))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dsp3d.config import Config, save_config
-from dsp3d.data.prepare import PreparedData, write_weak_labels
+from dsp3d.config import Config, ConfigError, save_config
+from dsp3d.data.prepare import PreparedData, labelled_test_points, write_weak_labels
 from dsp3d.evaluation.evaluate import evaluate
+from dsp3d.evaluation.metrics import ConfusionMatrix
 from dsp3d.io.atomic import atomic_write_json
 from dsp3d.model.dsp import METHOD_STAGES
 from dsp3d.sampling.scenes import SceneSet
@@ -18,6 +19,7 @@ from dsp3d.training import distributed
 from dsp3d.training.export import InferenceMeta, export_inference_model
 from dsp3d.training.trainer import resolve_device, train
 
+NOT_SCORED = "no labelled test points"
 # model.neighbour_caps: auto calibrates at this percentile of neighbourhood sizes (KPConv's choice: ~90%)
 AUTO_CAPS_PERCENTILE = 90.0
 
@@ -56,10 +58,18 @@ def run_method(
 
     resume: continue an interrupted run in ``run_dir`` (its config and weak labels are already there).
     With ``train.val_every`` > 0 the held-out scenes are scored during training (metrics.jsonl, best.pt).
+    Without labelled test points (a folder dataset without data.val_scenes) the model is trained and
+    exported but not scored: results.json has mIoU and OA null, never 0 (docs/reliability.md).
     Under torchrun every rank calls this (dsp3d.training.distributed): each scores its share of the
     held-out scenes, the confusion matrices are summed, and rank 0 alone writes files.
     """
     run_dir = Path(run_dir)
+    scored = labelled_test_points(data.test) > 0
+    if not scored and config.train.val_every > 0:
+        raise ConfigError(
+            "train.val_every: there are no labelled test points to validate on; hold out labelled scenes "
+            "(data.val_scenes) or set train.val_every=0"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_neighbour_caps(config, data.train)  # config.yaml records the calibrated caps
     method = config.train.method
@@ -71,6 +81,8 @@ def run_method(
         save_config(config, run_dir / "config.yaml")
         if method != "full":
             write_weak_labels(data, run_dir / "weak_labels")
+    if not scored:
+        progress(f"{NOT_SCORED}: the model is trained but not scored (data.val_scenes holds scenes out)")
     device = resolve_device(config.train.device)
     scoring = (
         data.feature_names,
@@ -103,15 +115,18 @@ def run_method(
     )
     if world.is_main:
         export_inference_model(model.backbone, meta, run_dir / "model.pt")
-    progress(f"evaluating {method} on {len(data.test)} held-out scenes")
-    result = score(model.backbone)
-    if config.eval.branches:
+    if scored:
+        progress(f"evaluating {method} on {len(data.test)} held-out scenes")
+        result = score(model.backbone)
+    else:
+        result = ConfusionMatrix(len(data.class_names)).summary(data.class_names)  # mIoU, OA: null
+        result["note"] = NOT_SCORED
+    if config.eval.branches and scored:
         result["branches"] = {"basic": result["miou"]}
         stages = set(METHOD_STAGES[method])
         for branch, used in (("cross", {"csfr", "joint"}), ("intra", {"isfr", "joint"})):
             if stages & used:
-                scored = score(model, branch)
-                result["branches"][branch] = scored["miou"]
+                result["branches"][branch] = score(model, branch)["miou"]
     result["training"] = [
         {
             "mode": r.mode,
@@ -125,6 +140,13 @@ def run_method(
     if world.is_main:
         atomic_write_json(result, run_dir / "results.json")
     return result
+
+
+def score_line(name: str, result: dict) -> str:
+    """``name: mIoU 61.2  OA 88.0``, or ``name: not scored (no labelled test points)``."""
+    if result.get("miou") is None:
+        return f"{name}: not scored ({result.get('note', NOT_SCORED)})"
+    return f"{name}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
 
 
 def _silent(message: str) -> None:

@@ -225,6 +225,11 @@ def prepare_data(
         train_sources = []
     if not test_sources and (test_only or not train_sources):
         raise DataError(f"{config.data.dataset}: no test scenes (check data.test_area / data.val_scenes)")
+    if not test_only and not train_sources:
+        raise DataError(
+            f"{_dataset_name(config)}: no training scenes; check data.val_scenes, data.test_area "
+            "or data.synthetic.train_rooms"
+        )
     grid = config.data.grid_size
     preprocess_scenes(train_sources + test_sources, grid, cache_dir, config.data.prep_workers, progress)
     train_clouds, original_points = [], 0
@@ -237,6 +242,8 @@ def prepare_data(
         list(config.data.features), train_clouds + [scene.cloud for scene in test], adapt_features, progress
     )
     weak, meta = draw_weak_labels(config, train_clouds, full)
+    if not test_only:
+        check_training_labels(config, train_clouds, weak, full)
     meta.update({"grid_size": grid, "dataset": config.data.dataset})
     train = SceneSet(
         clouds=train_clouds,
@@ -247,6 +254,41 @@ def prepare_data(
     summary = dataset_summary(train_clouds, weak, test, original_points, class_names)
     progress(summary_table(summary))
     return PreparedData(train, test, class_names, features, meta, summary)
+
+
+def _dataset_name(config: Config) -> str:
+    return config.data.root or config.data.dataset
+
+
+def check_training_labels(
+    config: Config, clouds: list[SubsampledCloud], weak: list[np.ndarray], full: bool
+) -> None:
+    """DataError before any training when there is nothing to learn from: no labelled point in any
+    training scene, or a weak-label draw that picked none (training would 'converge' at loss 0)."""
+    where = _dataset_name(config)
+    if not any(c.labels is not None and (c.labels >= 0).any() for c in clouds):
+        raise DataError(
+            f"{where}: no labelled point in the {len(clouds)} training scenes, nothing to learn from; "
+            "check the label field and the 'unlabelled' values (fields.yaml, docs/data.md)"
+        )
+    if not full and config.train.method != "full" and not any(len(w) for w in weak):
+        d = config.data
+        setting = f"data.weak_labels={d.weak_labels}" if d.weak_labels else f"data.ratio={d.ratio}"
+        raise DataError(f"{where}: the weak labels hold no point ({setting}), nothing to learn from")
+
+
+def labelled_test_points(test: list[TestScene]) -> int:
+    """Original points of the test scenes that carry a label (what evaluation scores)."""
+    return int(sum(np.count_nonzero(scene.full_labels >= 0) for scene in test))
+
+
+def require_test_labels(config: Config, test: list[TestScene], why: str) -> None:
+    """DataError "no labelled test points" (nothing to score) unless some test point is labelled."""
+    if not labelled_test_points(test):
+        raise DataError(
+            f"{_dataset_name(config)}: no labelled test points (in {len(test)} test scenes), so no score; "
+            f"{why}: hold out labelled scenes (data.val_scenes, data.test_area)"
+        )
 
 
 def write_weak_labels(data: PreparedData, folder: str | Path) -> None:
