@@ -26,7 +26,7 @@ import numpy as np
 
 from dsp3d.config import METHOD_ALIASES, METHODS, TABLE1_MODES, Config, ConfigError
 from dsp3d.data.prepare import prepare_data, require_test_labels
-from dsp3d.io.atomic import atomic_output, atomic_write_json
+from dsp3d.io.atomic import atomic_output, atomic_write_json, prepare_output_folder
 from dsp3d.runs import resolve_neighbour_caps, run_method
 
 __all__ = [
@@ -163,7 +163,7 @@ def run_ablation(
     unknown = [mode for mode in modes if mode not in METHODS]
     if unknown or not modes:
         raise ConfigError(f"--modes: {', '.join(unknown) or 'none given'}; choose among {', '.join(METHODS)}")
-    out = Path(out)
+    out = prepare_output_folder(out)  # writable, checked before the data is prepared
     config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, branches=True))
     data = prepare_data(config, progress)
     require_test_labels(config, data.test, "an ablation compares scores")

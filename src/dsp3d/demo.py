@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dsp3d.config import DEMO_STEPS, Config, ConfigError, load_config, validate
 from dsp3d.data.prepare import prepare_data
-from dsp3d.io.atomic import atomic_write_json
+from dsp3d.io.atomic import atomic_write_json, prepare_output_folder
 from dsp3d.report_table import per_class_table
 from dsp3d.runs import run_method, score_line
 
@@ -54,7 +54,7 @@ def run_demo(
         raise ConfigError(f"demo: --steps must be >= 2, got {steps}")
     if minutes is not None and minutes < 0:
         raise ConfigError(f"demo: --minutes must be >= 0, got {minutes}")
-    out = Path(out)
+    out = prepare_output_folder(out)  # writable, checked before the data is prepared
     started = time.perf_counter()
     timed = minutes is not None and minutes > 0
     steps = DEMO_STEPS if steps is None else steps

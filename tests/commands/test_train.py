@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +23,7 @@ from dsp3d.io.errors import DataError
 from .conftest import export_tiny_model
 
 CLASSES = ["ground", "tree", "house"]
+CLI = "import sys; from dsp3d.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def quiet(message: str) -> None:
@@ -125,3 +132,110 @@ def test_ablate_without_labelled_test_points_trains_nothing(tmp_path, config_fil
     assert main([*args, *train_args(root, tmp_path, "data.val_scenes=[]"), "--out", str(out)]) == 2
     assert "no labelled test points" in capsys.readouterr().err
     assert not (out / "baseline").exists()
+
+
+def test_a_run_folder_is_not_overwritten_without_force(tmp_path, config_file, capsys):
+    root = make_folder(tmp_path / "scans")
+    out = tmp_path / "run"
+    args = train_args(root, tmp_path, "data.val_scenes=[c]")
+    assert run_train(config_file, args, out) == 0
+    model = (out / "model.pt").read_bytes()
+    capsys.readouterr()
+    assert run_train(config_file, args + ["--set", "train.seed=1"], out) == 2
+    err = capsys.readouterr().err.strip()
+    assert "run: the run folder is not empty (it holds a finished run)" in err and "--force" in err
+    assert "\n" not in err and (out / "model.pt").read_bytes() == model
+    # resuming a finished run says so (it printed "stage 2/1" and trained nothing)
+    assert main(["--quiet", "train", "--resume", str(out)]) == 2
+    assert (
+        "the run is finished (model.pt and results.json written); nothing to resume"
+        in capsys.readouterr().err
+    )
+    (out / "checkpoints" / "old-notes.txt").write_text("mine")
+    assert run_train(config_file, args + ["--set", "train.seed=1"], out, "--force") == 0
+    assert (out / "model.pt").read_bytes() != model  # replaced, as asked
+    assert not (out / "checkpoints" / "old-notes.txt").exists()  # the old run's checkpoints went with it
+
+
+def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path, config_file, capsys, monkeypatch):
+    root = make_folder(tmp_path / "scans")
+    (tmp_path / "file").write_text("x")
+    args = train_args(root, tmp_path, "data.val_scenes=[c]")
+    assert run_train(config_file, args, tmp_path / "file" / "sub") == 2
+    err = capsys.readouterr().err.strip()
+    sub, file = tmp_path / "file" / "sub", tmp_path / "file"
+    assert err == f"error: {sub}: not a folder ({file} is a file); choose another output folder"
+    real_open = open
+
+    def refuse(path, *a, **k):  # as a folder without write permission (tests may run as root)
+        if "dsp3d-write-check" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", refuse)
+    assert run_train(config_file, args, tmp_path / "locked") == 2
+    err = capsys.readouterr().err.strip()
+    assert "locked: cannot write there (permission denied)" in err and "\n" not in err
+    assert not (tmp_path / "cache").exists()  # refused before the data was even prepared
+
+
+def test_a_diverging_run_is_one_line_naming_the_resume_command(tmp_path, config_file, capsys, monkeypatch):
+    from dsp3d.training import trainer
+
+    real_loss = trainer.stage_loss
+
+    def nan_loss(*args, **kwargs):
+        terms = real_loss(*args, **kwargs)
+        return dataclasses.replace(terms, total=terms.total * float("nan"))
+
+    monkeypatch.setattr(trainer, "stage_loss", nan_loss)
+    root = make_folder(tmp_path / "scans")
+    args = train_args(root, tmp_path, "data.val_scenes=[c]", "train.steps=4", "train.max_bad_steps=2")
+    out = tmp_path / "run"
+    assert run_train(config_file, args, out) == 1
+    err = capsys.readouterr().err.strip()
+    assert "training diverged: 2 non-finite losses in a row" in err and "\n" not in err
+    assert f"dsp3d train --resume {out} --set train.lr=0.001" in err
+
+
+def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path, config_file, capsys, monkeypatch):
+    from dsp3d.training.trainer import RunFolder
+
+    original = RunFolder.save_last
+
+    def save_then_ctrl_c(self, payload):
+        original(self, payload)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunFolder, "save_last", save_then_ctrl_c)
+    root = make_folder(tmp_path / "scans")
+    args = train_args(root, tmp_path, "data.val_scenes=[c]", "train.steps=4", "train.checkpoint_every=2")
+    out = tmp_path / "run"
+    assert run_train(config_file, args, out) == 130
+    assert capsys.readouterr().err.strip() == f"interrupted; resume with: dsp3d train --resume {out}"
+    monkeypatch.setattr(RunFolder, "save_last", original)
+    assert main(["--quiet", "train", "--resume", str(out)]) == 0
+    assert (out / "model.pt").is_file() and (out / "results.json").is_file()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals to a process group")
+def test_a_real_ctrl_c_with_loader_workers_prints_one_line(tmp_path, config_file):
+    root = make_folder(tmp_path / "scans")
+    out = tmp_path / "run"
+    args = train_args(root, tmp_path, "data.val_scenes=[c]", "train.steps=100000", "train.num_workers=1")
+    args += ["--set", "train.checkpoint_every=1"]
+    command = [sys.executable, "-c", CLI, "--quiet", "train", "--config", str(config_file), *args]
+    process = subprocess.Popen(
+        [*command, "--out", str(out)], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        err = process.communicate(timeout=60)[1]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130
+    assert err.strip().splitlines() == [f"interrupted; resume with: dsp3d train --resume {out}"]

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from dsp3d.io.atomic import atomic_output
+from dsp3d.io.atomic import atomic_output, prepare_output_file
 from dsp3d.report.page import ReportContent, render_page
 from dsp3d.report.tables import ablation_rows
 from dsp3d.report.viewer import viewer_data
@@ -43,6 +43,7 @@ def report_command(
 ) -> Path:
     """Write the report of the runs in ``paths`` to ``out`` (scene_count 0: no scenes, no viewer)."""
     runs = find_runs(paths)
+    out = prepare_output_file(out)  # before the scenes are predicted
     progress(f"report on {len(runs)} run(s): {', '.join(run.name for run in runs)}")
     ablation_path = Path(ablation) if ablation else find_ablation(paths)
     rows, ratio = None, None
@@ -65,8 +66,6 @@ def report_command(
                 f"The viewer shows a uniform sample of {max_points:,} points of {', '.join(thinned)}."
             )
     content = ReportContent(title, runs, plots, rows, ratio, viewer, notes)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out) as tmp:
         tmp.write_text(render_page(content), encoding="utf-8")
     progress(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

@@ -478,7 +478,10 @@ def train(
                 world.size,
             )
         folder.trim_metrics(state.stage, state.step)
-        progress(f"resuming {folder.root} at stage {state.stage + 1}/{len(stages)}, step {state.step}")
+        if state.stage >= len(stages):  # stopped after the last stage, before model.pt / results.json
+            progress(f"{folder.root}: training had finished; writing the model and evaluating it")
+        else:
+            progress(f"resuming {folder.root} at stage {state.stage + 1}/{len(stages)}, step {state.step}")
     elif folder.writes and folder.metrics.exists():
         folder.metrics.unlink()  # a fresh run in an old folder starts a fresh log
     budgets = stage_budgets(config)
