@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dsp3d.io.atomic import atomic_output, prepare_output_file
+from dsp3d.io.errors import DataError
 from dsp3d.report.page import ReportContent, render_page
 from dsp3d.report.tables import ablation_rows
 from dsp3d.report.viewer import viewer_data
@@ -25,6 +26,19 @@ def find_ablation(paths: list[str]) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def read_ablation(path: Path) -> tuple[list, float | None]:
+    """(Table 1 rows, weak-label ratio) of an ablation.json; DataError naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text())
+        return ablation_rows(data), data.get("ratio")
+    except FileNotFoundError:
+        raise DataError(f"{path}: ablation file not found") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DataError(
+            f"{path}: not an ablation.json written by dsp3d ablate ({type(error).__name__}: {error})"
+        ) from None
 
 
 def report_command(
@@ -46,10 +60,7 @@ def report_command(
     out = prepare_output_file(out)  # before the scenes are predicted
     progress(f"report on {len(runs)} run(s): {', '.join(run.name for run in runs)}")
     ablation_path = Path(ablation) if ablation else find_ablation(paths)
-    rows, ratio = None, None
-    if ablation_path is not None:
-        data = json.loads(ablation_path.read_text())
-        rows, ratio = ablation_rows(data), data.get("ratio")
+    rows, ratio = read_ablation(ablation_path) if ablation_path is not None else (None, None)
     plots = chart_plots(runs)
     viewer, notes = None, []
     if scene_count > 0 or scenes:
