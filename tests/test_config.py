@@ -93,3 +93,30 @@ def test_run_records_read_their_config_as_the_run_trained(tmp_path):
     config = RunRecord("old", tmp_path, {}).config()
     assert config.dsp.affinity == "bilinear" and config.dsp.affinity_scale == 10.0
     assert config.dsp.cr_rows == "shared"
+
+
+def test_numbers_in_every_notation_are_numbers(tmp_path):
+    # YAML 1.1 reads 1e-3 (no dot) and 1.0e3 (no exponent sign) as strings
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  weight_decay: 1e-4\n  lr: 2.5e-3\n  steps: 1e3\ndata:\n  ratio: .5\n")
+    config = load_config(path, ["train.momentum=9E-1", "augment.jitter_sigma=1.0e-2"])
+    assert config.train.weight_decay == 1e-4 and config.train.lr == 2.5e-3
+    assert config.train.steps == 1000 and isinstance(config.train.steps, int)
+    assert config.data.ratio == 0.5 and config.train.momentum == 0.9 and config.augment.jitter_sigma == 0.01
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3
+    assert load_config(None, [f"data.ratio={1e-05}"]).data.ratio == 1e-05  # str(1e-05) == "1e-05"
+    with pytest.raises(ConfigError, match=r"train\.steps: expected an integer, got 2\.5"):
+        load_config(None, ["train.steps=2.5"])
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", ".NaN"])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(ConfigError, match=r"train\.lr: expected a finite number"):
+        load_config(None, [f"train.lr={value}"])
+    with pytest.raises(ConfigError, match=r"data\.grid_size: expected a finite number"):
+        load_config(None, [f"data.grid_size={value}"])
+
+
+def test_a_label_count_of_nothing_is_refused():
+    with pytest.raises(ConfigError, match=r"data\.label_count must be >= 1 with data\.label_protocol=count"):
+        load_config(None, ["data.label_protocol=count"])

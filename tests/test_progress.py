@@ -151,12 +151,14 @@ def test_trainer_draws_a_status_line_per_step_and_a_line_per_stage(tiny_demo):
 def test_cli_quiet_prints_only_the_result_and_errors(tiny_demo, tmp_path, capsys):
     run = tmp_path / "baseline"
     shutil.copytree(tiny_demo / "baseline", run)
-    # resuming a finished run: no training left, the model is exported and evaluated again
+    # a run stopped after training, before results.json: resuming exports and evaluates it
+    (run / "results.json").unlink()
     assert cli.main(["--quiet", "train", "--resume", str(run)]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines() == [out.strip()] and out.startswith("baseline: mIoU ") and err == ""
     assert cli.build_parser().parse_args(["train", "--resume", str(run), "--quiet"]).quiet  # after it too
     # without --quiet (stdout is no terminal here): plain progress lines, no status line
+    (run / "results.json").unlink()
     assert cli.main(["train", "--resume", str(run)]) == 0
     out, _ = capsys.readouterr()
     assert "evaluating [" in out and "\r" not in out and out.splitlines()[-1].startswith("baseline: mIoU")

@@ -19,11 +19,11 @@ import numpy as np
 
 from dsp3d import parallel
 from dsp3d.config import Config, ConfigError
-from dsp3d.data.prepare import prepare_data
-from dsp3d.io.atomic import atomic_output
+from dsp3d.data.prepare import prepare_data, require_test_labels
+from dsp3d.io.atomic import atomic_output, atomic_write_json, prepare_output_folder
 from dsp3d.methods import METHOD_ALIASES, METHODS, TABLE1_MODES
 from dsp3d.parallel import RunJob
-from dsp3d.runs import atomic_write_json, resolve_neighbour_caps, run_method
+from dsp3d.runs import resolve_neighbour_caps, run_method
 
 __all__ = [
     "REFERENCES",
@@ -167,9 +167,10 @@ def run_ablation(
     unknown = [mode for mode in modes if mode not in METHODS]
     if unknown or not modes:
         raise ConfigError(f"--modes: {', '.join(unknown) or 'none given'}; choose among {', '.join(METHODS)}")
-    out = Path(out)
+    out = prepare_output_folder(out)  # writable, checked before the data is prepared
     config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, branches=True))
     data = prepare_data(config, progress)
+    require_test_labels(config, data.test, "an ablation compares scores")
     config = resolve_neighbour_caps(config, data.train)  # calibrated once ("auto"), the same for every run
     runs = [(mode, seed) for mode in modes for seed in range(seeds)]
     results: dict[tuple[str, int], dict] = {}

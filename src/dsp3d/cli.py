@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from dsp3d.config import DEMO_STEPS, ConfigError, load_config, load_run_config
@@ -67,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its last checkpoint",
     )
+    train.add_argument(
+        "--force", action="store_true", help="replace the run in a non-empty --out folder (default: refuse)"
+    )
 
     ablate = sub.add_parser("ablate", help="Table 1 rows and Table 3 branches over several seeds")
     ablate.add_argument(
@@ -112,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-points", type=int, default=60000, help="points per inference batch (memory)"
     )
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    predict.add_argument(
+        "--force", action="store_true", help="replace outputs of the same name in -o (default: refuse)"
+    )
 
     evaluate = sub.add_parser("evaluate", help="evaluate an inference model at full resolution")
     evaluate.add_argument("checkpoint", help="model.pt written by train / demo")
@@ -198,120 +207,216 @@ def _picture_command(args: argparse.Namespace, progress) -> None:
         export_command(args.runs, args.out, **scenes)
 
 
-def _train_command(config, out: Path, resume: bool, progress) -> None:
+class CommandStopped(Exception):
+    """A command that stopped for a reason the user can act on (exit status 1, one line)."""
+
+
+def _train_setup(args: argparse.Namespace) -> tuple[object, Path]:
+    """The config and run folder of ``dsp3d train``, checked before any work: a new run needs an empty
+    folder (or --force), a resumed one an unfinished run (dsp3d.run_folder)."""
+    from dsp3d.io.atomic import prepare_output_folder, remove_stale_temporaries
+    from dsp3d.run_folder import check_new_run_folder, check_resumable
+
+    if args.resume and args.force:
+        raise ConfigError("--resume continues a run, --force replaces one: give one of them")
+    if args.resume:
+        out = Path(args.resume)
+        check_resumable(out)
+        config = load_run_config(out, args.overrides)
+        if (out / "weak_labels").is_dir():
+            config.data.weak_labels = str(out / "weak_labels")  # exactly the labels it started with
+    elif args.config:
+        config = load_config(args.config, args.overrides)
+        out = Path(args.out or Path("runs") / Path(args.config).stem)
+    else:
+        raise ConfigError("train needs --config FILE (a new run) or --resume RUN_DIR")
+    prepare_output_folder(out)
+    for folder in ("checkpoints", "weak_labels"):  # leftovers of a killed write there too
+        remove_stale_temporaries(out / folder)
+    if not args.resume:
+        check_new_run_folder(out, args.force)
+    return config, out
+
+
+def _train_command(config, out: Path, resume: bool, force: bool, progress) -> None:
     """Prepare the data and train one run. Under torchrun this process is one rank of a data-parallel run
     (docs/scale.md): one process per node fills the data cache first, rank 0 reports and writes the run."""
     from dsp3d.data.prepare import prepare_data
-    from dsp3d.runs import run_method
+    from dsp3d.run_folder import clear_run_folder, has_checkpoint
+    from dsp3d.runs import run_method, score_line
     from dsp3d.training.distributed import process_group
-    from dsp3d.training.trainer import resolve_device
+    from dsp3d.training.trainer import TrainingDiverged, resolve_device
 
     with process_group(resolve_device(config.train.device)) as world:
         if not world.is_main:
             progress = lambda message: None  # noqa: E731
             logging.getLogger("dsp3d").setLevel(logging.WARNING)
         data = world.node_first(lambda: prepare_data(config, progress))
-        result = run_method(config, data, out, progress, resume=resume)
+        if resume and not has_checkpoint(out):  # stopped before its first checkpoint: start it again
+            progress(f"{out}: no checkpoint yet; the run starts again with its config and weak labels")
+            resume = False
+        elif force and world.is_main:  # after prepare_data: data.weak_labels may be read from there
+            clear_run_folder(out)
+        try:
+            result = run_method(config, data, out, progress, resume=resume)
+        except TrainingDiverged as error:
+            lower = f"{config.train.lr / 10:g}"
+            raise CommandStopped(
+                f"{error}; continue from the last checkpoint with a lower rate: "
+                f"dsp3d train --resume {out} --set train.lr={lower}"
+            ) from None
         if world.is_main:
+            print(f"{score_line(config.train.method, result)}  ({out / 'results.json'})")
+
+
+def _demo_command(args: argparse.Namespace, progress) -> None:
+    from dsp3d.commands import refuse_under_torchrun
+    from dsp3d.demo import run_demo
+    from dsp3d.runs import score_line
+
+    refuse_under_torchrun("demo")
+    runs = tuple(run.strip() for run in args.runs.split(",") if run.strip())
+    results = run_demo(
+        args.ratio,
+        args.steps,
+        args.seed,
+        args.out,
+        runs,
+        args.overrides,
+        progress,
+        args.minutes,
+        args.jobs,
+    )
+    if args.quiet:
+        for run, result in results["runs"].items():
+            print(score_line(run, result))
+
+
+def _ablate_command(args: argparse.Namespace, progress) -> int:
+    from dsp3d.commands import ablate_command, refuse_under_torchrun
+
+    refuse_under_torchrun("ablate")
+    options = {name: getattr(args, name) for name in ("dataset", "root", "ratio", "minutes", "steps")}
+    ablation = ablate_command(
+        args.config, args.overrides, options, args.modes, args.seeds, args.out, args.jobs, progress
+    )
+    if args.quiet:
+        for mode, row in ablation["rows"].items():
+            print(f"{mode}: mIoU {row['miou_mean']:.1f} +- {row['miou_std']:.1f}")
+    if ablation["failed"]:
+        progress.finish()
+        for failure in ablation["failed"]:
             print(
-                f"{config.train.method}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
-                f"  ({out / 'results.json'})"
+                f"error: ablation run {failure['mode']} seed {failure['seed']} failed: "
+                f"{failure['error']} (log: {failure['log']})",
+                file=sys.stderr,
             )
+        return 1
+    return 0
+
+
+def _predict_and_evaluate(args: argparse.Namespace, progress) -> None:
+    if args.command == "predict":
+        from dsp3d.commands import predict_command
+
+        predict_command(
+            args.checkpoint,
+            args.inputs,
+            args.out,
+            args.fields,
+            args.probabilities,
+            args.colors,
+            args.batch_points,
+            args.device,
+            progress,
+            force=args.force,
+        )
+    else:
+        from dsp3d.commands import evaluate_command
+        from dsp3d.runs import score_line
+
+        config = load_config(args.config, args.overrides)
+        summary = evaluate_command(args.checkpoint, config, args.out, progress)
+        if args.quiet:
+            for method, result in summary["runs"].items():
+                print(score_line(method, result))
+
+
+def _run(args: argparse.Namespace, progress, interrupted: dict) -> int:
+    """Run the command of ``args``; ``interrupted["hint"]`` says what to do after a Ctrl-C."""
+    if args.command == "demo":
+        _demo_command(args, progress)
+    elif args.command == "train":
+        config, out = _train_setup(args)
+        interrupted["hint"] = f"; resume with: dsp3d train --resume {out}"
+        _train_command(config, out, bool(args.resume), args.force, progress)
+    elif args.command == "ablate":
+        return _ablate_command(args, progress)
+    elif args.command in ("predict", "evaluate"):
+        if args.command == "predict":
+            interrupted["hint"] = (
+                f"; the files finished so far are listed in {Path(args.out) / 'predictions.json'}"
+            )
+        _predict_and_evaluate(args, progress)
+    elif args.command in ("plot", "report", "export"):
+        _picture_command(args, progress)
+    return 0
+
+
+def _os_error_text(error: OSError) -> str:
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{(error.strerror or str(error)).lower()}"
+
+
+def _interrupt_on_sigterm():
+    """``kill PID`` (SIGTERM) stops a command as Ctrl-C does: through Python, so that temporary files
+    are removed and the one-line message says how to go on. Processes forked from this one (loader
+    workers) keep the default: they just end. Returns the handler it replaced (None: none replaced)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    main_pid = os.getpid()
+
+    def interrupt(signum, frame) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _fail(progress, message: str, status: int) -> int:
+    progress.finish()
+    print(message, file=sys.stderr)
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every expected failure ends in one line on stderr: ``config error: ...`` or ``error: ...`` (exit
+    status 2 for bad input, 1 for a run that stopped), ``interrupted; ...`` after Ctrl-C (130)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s: %(message)s"
     )
     # Progress: a status line redrawn in place on a terminal, plain lines otherwise (dsp3d.progress).
     progress = Console(quiet=args.quiet)
+    interrupted: dict[str, str] = {}
+    previous = _interrupt_on_sigterm()
     try:
-        if args.command == "demo":
-            from dsp3d.commands import refuse_under_torchrun
-            from dsp3d.demo import run_demo
-
-            refuse_under_torchrun("demo")
-
-            runs = tuple(run.strip() for run in args.runs.split(",") if run.strip())
-            results = run_demo(
-                args.ratio,
-                args.steps,
-                args.seed,
-                args.out,
-                runs,
-                args.overrides,
-                progress,
-                args.minutes,
-                args.jobs,
-            )
-            if args.quiet:
-                for run, result in results["runs"].items():
-                    print(f"{run}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}")
-        elif args.command == "train":
-            if args.resume:
-                out = Path(args.resume)
-                if not (out / "config.yaml").is_file():
-                    raise ConfigError(f"{out}: not a run folder (no config.yaml); nothing to resume")
-                config = load_run_config(out, args.overrides)
-                if (out / "weak_labels").is_dir():
-                    config.data.weak_labels = str(out / "weak_labels")  # exactly the labels it started with
-            elif args.config:
-                config = load_config(args.config, args.overrides)
-                out = Path(args.out or Path("runs") / Path(args.config).stem)
-            else:
-                raise ConfigError("train needs --config FILE (a new run) or --resume RUN_DIR")
-            _train_command(config, out, bool(args.resume), progress)
-        elif args.command == "ablate":
-            from dsp3d.commands import ablate_command, refuse_under_torchrun
-
-            refuse_under_torchrun("ablate")
-            options = {name: getattr(args, name) for name in ("dataset", "root", "ratio", "minutes", "steps")}
-            ablation = ablate_command(
-                args.config, args.overrides, options, args.modes, args.seeds, args.out, args.jobs, progress
-            )
-            if args.quiet:
-                for mode, row in ablation["rows"].items():
-                    print(f"{mode}: mIoU {row['miou_mean']:.1f} +- {row['miou_std']:.1f}")
-            if ablation["failed"]:
-                progress.finish()
-                for failure in ablation["failed"]:
-                    print(
-                        f"error: ablation run {failure['mode']} seed {failure['seed']} failed: "
-                        f"{failure['error']} (log: {failure['log']})",
-                        file=sys.stderr,
-                    )
-                return 1
-        elif args.command == "predict":
-            from dsp3d.commands import predict_command
-
-            predict_command(
-                args.checkpoint,
-                args.inputs,
-                args.out,
-                args.fields,
-                args.probabilities,
-                args.colors,
-                args.batch_points,
-                args.device,
-                progress,
-            )
-        elif args.command == "evaluate":
-            from dsp3d.commands import evaluate_command
-
-            config = load_config(args.config, args.overrides)
-            summary = evaluate_command(args.checkpoint, config, args.out, progress)
-            if args.quiet:
-                for method, result in summary["runs"].items():
-                    print(f"{method}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}")
-        elif args.command in ("plot", "report", "export"):
-            _picture_command(args, progress)
+        return _run(args, progress, interrupted)
+    except KeyboardInterrupt:
+        return _fail(progress, f"interrupted{interrupted.get('hint', '')}", 130)
     except ConfigError as error:
-        progress.finish()
-        print(f"config error: {error}", file=sys.stderr)
-        return 2
+        return _fail(progress, f"config error: {error}", 2)
     except (FileNotFoundError, ValueError) as error:
-        progress.finish()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return _fail(progress, f"error: {error}", 2)
+    except OSError as error:
+        return _fail(progress, f"error: {_os_error_text(error)}", 2)
+    except CommandStopped as error:
+        return _fail(progress, f"error: {error}", 1)
+    except MemoryError:
+        return _fail(progress, "error: out of memory; lower --batch-points or the batch_points settings", 1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -7,19 +7,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from dsp3d.config import Config, ConfigError, load_config
-from dsp3d.data.prepare import prepare_data
+from dsp3d.data.prepare import prepare_data, require_test_labels
 from dsp3d.datasets.folder import load_folder_spec
 from dsp3d.datasets.registry import dataset_split
 from dsp3d.evaluation.evaluate import evaluate
 from dsp3d.inference.predict import Predictor, label_palette
-from dsp3d.io.atomic import atomic_output
+from dsp3d.io.atomic import atomic_write_json, prepare_output_file, prepare_output_folder
 from dsp3d.io.clouds import cloud_format
 from dsp3d.io.errors import DataError
 from dsp3d.report_table import per_class_table
-from dsp3d.runs import atomic_write_json
 from dsp3d.training.checkpoint import CheckpointError
 from dsp3d.training.export import load_inference_model
 from dsp3d.training.trainer import resolve_device
@@ -88,7 +85,9 @@ def evaluate_command(
             f"{checkpoint}: trained for classes {meta.class_names}, but the {config.data.dataset} data "
             f"has {class_names}"
         )
+    path = prepare_output_file(Path(out) if out else Path(checkpoint).with_name("evaluation.json"))
     data = prepare_data(config, progress, test_only=True, adapt_features=False)
+    require_test_labels(config, data.test, "evaluation compares predictions with labels")
     result = evaluate(
         model,
         data.test,
@@ -101,7 +100,6 @@ def evaluate_command(
         progress=progress,
     )
     summary = {"dataset": config.data.dataset, "ratio": config.data.ratio, "runs": {meta.method: result}}
-    path = Path(out) if out else Path(checkpoint).with_name("evaluation.json")
     atomic_write_json(summary, path)
     progress(per_class_table({meta.method: result}, meta.class_names))
     return summary
@@ -126,6 +124,50 @@ def _check_predict_paths(inputs: list[str], out: Path) -> list[Path]:
     return paths
 
 
+def _earlier_predictions(path: Path, class_names: list[str]) -> dict:
+    """The ``files`` entries of an earlier predictions.json in the output folder, to merge with; a
+    DataError when it lists predictions of other classes (one folder, one class list)."""
+    if not path.is_file():
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+        files, classes = dict(earlier["files"]), list(earlier["classes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"{path}: unreadable; remove it or predict into another folder") from None
+    if classes != list(class_names):
+        raise DataError(
+            f"{path}: lists predictions of the classes {classes}, the model predicts {list(class_names)}; "
+            "predict into another folder"
+        )
+    return files
+
+
+def _predictions_summary(checkpoint: str, class_names: list[str], files: dict) -> dict:
+    totals = {
+        name: sum(entry["points_per_class"].get(name, 0) for entry in files.values()) for name in class_names
+    }
+    return {
+        "checkpoint": str(checkpoint),
+        "classes": list(class_names),
+        "palette": label_palette(len(class_names)).tolist(),
+        "files": files,
+        "points_per_class": totals,
+    }
+
+
+def _check_predict_outputs(paths: list[Path], out: Path, force: bool) -> None:
+    """The output folder can be written (stale temporaries of a killed run removed), and no output of
+    an earlier prediction is replaced unless ``force``: checked before any work."""
+    prepare_output_folder(out)
+    existing = [out / path.name for path in paths if (out / path.name).exists()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise DataError(
+            f"{existing[0]}: exists{more}, from an earlier prediction; add --force to replace it, or predict "
+            "into another folder"
+        )
+
+
 def predict_command(
     checkpoint: str,
     inputs: list[str],
@@ -136,17 +178,19 @@ def predict_command(
     batch_points: int,
     device_name: str,
     progress: Callable[[str], None],
+    force: bool = False,
 ) -> dict:
     """Label every point of every input cloud; write each, in its own format, into ``outdir`` with its
     original fields plus ``pred`` (class index), optionally ``prob`` (its probability) and
-    ``pred_red/green/blue`` (the class colour). Writes ``outdir/predictions.json``: classes, palette and
-    points per class of every file. Returns that summary."""
+    ``pred_red/green/blue`` (the class colour). ``outdir/predictions.json`` lists classes, palette and
+    points per class of every file predicted there, by this run and earlier ones (merged; rewritten
+    after each file, so a run that fails half-way still lists the files it finished). An existing
+    output is replaced only with ``force``. Returns that summary."""
     out = Path(outdir)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
     paths = _check_predict_paths(inputs, out)
     if batch_points < 1:
         raise DataError(f"--batch-points must be positive, got {batch_points}")
+    _check_predict_outputs(paths, out, force)
     device = resolve_device(device_name)
     model, meta = load_inference_model(checkpoint, device)
     spec = load_folder_spec(spec_path).fields if spec_path else None
@@ -155,34 +199,27 @@ def predict_command(
             f"{spec_path}: classes {list(spec.class_names)} disagree with the checkpoint {checkpoint}, "
             f"trained for {list(meta.class_names)}"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    palette = label_palette(len(meta.class_names))
-    totals = np.zeros(len(meta.class_names), dtype=np.int64)
-    files = {}
+    listing = out / "predictions.json"
+    files = _earlier_predictions(listing, meta.class_names)
     predictor = Predictor(model, meta, device, batch_points, progress=progress)
     for index, path in enumerate(paths):
         progress(f"[{index + 1}/{len(paths)}] {path}")
         target = out / path.name
         # read, subsampled and written back in chunks: the full cloud is never in memory
         counts = predictor.predict_file(path, target, spec, probabilities, colors)
-        totals += counts
+        files = {key: entry for key, entry in files.items() if entry.get("output") != str(target)}
         files[str(path)] = {
             "output": str(target),
+            "checkpoint": str(checkpoint),
             "points": int(counts.sum()),
             "points_per_class": {name: int(n) for name, n in zip(meta.class_names, counts, strict=True)},
         }
+        atomic_write_json(_predictions_summary(checkpoint, meta.class_names, files), listing)
         progress(f"  -> {target}")
-    summary = {
-        "checkpoint": str(checkpoint),
-        "classes": list(meta.class_names),
-        "palette": palette.tolist(),
-        "files": files,
-        "points_per_class": {name: int(n) for name, n in zip(meta.class_names, totals, strict=True)},
-    }
-    with atomic_output(out / "predictions.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
-    total = max(int(totals.sum()), 1)
-    progress("points per predicted class:")
-    for name, n in zip(meta.class_names, totals, strict=True):
+    summary = _predictions_summary(checkpoint, meta.class_names, files)
+    totals = summary["points_per_class"]
+    total = max(sum(totals.values()), 1)
+    progress("points per predicted class (every file in the folder):")
+    for name, n in totals.items():
         progress(f"  {name:<18}{n:>14,}  {100 * n / total:5.1f}%")
     return summary

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -39,6 +40,26 @@ DEFAULT_CAPS_LEVELS = 4
 
 class ConfigError(ValueError):
     """A configuration problem, with the offending key in the message."""
+
+
+class NumberLoader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where a float needs a dot and a signed exponent: 1e-3, 1E+6 and 2.5e3 were
+    strings. This loader reads them as numbers, as YAML 1.2 (and every user) does."""
+
+
+NumberLoader.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str):
+    """``yaml.safe_load`` with every float a user writes read as a number (NumberLoader)."""
+    return yaml.load(text, Loader=NumberLoader)  # safe: NumberLoader is a SafeLoader
 
 
 @dataclass
@@ -210,7 +231,8 @@ def _type_name(tp) -> str:
 
 
 def _coerce(value, tp, key: str):
-    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, whole floats (1e3)
+    for ints; NaN and infinities are refused everywhere (``train.lr: .inf`` would pass a range check)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -235,9 +257,13 @@ def _coerce(value, tp, key: str):
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -300,6 +326,11 @@ def validate(config: Config) -> Config:
             d.label_protocol in ("ratio", "count", "given"),
             "data.label_protocol",
             "must be ratio, count or given",
+        ),
+        (
+            d.label_protocol != "count" or d.label_count >= 1,
+            "data.label_count",
+            "must be >= 1 with data.label_protocol=count",
         ),
         (0 < d.val_fraction < 1, "data.val_fraction", "must be in (0, 1)"),
         (d.synthetic.val_rooms >= 0, "data.synthetic.val_rooms", "must be >= 0"),
@@ -367,7 +398,7 @@ def validate(config: Config) -> Config:
 
 
 def _parse_scalar(text: str):
-    return yaml.safe_load(text) if text.strip() else ""
+    return yaml_load(text) if text.strip() else ""
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
@@ -473,7 +504,7 @@ def _read_values(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(values, dict):
@@ -494,4 +525,6 @@ def to_dict(config: Config) -> dict:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    from dsp3d.io.atomic import atomic_write_text
+
+    atomic_write_text(yaml.safe_dump(to_dict(config), sort_keys=False), path)

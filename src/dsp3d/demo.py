@@ -10,9 +10,10 @@ from pathlib import Path
 from dsp3d import parallel
 from dsp3d.config import DEMO_STEPS, Config, ConfigError, load_config, validate
 from dsp3d.data.prepare import prepare_data
+from dsp3d.io.atomic import atomic_write_json, prepare_output_folder
 from dsp3d.parallel import RunJob
 from dsp3d.report_table import per_class_table
-from dsp3d.runs import atomic_write_json, run_method
+from dsp3d.runs import run_method, score_line
 
 DEMO_RUNS = ("baseline", "dsp", "full")
 DEMO_METHODS = {"baseline": "baseline", "dsp": "csfr-isfr", "full": "full"}
@@ -62,7 +63,7 @@ def run_demo(
         raise ConfigError(f"demo: --minutes must be >= 0, got {minutes}")
     if jobs is not None and jobs < 1:
         raise ConfigError(f"demo: --jobs must be >= 1, got {jobs}")
-    out = Path(out)
+    out = prepare_output_folder(out)  # writable, checked before the data is prepared
     started = time.perf_counter()
     timed = minutes is not None and minutes > 0
     steps = DEMO_STEPS if steps is None else steps
@@ -86,7 +87,7 @@ def run_demo(
         if "error" in result:
             raise RuntimeError(f"demo run {run} failed: {result['error']} (log: {out / run / 'log.txt'})")
         finished[run] = {key: result[key] for key in ("miou", "oa", "per_class_iou", "training")}
-        progress(f"{run}: mIoU {result['miou']:.1f}, OA {result['oa']:.1f}")
+        progress(score_line(run, result))
     results = {
         "dataset": "synthetic",
         "ratio": ratio,

@@ -37,5 +37,6 @@ def per_class_table(runs: dict[str, dict], class_names: list[str], setting: str 
         for name, _ in columns:
             value = result["per_class_iou"].get(name)
             cells.append(f"{'-':>7}" if value is None else f"{value:7.1f}")
-        lines.append(f"{row_setting:<14}{run:<12}{result['miou']:6.1f}" + "".join(cells))
+        miou = f"{'-':>6}" if result["miou"] is None else f"{result['miou']:6.1f}"  # None: not scored
+        lines.append(f"{row_setting:<14}{run:<12}{miou}" + "".join(cells))
     return "\n".join(lines)

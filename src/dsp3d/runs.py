@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from dsp3d.config import Config, save_config
-from dsp3d.data.prepare import PreparedData, write_weak_labels
+from dsp3d.config import Config, ConfigError, save_config
+from dsp3d.data.prepare import PreparedData, labelled_test_points, write_weak_labels
 from dsp3d.evaluation.evaluate import evaluate
+from dsp3d.evaluation.metrics import ConfusionMatrix
+from dsp3d.io.atomic import atomic_write_json
 from dsp3d.methods import METHOD_STAGES, STAGE_MODES
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
@@ -22,17 +21,9 @@ from dsp3d.training.export import InferenceMeta, export_inference_model
 from dsp3d.training.trainer import resolve_device, train
 
 log = logging.getLogger("dsp3d")
+NOT_SCORED = "no labelled test points"
 # model.neighbour_caps: auto calibrates at this percentile of neighbourhood sizes (KPConv's choice: ~90%)
 AUTO_CAPS_PERCENTILE = 90.0
-
-
-def atomic_write_json(data, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
 
 
 def resolve_neighbour_caps(config: Config, scenes: SceneSet) -> Config:
@@ -69,10 +60,18 @@ def run_method(
 
     resume: continue an interrupted run in ``run_dir`` (its config and weak labels are already there).
     With ``train.val_every`` > 0 the held-out scenes are scored during training (metrics.jsonl, best.pt).
+    Without labelled test points (a folder dataset without data.test_scenes) the model is trained and
+    exported but not scored: results.json has mIoU and OA null, never 0 (docs/reliability.md).
     Under torchrun every rank calls this (dsp3d.training.distributed): each scores its share of the
     held-out scenes, the confusion matrices are summed, and rank 0 alone writes files.
     """
     run_dir = Path(run_dir)
+    scored = labelled_test_points(data.test) > 0
+    if config.train.val_every > 0 and not labelled_test_points(data.val or data.test):
+        raise ConfigError(
+            "train.val_every: there are no labelled points to validate on; hold out labelled scenes "
+            "(data.val_scenes) or set train.val_every=0"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_neighbour_caps(config, data.train)  # config.yaml records the calibrated caps
     method = config.train.method
@@ -84,6 +83,8 @@ def run_method(
         save_config(config, run_dir / "config.yaml")
         if method != "full":
             write_weak_labels(data, run_dir / "weak_labels")
+    if not scored:
+        progress(f"{NOT_SCORED}: the model is trained but not scored (data.test_scenes holds scenes out)")
     device = resolve_device(config.train.device)
     scoring = (
         data.feature_names,
@@ -122,9 +123,13 @@ def run_method(
     )
     if world.is_main:
         export_inference_model(model.backbone, meta, run_dir / "model.pt")
-    progress(f"evaluating {method} on {len(data.test)} held-out scenes")
-    result = score(model.backbone)
-    if config.eval.branches:
+    if scored:
+        progress(f"evaluating {method} on {len(data.test)} held-out scenes")
+        result = score(model.backbone)
+    else:
+        result = ConfusionMatrix(len(data.class_names)).summary(data.class_names)  # mIoU, OA: null
+        result["note"] = NOT_SCORED
+    if config.eval.branches and scored:
         result["branches"] = {"basic": result["miou"]}
         modes = [STAGE_MODES[stage] for stage in METHOD_STAGES[method]]
         for branch in ("cross", "intra"):
@@ -145,6 +150,13 @@ def run_method(
     if world.is_main:
         atomic_write_json(result, run_dir / "results.json")
     return result
+
+
+def score_line(name: str, result: dict) -> str:
+    """``name: mIoU 61.2  OA 88.0``, or ``name: not scored (no labelled test points)``."""
+    if result.get("miou") is None:
+        return f"{name}: not scored ({result.get('note', NOT_SCORED)})"
+    return f"{name}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
 
 
 def _silent(message: str) -> None:

@@ -4,6 +4,9 @@ bad inputs refused before any output is written."""
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from dsp3d.commands import predict_command
 from dsp3d.data.types import Cloud
 from dsp3d.io.clouds import read_fields, write_cloud
 from dsp3d.io.errors import DataError
+from dsp3d.io.ply import write_ply
 
 CLASSES = ["ground", "tree", "house"]  # the tiny models' classes (conftest.py)
 
@@ -171,3 +175,152 @@ def test_cli_errors_are_one_line(tmp_path, colour_model, capsys):
         ]
     )
     assert code == 2 and "nope.pt" in capsys.readouterr().err
+
+
+CLI = "import sys; from dsp3d.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def run_limited(args: list[str], limit_bytes: int) -> subprocess.CompletedProcess:
+    """``dsp3d ARGS`` in a process whose address space is capped at ``limit_bytes`` (RLIMIT_AS)."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    return subprocess.run(
+        [sys.executable, "-c", CLI, "--quiet", *args], preexec_fn=cap, capture_output=True, text=True
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS caps memory on Linux")
+def test_a_far_outlier_costs_no_memory_and_changes_no_label(tmp_path, geometry_model):
+    scan = make_scan(3000, colour=False)
+    (tmp_path / "in").mkdir()
+    write_cloud(tmp_path / "in" / "room.ply", scan)
+    xyz = np.concatenate([scan.points.astype(np.float64), [[1.0, 1.0, 1.0e7]]])  # one point 10,000 km up
+    write_ply(tmp_path / "in" / "stray.ply", {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
+    inputs = [str(tmp_path / "in" / "room.ply"), str(tmp_path / "in" / "stray.ply")]
+    # 2.5 GiB of address space: predicting needs about 1.2; test spheres laid over the stray point's
+    # bounding box need several GiB more
+    done = run_limited(["predict", str(geometry_model), *inputs, "-o", str(tmp_path / "out")], 5 << 29)
+    assert done.returncode == 0, done.stderr[-2000:]
+    room = read_fields(tmp_path / "out" / "room.ply")["pred"]
+    stray = read_fields(tmp_path / "out" / "stray.ply")["pred"]
+    np.testing.assert_array_equal(stray[:-1], room)  # empty space changes no label elsewhere
+
+
+def hidden_files(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_predictions_into_one_folder_are_merged_and_never_replaced_silently(tmp_path, colour_model):
+    for name in ("a", "b"):
+        write_cloud(tmp_path / f"{name}.ply", make_scan(200))
+    out = tmp_path / "out"
+    args = (None, False, False, 20000, "cpu", quiet)
+    predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(out), *args)
+    summary = predict_command(str(colour_model), [str(tmp_path / "b.ply")], str(out), *args)
+    listing = json.loads((out / "predictions.json").read_text())
+    assert listing == summary and sorted(listing["files"]) == [
+        str(tmp_path / "a.ply"),
+        str(tmp_path / "b.ply"),
+    ]
+    assert sum(listing["points_per_class"].values()) == 400  # the totals of both runs
+    before = (out / "a.ply").read_bytes()
+    with pytest.raises(DataError, match=r"out/a\.ply: exists, from an earlier prediction; add --force"):
+        predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(out), *args)
+    assert (out / "a.ply").read_bytes() == before
+    predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(out), *args, force=True)
+    assert len(json.loads((out / "predictions.json").read_text())["files"]) == 2
+
+
+def test_predictions_of_another_class_list_are_not_mixed(tmp_path, colour_model, s3dis_model):
+    write_cloud(tmp_path / "a.ply", make_scan(200))
+    write_cloud(tmp_path / "b.ply", make_scan(200))
+    args = (None, False, False, 20000, "cpu", quiet)
+    predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(tmp_path / "out"), *args)
+    with pytest.raises(DataError, match=r"predictions\.json: lists predictions of the classes \['ground'"):
+        predict_command(str(s3dis_model), [str(tmp_path / "b.ply")], str(tmp_path / "out"), *args)
+    assert not (tmp_path / "out" / "b.ply").exists()
+
+
+def test_a_batch_failing_half_way_lists_what_it_finished_and_leaves_no_temporary(tmp_path, colour_model):
+    write_cloud(tmp_path / "good.ply", make_scan(200))
+    write_cloud(tmp_path / "cut.ply", make_scan(200))
+    (tmp_path / "cut.ply").write_bytes((tmp_path / "cut.ply").read_bytes()[:-50])
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "good.ply"), str(tmp_path / "cut.ply")]
+    with pytest.raises(DataError, match=r"cut\.ply: truncated PLY file"):
+        predict_command(str(colour_model), inputs, str(out), None, False, False, 20000, "cpu", quiet)
+    assert list(json.loads((out / "predictions.json").read_text())["files"]) == [str(tmp_path / "good.ply")]
+    assert hidden_files(out) == [] and sorted(p.name for p in out.iterdir()) == [
+        "good.ply",
+        "predictions.json",
+    ]
+
+
+def test_an_interrupted_write_leaves_no_temporary_and_says_one_line(
+    tmp_path, colour_model, monkeypatch, capsys
+):
+    from dsp3d.io import ply
+
+    write_cloud(tmp_path / "a.ply", make_scan(200))
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ply, "encode_vertex", ctrl_c)  # Ctrl-C while the output is being written
+    out = tmp_path / "out"
+    assert main(["--quiet", "predict", str(colour_model), str(tmp_path / "a.ply"), "-o", str(out)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == f"interrupted; the files finished so far are listed in {out / 'predictions.json'}"
+    assert list(out.iterdir()) == []
+
+
+def test_the_next_run_removes_temporaries_of_a_killed_one(tmp_path, colour_model):
+    write_cloud(tmp_path / "a.ply", make_scan(200))
+    out = tmp_path / "out"
+    out.mkdir()
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()
+    stale = out / f".a.{killed.pid:08x}1f2e.tmp.ply"  # what a killed predict leaves
+    stale.write_bytes(b"\0" * 1000)
+    predict_command(
+        str(colour_model), [str(tmp_path / "a.ply")], str(out), None, False, False, 20000, "cpu", quiet
+    )
+    assert not stale.exists() and hidden_files(out) == []
+
+
+def test_outputs_are_checked_before_any_inference(tmp_path, colour_model, monkeypatch, capsys):
+    from dsp3d.inference.predict import Predictor
+
+    write_cloud(tmp_path / "a.ply", make_scan(200))
+    monkeypatch.setattr(Predictor, "predict_file", lambda *a, **k: pytest.fail("predicted"))
+    (tmp_path / "file").write_text("x")
+    assert (
+        main(
+            [
+                "--quiet",
+                "predict",
+                str(colour_model),
+                str(tmp_path / "a.ply"),
+                "-o",
+                str(tmp_path / "file" / "sub"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "file/sub: not a folder" in err and "\n" not in err
+    real_open = open
+
+    def refuse(path, *a, **k):  # as a folder without write permission (tests may run as root)
+        if "dsp3d-write-check" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", refuse)
+    assert (
+        main(["--quiet", "predict", str(colour_model), str(tmp_path / "a.ply"), "-o", str(tmp_path / "ro")])
+        == 2
+    )
+    assert "ro: cannot write there (permission denied)" in capsys.readouterr().err

@@ -38,3 +38,11 @@ def test_merge_equals_one_update():
 def test_rejects_out_of_range_predictions():
     with pytest.raises(ValueError, match="outside"):
         ConfusionMatrix(2).update(np.array([0]), np.array([5]))
+
+
+def test_no_labelled_point_is_no_score_not_zero():
+    matrix = ConfusionMatrix(3)
+    matrix.update(np.array([-1, -1]), np.array([0, 2]))
+    summary = matrix.summary(["a", "b", "c"])
+    assert summary["miou"] is None and summary["oa"] is None
+    assert summary["per_class_iou"] == {"a": None, "b": None, "c": None}

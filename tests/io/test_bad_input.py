@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from dsp3d.data.types import Cloud
+from dsp3d.inference.streamed import summarize_source
 from dsp3d.io.clouds import read_cloud, read_fields, write_cloud
 from dsp3d.io.errors import DataError, DataWarning
 from dsp3d.io.fields import FieldSpec
 from dsp3d.io.ply import write_ply
+from dsp3d.io.stream import open_source
 from dsp3d.io.text import parse_table
 
 
@@ -193,8 +195,48 @@ def test_empty_cloud(tmp_path, suffix):
         np.save(path, np.zeros((0, 3)))
     else:
         path.write_text("")
-    with pytest.raises(DataError, match=rf"empty\.{suffix}: (empty cloud|no field)"):
+    with pytest.raises(DataError, match=rf"empty\.{suffix}: empty (cloud|file) \(no points\)"):
         read_cloud(path)
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_empty_text_file_says_empty(tmp_path, content):
+    path = tmp_path / "empty.txt"
+    path.write_text(content)
+    for read in (read_cloud, lambda p: summarize_source(open_source(p)).reading()):  # in memory, streamed
+        with pytest.raises(DataError, match=r"empty\.txt: empty file \(no points\)"):
+            read(path)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_ply_with_more_vertices_than_its_header_says(tmp_path, binary):
+    path = tmp_path / "more.ply"
+    write_ply(path, {"x": np.arange(5.0), "y": np.zeros(5), "z": np.zeros(5)}, binary=binary)
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b"element vertex 5", b"element vertex 3"))
+    message = r"more\.ply: the header says 3 vertices, but the data holds 5; fix the header"
+    with pytest.raises(DataError, match=message):
+        read_cloud(path)
+    with pytest.raises(DataError, match=message):  # what predict reads, before anything is written
+        list(open_source(path).chunks())
+
+
+def test_trailing_blank_lines_of_an_ascii_ply_are_fine(tmp_path):
+    path = tmp_path / "blank.ply"
+    write_ply(path, {"x": np.arange(5.0), "y": np.zeros(5), "z": np.zeros(5)}, binary=False)
+    path.write_bytes(path.read_bytes() + b"\n\n")
+    assert len(read_cloud(path)) == 5 and sum(len(c) for c in open_source(path).chunks()) == 5
+
+
+def test_float32_coordinates_too_large_for_centimetres_warn(tmp_path):
+    xyz = np.array([[500_000.0, 4_000_000.0, 10.0], [500_010.0, 4_000_020.0, 12.0]])  # UTM in float32
+    np.save(tmp_path / "utm32.npy", xyz.astype(np.float32))
+    np.save(tmp_path / "utm64.npy", xyz)
+    with pytest.warns(DataWarning, match=r"utm32\.npy: coordinates stored as float32 reach 4000020 m"):
+        read_cloud(tmp_path / "utm32.npy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_cloud(tmp_path / "utm64.npy")  # float64: nothing was lost
 
 
 def test_labels_outside_the_class_list(tmp_path):

@@ -55,3 +55,18 @@ def test_report_without_scenes_skips_prediction(tiny_demo, tmp_path):
     assert main(["--quiet", "report", str(tiny_demo / "dsp"), "-o", str(out), "--scene-count", "0"]) == 0
     html = out.read_text(encoding="utf-8")
     assert 'id="viewer"' not in html and len(re.findall(r"data:image/png", html)) == 3
+
+
+def test_a_bad_ablation_file_is_named(tiny_demo, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    for content in ("{not json", '{"rows": {"baseline": {}}}', '["rows"]'):
+        bad.write_text(content)
+        args = ["--quiet", "report", str(tiny_demo), "-o", str(tmp_path / "r.html"), "--ablation", str(bad)]
+        assert main([*args, "--scene-count", "0"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert (
+            err.startswith(f"error: {bad}: not an ablation.json written by dsp3d ablate") and "\n" not in err
+        )
+    assert main(["--quiet", "report", str(tiny_demo), "--ablation", str(tmp_path / "missing.json")]) == 2
+    assert f"{tmp_path / 'missing.json'}: ablation file not found" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()

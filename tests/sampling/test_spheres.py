@@ -85,3 +85,26 @@ def test_class_balanced_sampler_centres_on_weak_points_of_the_class(scenes):
     labels = scenes.clouds[only_table.scene_id].labels
     weak = only_table.indices[scenes.weak_mask(only_table.scene_id)[only_table.indices]]
     assert 3 in set(labels[weak].tolist())
+
+
+def test_a_far_outlier_adds_one_sphere_and_moves_none(scenes):
+    points = scenes.clouds[0].points
+    alone = test_sphere_centers(points, 1.0, 0.8)
+    outlier = np.array([[1.0, 1.0, 1.0e4]], dtype=points.dtype)
+    together = test_sphere_centers(np.concatenate([points, outlier]), 1.0, 0.8)
+    # the same centres as without the stray point (not a grid shifted to the new bounding box), plus one
+    assert len(together) == len(alone) + 1
+    near = np.abs(together[:, 2]) < 1.0e3
+    np.testing.assert_array_equal(together[near], alone)
+    assert np.linalg.norm(together[~near][0] - outlier[0]) < 1.0
+
+
+def test_centres_depend_on_points_not_on_their_box():
+    rng = np.random.default_rng(3)
+    group = rng.random((500, 3)) * [3, 3, 1]
+    other = group + [50.0, 0, 0]
+    points = np.concatenate([group, other])
+    centers = test_sphere_centers(points, 1.0, 0.8)
+    distance, _ = cKDTree(points).query(centers)
+    assert distance.max() < 0.8 * np.sqrt(3) / 2 + 1e-9  # each centre is its points' node: none in between
+    assert len(centers) < 2 * 5 * 5 * 3  # the lattice cells of two 3 x 3 x 1 m groups, not 50 m of gap

@@ -114,3 +114,13 @@ def test_repeated_non_finite_losses_stop_the_run(setup, tmp_path, monkeypatch, c
     with caplog.at_level("WARNING", logger="dsp3d"), pytest.raises(TrainingDiverged, match="3 non-finite"):
         trainer.train(config, data.train, tmp_path, quiet)
     assert caplog.text.count("non-finite loss, step skipped") == 3
+
+
+def test_resuming_after_the_last_stage_says_training_finished(setup, tmp_path, monkeypatch):
+    config, data = setup
+    run_until_killed(config, data, tmp_path, monkeypatch, 2, 0)  # killed after the last stage's checkpoint
+    messages = []
+    _, reports = trainer.train(config, data.train, tmp_path, messages.append, resume=True)
+    assert [r.steps for r in reports] == [6, 6]
+    assert any("training had finished" in m for m in messages)
+    assert not any("stage 3/2" in m for m in messages)  # what it said before

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from scipy.spatial import cKDTree
 
 from dsp3d.batching.batch import Batch
 from dsp3d.batching.neighbors import StackedTree, separation
+from dsp3d.io.atomic import atomic_write_json
 from dsp3d.levels import LevelSpec
 from dsp3d.preprocessing.cache import cache_key, default_cache_dir
 from dsp3d.preprocessing.grid import grid_subsample_points
@@ -179,15 +178,7 @@ def cached_caps(
     except (OSError, ValueError, KeyError, TypeError):
         pass  # missing or unreadable: calibrate again and rewrite it
     caps = calibrate_caps(scene_set, levels, radius, percentile, num_spheres, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump({"caps": caps, "percentile": percentile, "radius": radius}, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_json({"caps": caps, "percentile": percentile, "radius": radius}, path)
     return caps
 
 

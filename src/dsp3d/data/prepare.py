@@ -195,6 +195,11 @@ def prepare_data(
         train_sources, val_sources = [], []
     if not test_sources and (test_only or not train_sources):
         raise DataError(f"{config.data.dataset}: no test scenes (check data.test_area / data.test_scenes)")
+    if not test_only and not train_sources:
+        raise DataError(
+            f"{_dataset_name(config)}: no training scenes; check data.test_scenes, data.val_scenes, "
+            "data.test_area or data.synthetic.train_rooms"
+        )
     grid = config.data.grid_size
     everything = train_sources + val_sources + test_sources
     preprocess_scenes(everything, grid, cache_dir, config.data.prep_workers, progress)
@@ -212,6 +217,8 @@ def prepare_data(
         progress,
     )
     weak, meta = draw_weak_labels(config, train_clouds, full)
+    if not test_only:
+        check_training_labels(config, train_clouds, weak, full)
     meta.update({"grid_size": grid, "dataset": config.data.dataset})
     train = SceneSet(
         clouds=train_clouds,
@@ -224,6 +231,41 @@ def prepare_data(
     if val:
         summary["val_scenes"] = [scene.cloud.name for scene in val]
     return PreparedData(train, test, class_names, features, meta, summary, val)
+
+
+def _dataset_name(config: Config) -> str:
+    return config.data.root or config.data.dataset
+
+
+def check_training_labels(
+    config: Config, clouds: list[SubsampledCloud], weak: list[np.ndarray], full: bool
+) -> None:
+    """DataError before any training when there is nothing to learn from: no labelled point in any
+    training scene, or a weak-label draw that picked none (training would 'converge' at loss 0)."""
+    where = _dataset_name(config)
+    if not any(c.labels is not None and (c.labels >= 0).any() for c in clouds):
+        raise DataError(
+            f"{where}: no labelled point in the {len(clouds)} training scenes, nothing to learn from; "
+            "check the label field and the 'unlabelled' values (fields.yaml, docs/data.md)"
+        )
+    if not full and config.train.method != "full" and not any(len(w) for w in weak):
+        d = config.data
+        setting = f"data.weak_labels={d.weak_labels}" if d.weak_labels else f"data.ratio={d.ratio}"
+        raise DataError(f"{where}: the weak labels hold no point ({setting}), nothing to learn from")
+
+
+def labelled_test_points(test: list[TestScene]) -> int:
+    """Original points of the test scenes that carry a label (what evaluation scores)."""
+    return int(sum(np.count_nonzero(scene.full_labels >= 0) for scene in test))
+
+
+def require_test_labels(config: Config, test: list[TestScene], why: str) -> None:
+    """DataError "no labelled test points" (nothing to score) unless some test point is labelled."""
+    if not labelled_test_points(test):
+        raise DataError(
+            f"{_dataset_name(config)}: no labelled test points (in {len(test)} test scenes), so no score; "
+            f"{why}: hold out labelled scenes (data.val_scenes, data.test_area)"
+        )
 
 
 def write_weak_labels(data: PreparedData, folder: str | Path) -> None:

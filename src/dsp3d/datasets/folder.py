@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from dsp3d.config import yaml_load
 from dsp3d.data.types import Cloud
 from dsp3d.io.clouds import CLOUD_SUFFIXES, read_cloud
 from dsp3d.io.errors import DataError
@@ -141,7 +142,7 @@ def load_folder_spec(path: str | Path) -> FolderSpec:
     if not path.is_file():
         raise DataError(f"{path}: field spec not found (see docs/data.md for its keys)")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml_load(path.read_text())
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read: {error}") from error
     except yaml.YAMLError as error:

@@ -49,11 +49,13 @@ class ConfusionMatrix:
         return float(np.trace(self.matrix) / total) if total else 0.0
 
     def summary(self, class_names: list[str] | tuple[str, ...]) -> dict:
-        """The results.json layout: mIoU and OA in percent, per-class IoU in percent (None if undefined)."""
+        """The results.json layout: mIoU and OA in percent, per-class IoU in percent (None if undefined).
+        Without any labelled point there is no score: mIoU and OA are None, not 0."""
         iou = self.iou()
+        scored = bool(self.matrix.sum())
         return {
-            "miou": 100.0 * self.miou(),
-            "oa": 100.0 * self.overall_accuracy(),
+            "miou": 100.0 * self.miou() if scored else None,
+            "oa": 100.0 * self.overall_accuracy() if scored else None,
             "per_class_iou": {
                 name: (None if np.isnan(value) else 100.0 * float(value))
                 for name, value in zip(class_names, iou, strict=True)

@@ -7,9 +7,9 @@ each point's voxel (``dsp3d.inference.streamed``), so that the full cloud is nev
 Memory: the cloud is grid-subsampled once (M points); the votes are one float32 [M, C] array. Test
 spheres are made and used tile by tile (square tiles of the xy plane), so what the spheres themselves
 need (their centres and point indices, several times M for overlapping spheres) is bounded by one tile
-instead of growing with the cloud. Every point of a tile lies in at least one sphere centred in that
-tile (``test_sphere_centers``); a sphere crops the whole cloud, so spheres at a tile's edge see their
-full neighbourhood and the tiling leaves no seam.
+instead of growing with the cloud. Every point of a tile lies in at least one sphere centred near it
+(``test_sphere_centers``: lattice nodes of occupied cells, so empty space costs nothing); a sphere crops
+the whole cloud, so spheres at a tile's edge see their full neighbourhood and the tiling leaves no seam.
 """
 
 from __future__ import annotations
@@ -57,8 +57,12 @@ def label_palette(num_classes: int) -> np.ndarray:
 
 
 def tile_order(points: np.ndarray, tile_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """(point indices sorted by xy tile, start of each tile in that order plus the end): int64 arrays."""
-    cells = np.floor((points[:, :2] - points[:, :2].min(axis=0)) / tile_size).astype(np.int64)
+    """(point indices sorted by xy tile, start of each tile in that order plus the end): int64 arrays.
+
+    Tiles are anchored at the origin of the points' frame, not at their bounding box, so which points
+    share a tile does not depend on any far-away point."""
+    cells = np.floor(points[:, :2].astype(np.float64) / tile_size).astype(np.int64)
+    cells -= cells.min(axis=0)
     keys = cells[:, 0] * (int(cells[:, 1].max()) + 1) + cells[:, 1]
     order = np.argsort(keys, kind="stable")
     starts = np.flatnonzero(np.diff(keys[order], prepend=-1))

@@ -1,34 +1,162 @@
-"""Atomic file output: write to a temporary file in the target's folder, then ``os.replace`` it.
+"""Every file dsp3d writes goes through here: a temporary file in the target's folder, then ``os.replace``.
 
 A failed or interrupted write therefore never leaves a partial file under the target name, and an
 existing target stays untouched until the new content is complete.
+
+- Temporary files are named ``.<stem>.<pid><random>.tmp<suffix>`` (the same suffix, so suffix-driven
+  writers behave the same). They are created by the writer itself, not by ``mkstemp``, so they get the
+  usual umask permissions (0644 under umask 022) instead of mkstemp's 0600, and so does the target.
+- On any exception Python sees (an error, Ctrl-C, SystemExit) the temporary file is removed. A killed
+  process (SIGKILL, power loss) cannot clean up: ``remove_stale_temporaries`` removes, in a folder,
+  the temporary files of this naming whose writing process no longer runs; commands call it on their
+  output folders before they write (``prepare_output_folder``).
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
-import uuid
+import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from dsp3d.io.errors import DataError
 
+# .<stem>.<pid: 8+ hex digits><4 random hex digits>.tmp<suffix>
+_TEMPORARY = re.compile(r"^\.(?P<stem>.*)\.(?P<pid>[0-9a-f]{8,})[0-9a-f]{4}\.tmp(?P<suffix>\.[^.]*)?$")
+
+
+def temporary_path(path: str | os.PathLike) -> Path:
+    """The temporary file that ``path`` is written through (see the module docstring)."""
+    path = Path(path)
+    return path.parent / f".{path.stem}.{os.getpid():08x}{secrets.token_hex(2)}.tmp{path.suffix}"
+
 
 @contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix, so suffix-driven writers behave the same);
-    on success it replaces ``path``, on any error it is removed and the error propagates."""
+def atomic_output(path: str | os.PathLike, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for the caller to create and fill; on success it replaces
+    ``path``, on any exception it is removed and the exception propagates.
+
+    durable: flush the file to disk before the rename (checkpoints: a power cut must not leave an
+    empty file under the old name)."""
     path = Path(path)
     if not path.parent.is_dir():
         raise DataError(f"{path}: output folder {path.parent} does not exist")
-    # The temporary file is created by the writer itself (not mkstemp), so it gets the usual umask
-    # permissions instead of mkstemp's 0600.
-    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}"
+    tmp = temporary_path(path)
     try:
         yield tmp
+        if durable:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike, durable: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (its folder is created when missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path, durable) as tmp, open(tmp, "xb") as handle:
+        handle.write(data)
+    return path
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(text.encode("utf-8"), path)
+
+
+def atomic_write_json(data, path: str | os.PathLike) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    return atomic_write_text(json.dumps(data, indent=2), path)
+
+
+def atomic_save(path: str | os.PathLike, write, durable: bool = False) -> Path:
+    """Call ``write(handle)`` on a new binary file that atomically becomes ``path`` (np.save, torch.save:
+    writers that take an open file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path, durable) as tmp:
+        with open(tmp, "xb") as handle:
+            write(handle)
+    return path
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (signal 0 only checks; nothing is sent)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it runs, as another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of this module's naming in ``folder`` whose writer no longer runs (a
+    killed write); returns them. Files of running processes are left alone. Only on POSIX systems (a
+    process check elsewhere is not a harmless signal); elsewhere nothing is removed."""
+    folder = Path(folder)
+    if os.name != "posix" or not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.iterdir():
+        match = _TEMPORARY.match(entry.name)
+        if match is None or not entry.is_file() or _process_runs(int(match["pid"], 16)):
+            continue
+        with suppress(FileNotFoundError):
+            entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def _explain_os_error(error: OSError) -> str:
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if error.errno == errno.EROFS:
+        return "read-only file system"
+    if error.errno == errno.ENOSPC:
+        return "no space left on the device"
+    return error.strerror or str(error)
+
+
+def prepare_output_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` when missing and check that files can be written into it, before any slow work:
+    a DataError naming the folder and the problem otherwise. Removes stale temporary files there."""
+    folder = Path(folder)
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                where = "" if parent == folder else f" ({parent} is a file)"
+                raise DataError(f"{folder}: not a folder{where}; choose another output folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temporary_path(folder / "dsp3d-write-check")
+        with open(probe, "xb"):
+            pass
+        probe.unlink()
+    except OSError as error:
+        raise DataError(
+            f"{folder}: cannot write there ({_explain_os_error(error)}); choose another output folder"
+        ) from None
+    remove_stale_temporaries(folder)
+    return folder
+
+
+def prepare_output_file(path: str | os.PathLike) -> Path:
+    """``prepare_output_folder`` for the folder of the file ``path``, which must not be a folder itself."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; give a file name for the output")
+    prepare_output_folder(path.parent)
+    return path

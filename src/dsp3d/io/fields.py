@@ -26,6 +26,7 @@ from dsp3d.io.errors import DataError, DataWarning
 
 AUTO = "auto"
 LARGE_COORDINATE = 8192.0  # float32 spacing is 1/1024 m here: rounding stays within 0.5 mm below it
+FLOAT32_CM_LIMIT = 131072.0  # 2**17: from here on float32 steps are 1/64 m, more than a centimetre
 _AUTO_COLORS = (("red", "green", "blue"), ("r", "g", "b"), ("diffuse_red", "diffuse_green", "diffuse_blue"))
 _AUTO_INTENSITY = ("intensity", "scalar_intensity", "reflectance")
 
@@ -173,6 +174,23 @@ def _offset(low: np.ndarray, high: np.ndarray, path) -> np.ndarray:
     return offset
 
 
+def _warn_float32_precision(dtype: np.dtype, low: np.ndarray, high: np.ndarray, path) -> None:
+    """A DataWarning when the file itself stores coordinates as float32 at magnitudes where float32 steps
+    exceed a centimetre (FLOAT32_CM_LIMIT; e.g. UTM coordinates): the precision was lost before dsp3d
+    read them, and no offset brings it back."""
+    reach = float(np.max(np.maximum(np.abs(low), np.abs(high))))
+    if dtype != np.float32 or reach < FLOAT32_CM_LIMIT:
+        return
+    step = float(np.spacing(np.float32(reach)))
+    warnings.warn(
+        f"{path}: coordinates stored as float32 reach {reach:.0f} m, where float32 steps are "
+        f"{100 * step:.1f} cm: the file has lost centimetre precision; export float64 coordinates "
+        "(or LAS/LAZ with a scale and offset)",
+        DataWarning,
+        stacklevel=4,
+    )
+
+
 def shift_coordinates(xyz: np.ndarray, path="cloud") -> tuple[np.ndarray, np.ndarray]:
     """(float32 points, float64 offset): axes reaching LARGE_COORDINATE move by the floor of their min."""
     xyz = np.asarray(xyz, dtype=np.float64)
@@ -235,6 +253,7 @@ class CloudSummary:
             xyz_dtype = next(self.dtypes[n] for n in self.xyz if self.dtypes[n].kind not in "iuf")
         if xyz_dtype.kind not in "iuf":
             raise DataError(f"{path}: coordinates must be numbers, got dtype {xyz_dtype}")
+        self.xyz_dtype = xyz_dtype
         self.count = 0
         self.bad_rows, self.first_bad = 0, -1
         self.low, self.high = np.full(3, np.inf), np.full(3, -np.inf)
@@ -297,6 +316,7 @@ class CloudSummary:
                 f"{path}: {self.bad_rows} points have NaN or infinite coordinates (first at point "
                 f"{self.first_bad}); remove them from the file"
             )
+        _warn_float32_precision(self.xyz_dtype, self.low, self.high, path)
         offset = _offset(self.low, self.high, path)
         colors, color_scaling = None, None
         if self.spec.colors == AUTO:

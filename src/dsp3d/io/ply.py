@@ -120,6 +120,17 @@ def _vertex_element(elements: list[Element], path) -> int:
     return index
 
 
+def check_vertex_count(path, count: int, extra_rows: int, extra_bytes: int = 0) -> None:
+    """DataError when data follows the vertices that the header does not count (the vertex element
+    being the last): reading would drop those points and writing would copy them as junk."""
+    if extra_rows > 0:
+        stray = f" and {extra_bytes} bytes" if extra_bytes else ""
+        raise DataError(
+            f"{path}: the header says {count} vertices, but the data holds {count + extra_rows}{stray}; "
+            "fix the header's 'element vertex' count"
+        )
+
+
 def _read_binary(data: memoryview, elements, index, order, path) -> tuple[dict, bytes, bytes]:
     pos = 0
     for element in elements[:index]:
@@ -131,6 +142,9 @@ def _read_binary(data: memoryview, elements, index, order, path) -> tuple[dict, 
             f"{path}: truncated PLY file: {elements[index].count} vertices need {end} data bytes, "
             f"the file has {len(data)}"
         )
+    if index == len(elements) - 1:  # a shorter tail (a newline) is tolerated and kept
+        extra_rows, extra_bytes = divmod(len(data) - end, dtype.itemsize)
+        check_vertex_count(path, elements[index].count, extra_rows, extra_bytes)
     rows = np.frombuffer(data, dtype, elements[index].count, pos)
     vertex = {name: rows[name].astype(rows.dtype[name].newbyteorder("=")) for name in dtype.names}
     return vertex, bytes(data[:pos]), bytes(data[end:])
@@ -149,8 +163,15 @@ def _read_ascii(data: bytes, elements, index, header_lines: int, path) -> tuple[
     table = parse_table(data[start:end], path, ncols=len(properties), first_line=header_lines + skip + 1)
     if len(table) != count:
         raise DataError(f"{path}: truncated PLY file: {len(table)} vertex lines, the header says {count}")
+    if index == len(elements) - 1:
+        check_vertex_count(path, count, _data_lines(data[end + 1 :]))
     vertex = {name: table[:, i].astype(t) for i, (name, t) in enumerate(properties)}
     return vertex, data[:start], data[end + 1 :]
+
+
+def _data_lines(data: bytes) -> int:
+    """Lines of ``data`` that hold anything but whitespace."""
+    return sum(1 for line in data.split(b"\n") if line.strip())
 
 
 def read_ply_data(path) -> PlyData:

@@ -134,6 +134,8 @@ class PlySource(ChunkSource):
                     f"{path}: truncated PLY file: {self.vertex.count} vertices need {self.stop - self.body} "
                     f"data bytes, the file has {size - self.body}"
                 )
+            if self.index == len(self.elements) - 1:
+                ply.check_vertex_count(path, self.vertex.count, *divmod(size - self.stop, self.row.itemsize))
 
     def _binary_chunks(self, size: int) -> Iterator[Chunk]:
         with open(self.path, "rb") as f:
@@ -176,8 +178,13 @@ class PlySource(ChunkSource):
                     )
                 line += len(lines)
                 yield Chunk(start, {name: table[:, i].astype(t) for i, (name, t) in enumerate(properties)})
+            if self.index == len(self.elements) - 1:  # nothing but blank lines may follow
+                ply.check_vertex_count(path, count, sum(1 for rest in f if rest.strip()))
+                after = b""
+            else:
+                after = f.read() if regions is not None else b""
             if regions is not None:
-                regions.append(f.read())
+                regions.append(after)
 
     def chunks(self, size: int = DEFAULT_CHUNK_POINTS) -> Iterator[Chunk]:
         if self.ply_fmt == "ascii":
@@ -413,6 +420,8 @@ class TextSource(ChunkSource):
                     line = next((ln for ln in f if ln.strip()), b"")
         except OSError as error:
             raise DataError(f"{path}: cannot read: {error.strerror or error}") from error
+        if self.names is None and not line.strip():
+            raise DataError(f"{path}: empty file (no points)")
         if self.names is None:
             table = text.parse_table(line, path, delimiter=self.delimiter) if line else np.zeros((0, 0))
             self.columns = text.default_column_names(table.shape[1]) if len(table) else []

@@ -147,6 +147,8 @@ def read_text_raw(path) -> tuple[bytes, str | None, list[str] | None, int]:
         raise DataError(f"{path}: cannot read: {error.strerror or error}") from error
     if data.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte order mark from Windows tools
         data = data[3:]
+    if not data.strip():
+        raise DataError(f"{path}: empty file (no points)")
     return (data, *_layout(data, path))
 
 

@@ -2,7 +2,7 @@
 
 Both rebuild every point's feature as a softmax-weighted sum of other points' features, with a learnable
 bilinear affinity W (K x K) initialised to I / sqrt(K) (a scaled dot product, so the softmax is not
-saturated at step 0), or its cosine form (model.affinity=cosine: rows L2-normalised, W from I, times a
+saturated at step 0), or its cosine form (dsp.affinity=cosine: rows L2-normalised, W from I, times a
 fixed inverse temperature):
 
     CSFR, pair (i, j):  A = F_i W_c F_j^T [N_i, N_j]

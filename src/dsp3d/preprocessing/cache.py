@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dsp3d.data.types import Cloud, SubsampledCloud
+from dsp3d.io.atomic import atomic_save
 from dsp3d.preprocessing.subsample import grid_subsample
 
 # Bump when the subsampling or the file layout changes: every old entry then misses.
@@ -69,14 +69,8 @@ def save_subsampled(sc: SubsampledCloud, path) -> None:
         "cache_version": np.int64(CACHE_VERSION),
     }
     arrays.update({key: getattr(sc, key) for key in _OPTIONAL if getattr(sc, key) is not None})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:  # a file object: np.savez would append ".npz" to a name
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # a file object: np.savez would append ".npz" to a name
+    atomic_save(path, lambda handle: np.savez(handle, **arrays))
 
 
 def load_subsampled(path) -> SubsampledCloud:

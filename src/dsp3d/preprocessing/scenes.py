@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dsp3d.data.types import Cloud, SubsampledCloud
+from dsp3d.io.atomic import atomic_save
 from dsp3d.io.errors import DataWarning
 from dsp3d.preprocessing.cache import cache_key, load_subsampled, save_subsampled
 from dsp3d.preprocessing.subsample import grid_subsample
@@ -59,10 +60,7 @@ def build_cached_scene(
         sub = grid_subsample(cloud, grid_size)
     save_subsampled(sub, sub_path)
     labels = cloud.labels if cloud.labels is not None else np.full(len(cloud), -1, dtype=np.int64)
-    tmp = labels_path.with_name(f".{labels_path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.save(handle, labels.astype(np.int64))
-    os.replace(tmp, labels_path)
+    atomic_save(labels_path, lambda handle: np.save(handle, labels.astype(np.int64)))
     return len(cloud), len(sub), [str(w.message) for w in caught]
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from dsp3d.io.atomic import atomic_save, atomic_write_text
 
 INDEX_FILE = "weak_labels.json"
 FORMAT_VERSION = 1
@@ -130,19 +130,6 @@ def _file_name(scene: str, taken: set[str]) -> str:
     return name
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Write a file through a temporary file in the same folder and os.replace, so that no reader ever
-    sees a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weak_labels(folder, indices_by_scene: dict[str, np.ndarray], meta: dict) -> None:
     """Write one ``<scene>.npy`` of int64 indices per scene and ``weak_labels.json``.
 
@@ -162,11 +149,11 @@ def save_weak_labels(folder, indices_by_scene: dict[str, np.ndarray], meta: dict
         record = {**given.get(scene, {}), "file": _file_name(scene, taken), "num_labelled": len(indices)}
         if len(indices) and (indices[0] < 0 or indices[-1] >= record.get("num_points", np.inf)):
             raise ValueError(f"weak labels of scene {scene!r} are out of range of its points")
-        _write_atomic(folder / record["file"], lambda handle, a=indices: np.save(handle, a))
+        atomic_save(folder / record["file"], lambda handle, a=indices: np.save(handle, a))
         scenes[scene] = record
     document = {**meta, "format_version": FORMAT_VERSION, "scenes": scenes}
     text = json.dumps(document, indent=1, sort_keys=True)
-    _write_atomic(folder / INDEX_FILE, lambda handle: handle.write(text.encode()))
+    atomic_write_text(text, folder / INDEX_FILE)
 
 
 def _read_index(folder: Path) -> dict:

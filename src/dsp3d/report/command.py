@@ -6,7 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from dsp3d.io.atomic import atomic_output
+from dsp3d.io.atomic import atomic_output, prepare_output_file
+from dsp3d.io.errors import DataError
 from dsp3d.report.page import ReportContent, render_page
 from dsp3d.report.tables import ablation_rows
 from dsp3d.report.viewer import viewer_data
@@ -27,6 +28,19 @@ def find_ablation(paths: list[str]) -> Path | None:
     return None
 
 
+def read_ablation(path: Path) -> tuple[list, float | None]:
+    """(Table 1 rows, weak-label ratio) of an ablation.json; DataError naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text())
+        return ablation_rows(data), data.get("ratio")
+    except FileNotFoundError:
+        raise DataError(f"{path}: ablation file not found") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DataError(
+            f"{path}: not an ablation.json written by dsp3d ablate ({type(error).__name__}: {error})"
+        ) from None
+
+
 def report_command(
     paths: list[str],
     out: str | Path,
@@ -43,12 +57,10 @@ def report_command(
 ) -> Path:
     """Write the report of the runs in ``paths`` to ``out`` (scene_count 0: no scenes, no viewer)."""
     runs = find_runs(paths)
+    out = prepare_output_file(out)  # before the scenes are predicted
     progress(f"report on {len(runs)} run(s): {', '.join(run.name for run in runs)}")
     ablation_path = Path(ablation) if ablation else find_ablation(paths)
-    rows, ratio = None, None
-    if ablation_path is not None:
-        data = json.loads(ablation_path.read_text())
-        rows, ratio = ablation_rows(data), data.get("ratio")
+    rows, ratio = read_ablation(ablation_path) if ablation_path is not None else (None, None)
     plots = chart_plots(runs)
     viewer, notes = None, []
     if scene_count > 0 or scenes:
@@ -65,8 +77,6 @@ def report_command(
                 f"The viewer shows a uniform sample of {max_points:,} points of {', '.join(thinned)}."
             )
     content = ReportContent(title, runs, plots, rows, ratio, viewer, notes)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out) as tmp:
         tmp.write_text(render_page(content), encoding="utf-8")
     progress(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

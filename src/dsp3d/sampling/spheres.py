@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from dsp3d.sampling.scenes import SceneSet
 
@@ -123,9 +122,13 @@ def test_sphere_centers(points: np.ndarray, radius: float, spacing: float) -> np
     """float64 [K, 3]: centres of test spheres such that every point lies in at least one sphere.
 
     points: float [N, 3]; spacing: distance between neighbouring centres as a fraction of ``radius``
-    (EvalConfig.sphere_spacing). Centres form a regular 3D grid over the cloud's bounding box, keeping
-    those whose sphere contains points; below a spacing of 2 / sqrt(3) the grid alone covers the cloud,
-    otherwise (or at float round-off) the points left over get extra centres of their own, greedily.
+    (EvalConfig.sphere_spacing). The centres are the nodes of a regular 3D lattice, anchored at the
+    origin of the points' frame, that are the nearest node of some point (the occupied cells), sorted.
+    They depend only on where points are, never on the bounding box: the centres near a group of points
+    are the same whatever other points exist, and a stray point far away adds one sphere, not a grid
+    over the empty space between (memory stays bounded by the points). Every point is within
+    sqrt(3) / 2 spacings of its node, inside the sphere below a spacing of 2 / sqrt(3); otherwise (or at
+    float round-off) the points left over get extra centres of their own, greedily.
     """
     if spacing <= 0 or radius <= 0:
         raise ValueError(f"radius and spacing must be positive, got {radius}, {spacing}")
@@ -133,21 +136,10 @@ def test_sphere_centers(points: np.ndarray, radius: float, spacing: float) -> np
     if len(points) == 0:
         return np.zeros((0, 3), dtype=np.float64)
     step = spacing * radius
-    low, high = points.min(axis=0), points.max(axis=0)
-    counts = np.floor((high - low) / step).astype(np.int64) + 1
-    # Centre the grid on the box, so both ends get the same margin.
-    start = (low + high) / 2 - (counts - 1) * step / 2
-    axes = [start[a] + step * np.arange(counts[a]) for a in range(3)]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    tree = cKDTree(points)
-    distance, _ = tree.query(grid, k=1, distance_upper_bound=radius * (1 - _COVER_MARGIN))
-    centers = grid[np.isfinite(distance)]
     inner = radius * (1 - _COVER_MARGIN)
-    if len(centers):
-        nearest, _ = cKDTree(centers).query(points, k=1)
-        left = np.flatnonzero(nearest > inner)
-    else:
-        left = np.arange(len(points))
+    nodes, nearest = np.unique(np.round(points / step).astype(np.int64), axis=0, return_inverse=True)
+    centers = nodes.astype(np.float64) * step
+    left = np.flatnonzero(np.linalg.norm(points - centers[nearest.reshape(-1)], axis=1) > inner)
     extra = []
     while len(left):
         # A centre on a leftover point covers it exactly (distance 0) and its neighbours.

@@ -1,42 +1,102 @@
-"""Checkpoints: written atomically (temp file + rename) so an interrupted write never leaves a broken file."""
+"""Checkpoints and inference models: written atomically, read without running code, checked for damage.
+
+Loading a file never runs code from it: files are read with ``torch.load(weights_only=True)``, which
+rebuilds only tensors and plain values (dicts, lists, tuples, str, int, float, bool, None) and refuses
+anything else, such as a pickled function call. Everything dsp3d stores is of these types.
+
+Every file carries a SHA-256 checksum over its content (each tensor's dtype, shape and bytes and each
+plain value, in key order), checked on load: flipped bytes in a downloaded or copied file are an error,
+not silently different predictions. Files written before the checksum existed load with a warning.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
+import hashlib
+import logging
+import pickle
+import re
 from pathlib import Path
 
 import torch
 
+from dsp3d.io.atomic import atomic_save
 
-def atomic_torch_save(obj, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+log = logging.getLogger("dsp3d")
+
+CHECKSUM_KEY = "checksum"
+_PLAIN = (str, int, float, bool, type(None))
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or lacks what it should hold (message names the file)."""
 
 
+def _update(digest, value, key: str) -> None:
+    """Feed ``value`` into ``digest`` in a fixed order; TypeError for what weights_only cannot load."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{key}:tensor:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"{key}:dict:{len(value)}\n".encode())
+        for name in sorted(value, key=repr):
+            if not isinstance(name, str | int):
+                raise TypeError(f"checkpoint key {key}/{name!r}: keys must be str or int")
+            _update(digest, value[name], f"{key}/{name!r}")
+    elif isinstance(value, list | tuple):
+        digest.update(f"{key}:{type(value).__name__}:{len(value)}\n".encode())
+        for index, item in enumerate(value):
+            _update(digest, item, f"{key}/{index}")
+    elif type(value) in _PLAIN:  # exactly: numpy's float64 is a float, but weights_only refuses it
+        digest.update(f"{key}:{type(value).__name__}:{value!r}\n".encode())
+    else:
+        raise TypeError(f"checkpoint value {key}: {type(value).__name__} is not a tensor or a plain value")
+
+
+def content_checksum(payload: dict) -> str:
+    """The SHA-256 of everything in ``payload`` but its checksum entry (see the module docstring)."""
+    digest = hashlib.sha256()
+    _update(digest, {k: v for k, v in payload.items() if k != CHECKSUM_KEY}, "")
+    return digest.hexdigest()
+
+
+def save_checkpoint(payload: dict, path: str | Path) -> None:
+    """Write ``payload`` (tensors and plain values only) with its checksum to ``path``, atomically."""
+    stored = {**payload, CHECKSUM_KEY: {"sha256": content_checksum(payload)}}
+    atomic_save(path, lambda handle: torch.save(stored, handle), durable=True)
+
+
+def _refusal(path: Path, error: Exception) -> CheckpointError:
+    found = re.search(r"GLOBAL (\S+)", str(error))
+    named = f" (it calls {found.group(1)})" if found else ""
+    return CheckpointError(
+        f"{path}: refused: the file holds Python objects besides tensors and plain values{named}, and "
+        "loading those can run code; dsp3d loads only model files it wrote (see docs/reliability.md)"
+    )
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """A checkpoint's content, checksum verified (and removed); CheckpointError naming the file for a
+    missing, unreadable, unsafe or damaged file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights only load failed" in str(error).lower():
+            raise _refusal(path, error) from None
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+    except Exception as error:  # noqa: BLE001 - any reading failure means the same thing to the user
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(data, dict) or "kind" not in data:
         raise CheckpointError(f"{path}: not a dsp3d checkpoint")
+    stored = data.pop(CHECKSUM_KEY, None)
+    if stored is None:
+        log.warning("%s: no checksum (written by an older dsp3d): its weights cannot be verified", path)
+    elif not isinstance(stored, dict) or stored.get("sha256") != content_checksum(data):
+        raise CheckpointError(
+            f"{path}: damaged: its content does not match the checksum stored when it was written "
+            "(changed or corrupted since); use an intact copy or train again"
+        )
     return data

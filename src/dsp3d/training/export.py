@@ -13,7 +13,7 @@ import torch
 
 from dsp3d.levels import LevelSpec
 from dsp3d.model.kpfcnn import KPFCNN
-from dsp3d.training.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
+from dsp3d.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 INFERENCE_KIND = "dsp3d-inference"
 
@@ -40,7 +40,7 @@ def export_inference_model(backbone: KPFCNN, meta: InferenceMeta, path: str | Pa
     state = {key: value.detach().cpu() for key, value in backbone.state_dict().items()}
     payload = asdict(meta)
     payload["levels"] = [asdict(level) for level in meta.levels]
-    atomic_torch_save({"kind": INFERENCE_KIND, "meta": payload, "state_dict": state}, path)
+    save_checkpoint({"kind": INFERENCE_KIND, "meta": payload, "state_dict": state}, path)
 
 
 def load_inference_model(

@@ -30,13 +30,14 @@ import torch
 
 from dsp3d.batching.loader import make_train_loader
 from dsp3d.config import Config, DSPConfig, TrainConfig
+from dsp3d.io.atomic import atomic_write_text
 from dsp3d.losses import stage_loss
 from dsp3d.methods import METHOD_STAGES, STAGE_MODES
 from dsp3d.model.dsp import DSPModel, shared_class_rows
 from dsp3d.progress import finish, is_live, status, training_line
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
-from dsp3d.training.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
+from dsp3d.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dsp3d.training.schedule import exponential_lr, rampup_weight
 from dsp3d.training.tensorboard import TensorBoardLog
 
@@ -173,14 +174,14 @@ class RunFolder:
             return
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         tmp = self.checkpoints / "last.next.pt"
-        atomic_torch_save(payload, tmp)
+        save_checkpoint(payload, tmp)
         if self.last.exists():
             self.last.replace(self.previous)
         tmp.replace(self.last)
 
     def save(self, payload: dict, path: Path) -> None:
         if self.writes:
-            atomic_torch_save(payload, path)
+            save_checkpoint(payload, path)
 
     def load_last(self) -> dict:
         """The newest readable resume checkpoint; a corrupt or partial last.pt falls back to the previous."""
@@ -209,9 +210,7 @@ class RunFolder:
                 continue  # a line cut by the kill
             if (record.get("stage", 0), record.get("step", 0)) <= (stage + 1, step):
                 kept.append(line)
-        tmp = self.metrics.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.metrics)
+        atomic_write_text("".join(line + "\n" for line in kept), self.metrics)
 
 
 def _checkpoint(model: DSPModel, optimizer, state: StageState, reports: list[StageReport], mode: str) -> dict:
@@ -489,7 +488,10 @@ def train(
                 world.size,
             )
         folder.trim_metrics(state.stage, state.step)
-        progress(f"resuming {folder.root} at stage {state.stage + 1}/{len(stages)}, step {state.step}")
+        if state.stage >= len(stages):  # stopped after the last stage, before model.pt / results.json
+            progress(f"{folder.root}: training had finished; writing the model and evaluating it")
+        else:
+            progress(f"resuming {folder.root} at stage {state.stage + 1}/{len(stages)}, step {state.step}")
     elif folder.writes and folder.metrics.exists():
         folder.metrics.unlink()  # a fresh run in an old folder starts a fresh log
     budgets = stage_budgets(config)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from dsp3d.io.atomic import atomic_write_bytes
 from dsp3d.visualization.runs import RunRecord, TrainingCurve
 
 # One colour per compared run, in order (matplotlib's default cycle, fixed here so that the bars, the
@@ -45,7 +46,7 @@ def figure_png(figure: Figure, dpi: int = 100, indexed: bool = False) -> bytes:
 def save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(figure_png(figure, dpi))
+    atomic_write_bytes(figure_png(figure, dpi), path)
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from dsp3d.io.atomic import prepare_output_folder
 from dsp3d.visualization.export import export_scene
 from dsp3d.visualization.plotset import (
     AffinityOptions,
@@ -43,6 +44,7 @@ def plot_command(
 ) -> list[Path]:
     """Write every plot of the runs in ``paths`` to ``out``; returns the PNG paths."""
     runs = find_runs(paths)
+    prepare_output_folder(out)  # before the scenes are predicted
     progress(f"plotting {len(runs)} run(s): {', '.join(run.name for run in runs)}")
     plots = chart_plots(runs)
     if with_scenes:
@@ -66,6 +68,7 @@ def export_command(
 ) -> list[Path]:
     """Coloured PLY files of test scenes: ground truth, and each run's prediction and errors."""
     runs = find_runs(paths)
+    prepare_output_folder(out)  # before the scenes are predicted
     written = []
     for scene in predict_scenes(runs, scenes, scene_count, device, progress):
         for path in export_scene(scene, out):

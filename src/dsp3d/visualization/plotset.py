@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dsp3d.data.prepare import prepare_data
 from dsp3d.data.types import SubsampledCloud
+from dsp3d.io.atomic import atomic_write_bytes
 from dsp3d.visualization.affinity import affinity_maps
 from dsp3d.visualization.charts import confusion_figure, figure_png, iou_bars_figure, training_curves_figure
 from dsp3d.visualization.pictures import affinity_figure, scene_figure
@@ -97,6 +98,6 @@ def write_plots(plots: list[Plot], out_dir: str | Path) -> list[Path]:
     paths = []
     for plot in plots:
         path = out_dir / plot.file_name
-        path.write_bytes(plot.png)
+        atomic_write_bytes(plot.png, path)
         paths.append(path)
     return paths

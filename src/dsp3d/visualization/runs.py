@@ -62,11 +62,14 @@ class RunRecord:
 
     @property
     def miou(self) -> float:
-        return float(self.results["miou"])
+        """NaN for a run without a score (no labelled test points)."""
+        value = self.results.get("miou")
+        return math.nan if value is None else float(value)
 
     @property
     def oa(self) -> float:
-        return float(self.results.get("oa", math.nan))
+        value = self.results.get("oa")
+        return math.nan if value is None else float(value)
 
     @property
     def per_class_iou(self) -> dict[str, float]:

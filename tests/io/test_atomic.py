@@ -1,0 +1,112 @@
+"""One atomic-write helper: normal permissions, no partial file, no temporary left behind, stale
+temporaries of killed writers removed by the next run."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dsp3d.config import Config, save_config
+from dsp3d.io.atomic import (
+    atomic_output,
+    atomic_write_json,
+    prepare_output_folder,
+    remove_stale_temporaries,
+    temporary_path,
+)
+from dsp3d.io.errors import DataError
+from dsp3d.preprocessing.weak_labels import save_weak_labels
+from dsp3d.training.checkpoint import save_checkpoint
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path, umask_022):
+    save_checkpoint({"w": torch.zeros(2)}, tmp_path / "model.pt")
+    atomic_write_json({"miou": 1.0}, tmp_path / "results.json")
+    save_config(Config(), tmp_path / "config.yaml")
+    save_weak_labels(tmp_path / "weak_labels", {"a": np.array([1, 2])}, {"protocol": "ratio"})
+    written = [
+        tmp_path / "model.pt",
+        tmp_path / "results.json",
+        tmp_path / "config.yaml",
+        *sorted((tmp_path / "weak_labels").iterdir()),
+    ]
+    assert len(written) == 5
+    for path in written:  # mkstemp made them 0600
+        assert mode(path) == 0o644, path
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, error):
+    target = tmp_path / "out.ply"
+    target.write_text("old")
+    with pytest.raises(error), atomic_output(target) as tmp:
+        tmp.write_text("half")
+        raise error
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ply"]
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    stale = tmp_path / f".scan.{dead_pid():08x}abcd.tmp.ply"
+    live = temporary_path(tmp_path / "scan.ply")  # this process writes it
+    unrelated = tmp_path / ".scan.notatemp.ply"
+    for path in (stale, live, unrelated):
+        path.write_bytes(b"x" * 100)
+    assert live.name.startswith(".scan.") and live.name.endswith(".tmp.ply")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and unrelated.exists()
+
+
+def test_output_folder_checks(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match=r"file: not a folder"):
+        prepare_output_folder(tmp_path / "file")
+    with pytest.raises(DataError, match=r"file/sub: not a folder \(.*file is a file\)"):
+        prepare_output_folder(tmp_path / "file" / "sub")
+    assert prepare_output_folder(tmp_path / "new" / "deep").is_dir()
+
+    real_open = open
+
+    def refuse(path, *args, **kwargs):
+        if "dsp3d-write-check" in str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refuse)
+    with pytest.raises(DataError, match=r"locked: cannot write there \(permission denied\)"):
+        prepare_output_folder(tmp_path / "locked")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_is_refused(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(DataError, match="permission denied"):
+            prepare_output_folder(folder)
+    finally:
+        folder.chmod(0o700)
