@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from dsp3d.config import DEMO_STEPS, ConfigError, load_config, load_run_config
@@ -343,19 +344,24 @@ def _predict_and_evaluate(args: argparse.Namespace, progress) -> None:
 
 
 def _run(args: argparse.Namespace, progress, interrupted: dict) -> int:
-    """Run the command of ``args``; ``interrupted["hint"]`` says what to do after a Ctrl-C."""
+    """Run the command of ``args``; ``interrupted["hint"]()`` says what to do after a Ctrl-C."""
     if args.command == "demo":
         _demo_command(args, progress)
     elif args.command == "train":
         config, out = _train_setup(args)
-        interrupted["hint"] = f"; resume with: dsp3d train --resume {out}"
+        interrupted["hint"] = lambda: (  # the run's config.yaml is written when training starts
+            f"; resume with: dsp3d train --resume {out}"
+            if (out / "config.yaml").is_file()
+            else "; the run had not started: run the same command again"
+        )
         _train_command(config, out, bool(args.resume), args.force, progress)
     elif args.command == "ablate":
         return _ablate_command(args, progress)
     elif args.command in ("predict", "evaluate"):
         if args.command == "predict":
-            interrupted["hint"] = (
-                f"; the files finished so far are listed in {Path(args.out) / 'predictions.json'}"
+            listing = Path(args.out) / "predictions.json"
+            interrupted["hint"] = lambda: (
+                f"; the files finished so far are listed in {listing}" if listing.is_file() else ""
             )
         _predict_and_evaluate(args, progress)
     elif args.command in ("plot", "report", "export"):
@@ -401,12 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Progress: a status line redrawn in place on a terminal, plain lines otherwise (dsp3d.progress).
     progress = Console(quiet=args.quiet)
-    interrupted: dict[str, str] = {}
+    interrupted: dict[str, Callable[[], str]] = {}
     previous = _interrupt_on_sigterm()
     try:
         return _run(args, progress, interrupted)
     except KeyboardInterrupt:
-        return _fail(progress, f"interrupted{interrupted.get('hint', '')}", 130)
+        return _fail(progress, f"interrupted{interrupted.get('hint', str)()}", 130)
     except ConfigError as error:
         return _fail(progress, f"config error: {error}", 2)
     except (FileNotFoundError, ValueError) as error:

@@ -264,16 +264,49 @@ def test_an_interrupted_write_leaves_no_temporary_and_says_one_line(
     from dsp3d.io import ply
 
     write_cloud(tmp_path / "a.ply", make_scan(200))
+    write_cloud(tmp_path / "b.ply", make_scan(200))
+    real_encode, calls = ply.encode_vertex, []
 
-    def ctrl_c(*args, **kwargs):
-        raise KeyboardInterrupt
+    def ctrl_c_in_the_second_file(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # while b.ply is being written
+            raise KeyboardInterrupt
+        return real_encode(*args, **kwargs)
 
-    monkeypatch.setattr(ply, "encode_vertex", ctrl_c)  # Ctrl-C while the output is being written
+    monkeypatch.setattr(ply, "encode_vertex", ctrl_c_in_the_second_file)
     out = tmp_path / "out"
-    assert main(["--quiet", "predict", str(colour_model), str(tmp_path / "a.ply"), "-o", str(out)]) == 130
+    inputs = [str(tmp_path / "a.ply"), str(tmp_path / "b.ply")]
+    assert main(["--quiet", "predict", str(colour_model), *inputs, "-o", str(out)]) == 130
     err = capsys.readouterr().err.strip()
     assert err == f"interrupted; the files finished so far are listed in {out / 'predictions.json'}"
-    assert list(out.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == ["a.ply", "predictions.json"]  # no temporary of b.ply
+    assert list(json.loads((out / "predictions.json").read_text())["files"]) == [inputs[0]]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "message"),
+    [
+        (
+            OSError(28, "No space left on device", "/full/a.ply"),
+            2,
+            "error: /full/a.ply: no space left on device",
+        ),
+        (MemoryError(), 1, "error: out of memory; lower --batch-points or the batch_points settings"),
+    ],
+)
+def test_system_failures_are_one_line(tmp_path, colour_model, monkeypatch, capsys, error, status, message):
+    from dsp3d.inference.predict import Predictor
+
+    def fail(*args, **kwargs):
+        raise error
+
+    write_cloud(tmp_path / "a.ply", make_scan(200))
+    monkeypatch.setattr(Predictor, "predict_file", fail)
+    assert (
+        main(["--quiet", "predict", str(colour_model), str(tmp_path / "a.ply"), "-o", str(tmp_path / "o")])
+        == status
+    )
+    assert capsys.readouterr().err.strip() == message
 
 
 def test_the_next_run_removes_temporaries_of_a_killed_one(tmp_path, colour_model):

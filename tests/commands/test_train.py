@@ -219,7 +219,8 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path, config_file, capsys, m
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals to a process group")
-def test_a_real_ctrl_c_with_loader_workers_prints_one_line(tmp_path, config_file):
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_a_real_ctrl_c_with_loader_workers_prints_one_line(tmp_path, config_file, how):
     root = make_folder(tmp_path / "scans")
     out = tmp_path / "run"
     args = train_args(root, tmp_path, "data.val_scenes=[c]", "train.steps=100000", "train.num_workers=1")
@@ -232,10 +233,13 @@ def test_a_real_ctrl_c_with_loader_workers_prints_one_line(tmp_path, config_file
         deadline = time.monotonic() + 120
         while not (out / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
-        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        if how == "ctrl-c":  # SIGINT to the whole foreground group: the loader worker gets it too
+            os.killpg(process.pid, signal.SIGINT)
+        else:  # kill PID: SIGTERM to the main process
+            os.kill(process.pid, signal.SIGTERM)
         err = process.communicate(timeout=60)[1]
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 130
-    assert err.strip().splitlines() == [f"interrupted; resume with: dsp3d train --resume {out}"]
+    assert process.returncode == 130, err
+    assert err.strip().splitlines() == [f"interrupted; resume with: dsp3d train --resume {out}"], err

@@ -208,7 +208,22 @@ def make_train_loader(
         persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
         multiprocessing_context=worker_start_method() if workers > 0 else None,
+        worker_init_fn=quiet_disconnects if workers > 0 else None,
     )
+
+
+def quiet_disconnects(worker_id: int) -> None:
+    """In a loader worker: a background thread's error that only says the main process went away (it
+    was interrupted while receiving a batch: a broken pipe or reset connection in multiprocessing's
+    resource sharer) is not printed. Ctrl-C then prints the one line of dsp3d's command line, not a
+    worker's traceback; every other error is reported as before."""
+    report = sys.excepthook
+
+    def hook(kind, value, traceback) -> None:
+        if not issubclass(kind, ConnectionError | EOFError):
+            report(kind, value, traceback)
+
+    sys.excepthook = hook
 
 
 def worker_start_method() -> str | None:
