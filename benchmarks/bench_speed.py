@@ -243,6 +243,9 @@ def tiled_cloud(room: Cloud, points: int) -> Cloud:
 
 
 def child_main(kind: str, inputs_path: str, device_name: str) -> None:
+    # inputs_path is the file the parent process wrote a moment ago in its own temporary folder; it holds
+    # Batch objects, which torch.load(weights_only=True) cannot rebuild. dsp3d itself never loads a file
+    # with weights_only=False (dsp3d.training.checkpoint).
     device = torch.device(device_name)
     if kind.startswith("layer-"):
         runners = layer_runners(torch.load(inputs_path, weights_only=False), check=False)
