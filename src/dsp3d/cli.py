@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -392,6 +393,20 @@ def _interrupt_on_sigterm():
     return signal.signal(signal.SIGTERM, interrupt)
 
 
+def _data_warnings_as_lines(show: Callable) -> Callable:
+    """``warnings.showwarning`` that prints a problem with the data (DataWarning) as one line,
+    ``warning: <file>: <problem>``, not with a line of dsp3d's source; other warnings go to ``show``."""
+    from dsp3d.io.errors import DataWarning
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, DataWarning):
+            print(f"warning: {message}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return show_warning
+
+
 def _fail(progress, message: str, status: int) -> int:
     progress.finish()
     print(message, file=sys.stderr)
@@ -410,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     interrupted: dict[str, Callable[[], str]] = {}
     previous = _interrupt_on_sigterm()
     try:
-        return _run(args, progress, interrupted)
+        with warnings.catch_warnings():
+            warnings.showwarning = _data_warnings_as_lines(warnings.showwarning)
+            return _run(args, progress, interrupted)
     except KeyboardInterrupt:
         return _fail(progress, f"interrupted{interrupted.get('hint', str)()}", 130)
     except ConfigError as error:

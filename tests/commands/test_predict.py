@@ -357,3 +357,20 @@ def test_outputs_are_checked_before_any_inference(tmp_path, colour_model, monkey
         == 2
     )
     assert "ro: cannot write there (permission denied)" in capsys.readouterr().err
+
+
+def test_data_warnings_are_one_line(tmp_path, geometry_model, capsys):
+    scan = make_scan(500, colour=False)
+    utm = scan.points.astype(np.float64) + [500_000.0, 4_000_000.0, 0.0]
+    np.save(tmp_path / "utm.npy", utm.astype(np.float32))  # UTM stored as float32: centimetres lost
+    assert (
+        main(
+            ["--quiet", "predict", str(geometry_model), str(tmp_path / "utm.npy"), "-o", str(tmp_path / "o")]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith(f"warning: {tmp_path / 'utm.npy'}: coordinates stored as float32 reach")
+        and "\n" not in err
+    )

@@ -120,7 +120,7 @@ def test_evaluate_without_labelled_test_points_gives_no_score(tmp_path):
         None,
         ["data.dataset=folder", f"data.root={root}", "data.val_scenes=[c]", f"data.cache_dir={tmp_path}/c"],
     )
-    with pytest.raises(DataError, match=r"scans: no labelled test points \(in 1 test scenes\), so no score"):
+    with pytest.raises(DataError, match=r"scans: no labelled test points \(in 1 test scene\), so no score"):
         evaluate_command(str(model), config, None, quiet)
     assert not (tmp_path / "evaluation.json").exists()
 

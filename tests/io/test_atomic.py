@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -110,3 +111,14 @@ def test_read_only_folder_is_refused(tmp_path):
             prepare_output_folder(folder)
     finally:
         folder.chmod(0o700)
+
+
+def test_temporaries_of_earlier_versions_go_once_untouched_for_an_hour(tmp_path):
+    legacy = [tmp_path / ".scan.1a2b3c4d.tmp.ply", tmp_path / ".last.next.pt.k2j3h4ab.tmp"]
+    for path in legacy:
+        path.write_bytes(b"x")
+    assert remove_stale_temporaries(tmp_path) == []  # possibly still being written
+    hours_ago = time.time() - 2 * 3600
+    for path in legacy:
+        os.utime(path, (hours_ago, hours_ago))
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(legacy)

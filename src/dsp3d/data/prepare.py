@@ -263,7 +263,8 @@ def require_test_labels(config: Config, test: list[TestScene], why: str) -> None
     """DataError "no labelled test points" (nothing to score) unless some test point is labelled."""
     if not labelled_test_points(test):
         raise DataError(
-            f"{_dataset_name(config)}: no labelled test points (in {len(test)} test scenes), so no score; "
+            f"{_dataset_name(config)}: no labelled test points (in {len(test)} test "
+            f"scene{'s' if len(test) != 1 else ''}), so no score; "
             f"{why}: hold out labelled scenes (data.val_scenes, data.test_area)"
         )
 

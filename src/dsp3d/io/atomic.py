@@ -19,6 +19,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -27,6 +28,10 @@ from dsp3d.io.errors import DataError
 
 # .<stem>.<pid: 8+ hex digits><4 random hex digits>.tmp<suffix>
 _TEMPORARY = re.compile(r"^\.(?P<stem>.*)\.(?P<pid>[0-9a-f]{8,})[0-9a-f]{4}\.tmp(?P<suffix>\.[^.]*)?$")
+# What earlier versions named them, without the writer's process: .<stem>.<8 hex>.tmp<suffix> and
+# mkstemp's .<name>.<8 characters>.tmp. Removed once nothing has written to them for LEGACY_AGE_S.
+_LEGACY = re.compile(r"^\..+\.(?:[0-9a-f]{8}\.tmp(?:\.[^.]*)?|[a-z0-9_]{8}\.tmp)$")
+LEGACY_AGE_S = 3600.0
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
@@ -101,21 +106,27 @@ def _process_runs(pid: int) -> bool:
     return True
 
 
+def _is_stale(entry: Path, now: float) -> bool:
+    match = _TEMPORARY.match(entry.name)
+    if match is not None:
+        return not _process_runs(int(match["pid"], 16))
+    return _LEGACY.match(entry.name) is not None and now - entry.stat().st_mtime > LEGACY_AGE_S
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporary files of this module's naming in ``folder`` whose writer no longer runs (a
-    killed write); returns them. Files of running processes are left alone. Only on POSIX systems (a
-    process check elsewhere is not a harmless signal); elsewhere nothing is removed."""
+    killed write), and those of earlier versions' naming untouched for an hour; returns them. Files of
+    running processes are left alone. Only on POSIX systems (a process check elsewhere is not a
+    harmless signal); elsewhere nothing is removed."""
     folder = Path(folder)
     if os.name != "posix" or not folder.is_dir():
         return []
-    removed = []
+    removed, now = [], time.time()
     for entry in folder.iterdir():
-        match = _TEMPORARY.match(entry.name)
-        if match is None or not entry.is_file() or _process_runs(int(match["pid"], 16)):
-            continue
         with suppress(FileNotFoundError):
-            entry.unlink()
-            removed.append(entry)
+            if entry.is_file() and _is_stale(entry, now):
+                entry.unlink()
+                removed.append(entry)
     return removed
 
 
