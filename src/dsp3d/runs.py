@@ -84,7 +84,9 @@ def run_method(
         if method != "full":
             write_weak_labels(data, run_dir / "weak_labels")
     if not scored:
-        progress(f"{NOT_SCORED}: the model is trained but not scored (data.test_scenes holds scenes out)")
+        progress(
+            f"{NOT_SCORED}: the model is trained but not scored (hold labelled scenes out: data.test_scenes)"
+        )
     device = resolve_device(config.train.device)
     scoring = (
         data.feature_names,

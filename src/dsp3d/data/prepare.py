@@ -265,7 +265,7 @@ def require_test_labels(config: Config, test: list[TestScene], why: str) -> None
         raise DataError(
             f"{_dataset_name(config)}: no labelled test points (in {len(test)} test "
             f"scene{'s' if len(test) != 1 else ''}), so no score; "
-            f"{why}: hold out labelled scenes (data.val_scenes, data.test_area)"
+            f"{why}: hold out labelled scenes (data.test_scenes, data.test_area)"
         )
 
 
