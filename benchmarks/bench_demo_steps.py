@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 from dsp3d.config import DEMO_STEPS
-from dsp3d.data.prepare import prepare_data
-from dsp3d.demo import DEMO_METHODS, DEMO_RUNS, demo_config
-from dsp3d.runs import fully_labelled
-from dsp3d.training.trainer import stage_steps, train
+from dsp3d.training.budget import stage_steps
+from dsp3d.training.loop import train
+from dsp3d.workflow.demo import DEMO_METHODS, DEMO_RUNS, demo_config
+from dsp3d.workflow.prepare import prepare_data
+from dsp3d.workflow.run import fully_labelled
 
 
 def stage_speeds(metrics_path: Path, skip: int) -> list[dict]:
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     timed = dataclasses.replace(
         base.train, steps=args.steps, log_every=args.skip, val_every=0, checkpoint_every=0
     )
-    data = prepare_data(base, progress=lambda _: None)
+    data = prepare_data(base)
     print(
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads "
         f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(base, train=dataclasses.replace(timed, method=method))
         scenes = fully_labelled(data.train) if method == "full" else data.train
         with tempfile.TemporaryDirectory() as folder:
-            train(config, scenes, folder, progress=lambda _: None)
+            train(config, scenes, folder)
             speeds = stage_speeds(Path(folder) / "metrics.jsonl", args.skip)
         # The demo's steps per stage (two-stage methods split DEMO_STEPS by dsp.stage1_fraction).
         demo_run = dataclasses.replace(base, train=dataclasses.replace(base.train, method=method))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -19,7 +21,6 @@ from dsp3d.batching.pyramid import build_batch, calibrate_caps, point_pyramid
 from dsp3d.levels import make_levels
 from dsp3d.sampling.sample import extract_sample
 from dsp3d.sampling.spheres import PotentialSampler
-from dsp3d.sampling.toy import toy_scene_set
 
 
 def make_samples(scene_set, radius: float, target: int, seed: int):
@@ -61,6 +62,14 @@ def timed(function, repeats: int) -> float:
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def toy_scene_set(**kwargs):
+    """The tests' toy scenes (tests/support/toy_scenes.py): planes with one class each, built in ms."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+    from toy_scenes import toy_scene_set as build
+
+    return build(**kwargs)
 
 
 def main() -> None:

@@ -51,14 +51,20 @@ def per_class_markdown(out: Path, modes: list[str], seeds: int, class_names: lis
         results = [json.loads(f.read_text()) for f in files if f.is_file()]
         if not results:
             continue
-        ious = np.mean([[r["per_class_iou"][c] for c in class_names] for r in results], axis=0)
-        lines.append(f"| {mode} | " + " | ".join(f"{v:.1f}" for v in ious) + " |")
+        values = [[_number(r["per_class_iou"][c]) for c in class_names] for r in results]
+        with np.errstate(all="ignore"):  # a class absent from every test scene has no IoU: "-"
+            ious = np.nanmean(np.array(values, dtype=np.float64), axis=0)
+        lines.append(f"| {mode} | " + " | ".join("-" if np.isnan(v) else f"{v:.1f}" for v in ious) + " |")
     return "\n".join(lines)
 
 
+def _number(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
 def run_tables(args: argparse.Namespace) -> int:
-    from dsp3d.ablate import run_ablation
     from dsp3d.io.atomic import atomic_output
+    from dsp3d.workflow.ablate import run_ablation
 
     modes = tuple(m.strip() for m in args.modes.split(","))
     summary = []
@@ -96,7 +102,7 @@ def validation_records(run_dir: Path) -> list[tuple[int, float]]:
 
 
 def run_curve(args: argparse.Namespace) -> int:
-    from dsp3d.ablate import run_ablation
+    from dsp3d.workflow.ablate import run_ablation
 
     name = args.datasets[0]
     out = Path(args.out) / "curve"

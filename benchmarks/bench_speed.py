@@ -306,7 +306,7 @@ def predict_child(inputs_path: str, device: torch.device) -> dict:
 
     def work():
         start = time.perf_counter()
-        predictor = Predictor(model, meta, device, progress=lambda _: None)
+        predictor = Predictor(model, meta, device)
         out = cloud_path.with_name("predicted.ply")
         counts = predictor.predict_file(cloud_path, out, probabilities=True)
         sync(device)

@@ -2,13 +2,13 @@
 
 import pytest
 import yaml
+from toy_scenes import toy_scene_set
 
 from dsp3d.batching import pyramid
 from dsp3d.config import ConfigError, load_config
-from dsp3d.data.prepare import prepare_data
 from dsp3d.levels import make_levels
-from dsp3d.runs import AUTO_CAPS_PERCENTILE, resolve_neighbour_caps, run_method
-from dsp3d.sampling.toy import toy_scene_set
+from dsp3d.workflow.prepare import prepare_data
+from dsp3d.workflow.run import AUTO_CAPS_PERCENTILE, resolve_neighbour_caps, run_method
 
 
 def test_caps_accept_a_list_or_auto():
@@ -65,8 +65,8 @@ def test_a_run_records_the_calibrated_caps_in_its_config(small_synthetic, tmp_pa
         "eval.sphere_spacing=1.5",
     ]
     config = load_config(None, overrides)
-    data = prepare_data(config, lambda message: None)
-    run_method(config, data, tmp_path / "run", lambda message: None)
+    data = prepare_data(config)
+    run_method(config, data, tmp_path / "run")
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["neighbour_caps"]
     assert saved == resolve_neighbour_caps(config, data.train).model.neighbour_caps
     assert len(saved) == 4 and all(isinstance(cap, int) and cap > 0 for cap in saved)

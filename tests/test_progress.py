@@ -1,19 +1,26 @@
-"""Progress output: formatting (rate, ETA), plain lines off a terminal, a status line on one, --quiet."""
+"""Messages and progress: formatting (rate, ETA), fitting a status line to the terminal's width, plain
+lines off a terminal, a live display on one where log messages never land inside the status line,
+--quiet."""
 
 import dataclasses
 import io
-import os
+import logging
+import re
 import shutil
 import sys
 
 import pytest
 
 from dsp3d import cli, progress
-from dsp3d.progress import CLEAR_LINE, Console, ProgressBar, training_line
+from dsp3d.progress import Field, fit
+from dsp3d.training.budget import StageState
+from dsp3d.training.run_log import training_fields
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class Clock:
-    """Stands for time.perf_counter / time.monotonic in dsp3d.progress."""
+    """Stands for time.perf_counter in dsp3d.progress."""
 
     def __init__(self):
         self.now = 100.0
@@ -26,8 +33,13 @@ class Clock:
 def clock(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(progress.time, "perf_counter", clock)
-    monkeypatch.setattr(progress.time, "monotonic", clock)
     return clock
+
+
+@pytest.fixture(autouse=True)
+def no_display():
+    yield
+    progress.teardown()
 
 
 def test_durations_counts_and_eta():
@@ -42,110 +54,97 @@ def test_durations_counts_and_eta():
     assert progress.bar(1, 4, width=8) == "[##------]  25%"
 
 
-def test_plain_progress_bar_prints_a_line_per_interval_with_rate_and_eta(clock):
-    lines = []
-    meter = ProgressBar(1000, "points", lines.append, interval=5.0, unit="pts")
-    for _ in range(9):
-        clock.now += 1.0
-        meter.update(100)
-    clock.now += 1.0
-    meter.update(100, note="done")
-    # lines at 1 s (the first update), 6 s and at the end; never a carriage return
-    assert len(lines) == 3 and not any("\r" in line for line in lines)
-    assert lines[0] == "  points [##----------------------]  10% 100/1,000  100 pts/s  1s elapsed, ETA 9s"
-    assert "600/1,000  100 pts/s  6s elapsed, ETA 4s" in lines[1]
-    assert lines[2].endswith("100% 1,000/1,000  100 pts/s  10s  done")
+def test_a_line_too_wide_drops_its_least_useful_fields_first():
+    fields = [Field("step 5/10", 9), Field("loss 1.000", 5), Field("lr 1e-2", 1), Field("ETA 3s", 8)]
+    assert fit(fields, 80) == "step 5/10  loss 1.000  lr 1e-2  ETA 3s"
+    assert fit(fields, 30) == "step 5/10  loss 1.000  ETA 3s"  # lr went first
+    assert fit(fields, 18) == "step 5/10  ETA 3s"
+    assert fit(fields, 8) == "step ..."  # the most useful field alone, cut
 
 
-def test_console_off_a_terminal_prints_plain_lines_and_no_status(clock):
-    stream = io.StringIO()
-    console = Console(stream)  # StringIO is no terminal
-    assert not console.live and not progress.is_live(console)
-    console("stage 1/1: baseline")
-    progress.status(console, "  [baseline] step 1/10 ...")
-    meter = ProgressBar(3, "scenes", console, interval=0.0)
-    for _ in range(3):
-        clock.now += 2.0
-        meter.update()
-    progress.finish(console)
-    lines = stream.getvalue().splitlines()
-    assert lines[0] == "stage 1/1: baseline" and len(lines) == 4
-    assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
-    assert lines[-1].startswith("  scenes [########################] 100% 3/3  0.5 scenes/s  6s")
-
-
-def test_console_on_a_terminal_redraws_one_status_line(clock, monkeypatch):
-    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback: os.terminal_size((40, 24)))
-    stream = io.StringIO()
-    console = Console(stream, live=True, interval=0.1)
-    progress.status(console, "step 1")
-    clock.now += 0.05
-    progress.status(console, "step 2")  # within 0.1 s of the last redraw: skipped
-    clock.now += 0.1
-    progress.status(console, "step 3 " + "x" * 60)  # cut to the terminal's width
-    console("validation: mIoU 40.0")  # a line: the status line is erased first
-    progress.status(console, "step 4", force=True)
-    progress.finish(console)  # the status line stays as a line
-    console("next")
-    assert stream.getvalue() == (
-        f"{CLEAR_LINE}step 1"
-        f"{CLEAR_LINE}step 3 {'x' * 29}..."
-        f"{CLEAR_LINE}validation: mIoU 40.0\n"
-        f"{CLEAR_LINE}step 4\nnext\n"
-    )
-
-
-def test_progress_bar_on_a_terminal_updates_the_status_and_ends_with_a_line(clock):
-    stream = io.StringIO()
-    console = Console(stream, live=True, interval=0.0)
-    meter = ProgressBar(4, "scenes", console, interval=60.0)
-    for _ in range(4):
-        clock.now += 1.0
-        meter.update()
-    text = stream.getvalue()
-    assert text.count(CLEAR_LINE) == 4 and text.count("\n") == 1  # 3 redraws, then the final line
-    assert text.endswith(f"{CLEAR_LINE}  scenes [########################] 100% 4/4  1 scenes/s  4s\n")
-
-
-def test_quiet_console_prints_nothing():
-    stream = io.StringIO()
-    console = Console(stream, live=True, quiet=True)
-    console("a line")
-    progress.status(console, "a status")
-    progress.finish(console)
-    assert stream.getvalue() == "" and not console.live
-
-
-def test_training_line_shows_the_stage_terms_lr_speed_and_eta():
+def test_the_training_line_keeps_the_step_and_the_eta_in_80_columns():
+    state = StageState(stage=0, step=250, total_steps=1000)
     terms = {"total": 1.5, "seg": 1.0, "cross_reg": 0.5, "seg_intra": 0.0, "self_reg": 0.0}
-    line = training_line("csfr", 25, 100, terms, 0.01, 12345.6, 50.0)
-    assert line == (
-        "  [csfr] step 25/100  loss 1.500 (seg 1.000 cross_reg 0.500)  lr 1.00e-02  12,346 pts/s"
-        "  50s elapsed, ETA 2m30s"
+    fields = training_fields("csfr", state, terms, 0.01, 12345.6, 50.0)
+    wide = fit(fields, 200)
+    assert wide == (
+        "[csfr] step 250/1000  loss 1.500  (seg 1.000 cross_reg 0.500)  lr 1.00e-02  12.3k pts/s  50s"
+        "  ETA 2m30s"
     )
-    final = training_line("isfr", 100, 100, {"loss": 1.0, "seg": 0.5, "self_reg": 0.1}, 1e-3, 10.0, 61.0)
-    assert final.endswith("(seg 0.500 self_reg 0.100)  lr 1.00e-03  10 pts/s  1m01s")
+    narrow = fit(fields, 79)
+    assert (
+        len(narrow) <= 79 and narrow.startswith("[csfr] step 250/1000  loss 1.500") and "ETA 2m30s" in narrow
+    )
+    assert fit(fields, 40) == "[csfr] step 250/1000  ETA 2m30s"
+    state.step = 1000
+    assert fit(training_fields("isfr", state, {"loss": 1.0, "seg": 0.5}, 1e-3, 10.0, 61.0), 200).endswith(
+        "done"
+    )
 
 
-def test_trainer_draws_a_status_line_per_step_and_a_line_per_stage(tiny_demo):
+def test_off_a_terminal_a_task_logs_a_plain_line_at_intervals(clock, caplog):
+    with (
+        caplog.at_level(logging.INFO, logger="dsp3d"),
+        progress.task("points", total=1000, unit="pts") as task,
+    ):
+        for _ in range(10):
+            clock.now += 1.0
+            task.update(100)
+    lines = [r.getMessage() for r in caplog.records]
+    # at 5 s and 10 s, and the last state when the task ends (it ran long enough to log before)
+    assert len(lines) == 3 and not any("\r" in line for line in lines)
+    assert lines[0] == "  points  [##########----------]  50%  500/1,000  ETA 5s  100 pts/s  5s"
+    assert lines[-1] == "  points  [####################] 100%  1,000/1,000  ETA 0s  100 pts/s  10s"
+
+
+def test_a_short_task_off_a_terminal_stays_silent(caplog):
+    with caplog.at_level(logging.INFO, logger="dsp3d"), progress.task("quick", total=3) as task:
+        task.update(3)
+    assert caplog.records == []
+
+
+def test_on_a_terminal_messages_print_above_the_status_line(monkeypatch):
+    stream = io.StringIO()
+    monkeypatch.setattr(progress, "REFRESH_PER_S", 1000)
+    progress.setup(live=True, stream=stream)
+    log = logging.getLogger("dsp3d")
+    with progress.task("stage 1") as task:
+        task.update(fields=[Field("[baseline] step 1/3", 9), Field("ETA 2s", 8)])
+        log.warning("a warning mid-run")
+        task.update(fields=[Field("[baseline] step 3/3", 9), Field("done", 8)])
+    progress.teardown()
+    lines = [ANSI.sub("", line).strip("\r") for line in stream.getvalue().splitlines()]
+    lines = [line for line in lines if line.strip()]
+    assert "warning: a warning mid-run" in lines  # a line of its own, never glued to the status line
+    assert lines[-1] == "[baseline] step 3/3  done"  # the stage's last state stays on screen
+
+
+def test_quiet_prints_no_information_and_no_status():
+    stream = io.StringIO()
+    progress.setup(quiet=True, stream=stream)
+    logging.getLogger("dsp3d").info("an info line")
+    with progress.task("points", total=2) as task:
+        task.update(2)
+    logging.getLogger("dsp3d").warning("a warning")
+    assert stream.getvalue() == "warning: a warning\n"
+
+
+def test_the_trainer_logs_a_line_per_logged_step_off_a_terminal(tiny_demo, caplog):
     from dsp3d.config import load_config
-    from dsp3d.data.prepare import prepare_data
-    from dsp3d.training import trainer
+    from dsp3d.training import loop
+    from dsp3d.workflow.prepare import prepare_data
 
     tiny = sys.modules["dsp3d_tests_tiny_runs"]
     config = load_config(None, tiny.tiny_overrides(tiny_demo.parent / "cache"))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=3, log_every=2))
-    data = prepare_data(config, lambda message: None)
-    stream = io.StringIO()
-    trainer.train(config, data.train, tiny_demo.parent / "live_run", Console(stream, live=True, interval=0))
-    text = stream.getvalue()
-    lines = text.split("\n")
+    data = prepare_data(config)
+    with caplog.at_level(logging.INFO, logger="dsp3d"):
+        loop.train(config, data.train, tiny_demo.parent / "plain_run")
+    lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == "stage 1/1: baseline"
-    # steps 1 and 2 (logged) as status lines only; step 3, the stage's last, also as a line
-    assert [CLEAR_LINE + "  [baseline] step " + s in text for s in ("1/3", "2/3", "3/3")] == [True] * 3
-    assert lines[1].startswith(CLEAR_LINE + "  [baseline] step 1/3") and "step 3/3" in lines[1]
-    assert lines[1].split(CLEAR_LINE)[-1].startswith("  [baseline] step 3/3  loss ")
-    assert lines[2:] == [""]
+    steps = [line.split()[2] for line in lines[1:]]
+    assert steps == ["2/3", "3/3"]  # train.log_every=2 and the stage's last step
+    assert lines[-1].startswith("  [baseline] step 3/3  loss ") and lines[-1].endswith("done")
 
 
 def test_cli_quiet_prints_only_the_result_and_errors(tiny_demo, tmp_path, capsys):
@@ -157,11 +156,10 @@ def test_cli_quiet_prints_only_the_result_and_errors(tiny_demo, tmp_path, capsys
     out, err = capsys.readouterr()
     assert out.splitlines() == [out.strip()] and out.startswith("baseline: mIoU ") and err == ""
     assert cli.build_parser().parse_args(["train", "--resume", str(run), "--quiet"]).quiet  # after it too
-    # without --quiet (stdout is no terminal here): plain progress lines, no status line
+    # without --quiet (stdout is no terminal here): plain lines, no control characters
     (run / "results.json").unlink()
     assert cli.main(["train", "--resume", str(run)]) == 0
     out, _ = capsys.readouterr()
-    assert "evaluating [" in out and "\r" not in out and out.splitlines()[-1].startswith("baseline: mIoU")
+    assert "evaluating baseline on 1 held-out scenes" in out and "\r" not in out and "\x1b" not in out
+    assert out.splitlines()[-1].startswith("baseline: mIoU")
     assert cli.main(["--quiet", "plot", str(tmp_path / "missing"), "-o", str(tmp_path / "plots")]) == 2
-    out, err = capsys.readouterr()
-    assert out == "" and err.startswith("error: ")

@@ -6,6 +6,7 @@ Unknown or misspelt keys, wrong types and out-of-range values are errors that na
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -66,23 +67,23 @@ def yaml_load(text: str):
 class SyntheticConfig:
     """The procedural indoor-scene generator (dsp3d.datasets.synthetic)."""
 
-    train_rooms: int = 12
-    test_rooms: int = 4
+    train_rooms: int = 12  # generated rooms to train on
+    test_rooms: int = 4  # generated rooms to test on (a seed stream of their own)
     val_rooms: int = 0  # held out of training for validation (train.val_every), never the test rooms
-    seed: int = 0
+    seed: int = 0  # which rooms the generator builds
     density: float = 400.0  # points per square metre of surface before noise
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"
+    dataset: str = "synthetic"  # synthetic (generated rooms), s3dis, scannet or folder (your own scans)
     root: str = ""  # dataset folder for s3dis / scannet / folder
     grid_size: float = 0.06  # dl: input subsampling (paper: 0.04)
     sphere_radius: float = 1.5  # input sphere radius (paper: 2.0)
     ratio: float = 0.01  # weak-label ratio per class
     label_protocol: str = "ratio"  # ratio | count (points per scene) | given (labels in the files)
     label_count: int = 0  # for label_protocol=count
-    weak_seed: int = 0
+    weak_seed: int = 0  # seed of the weak-label draw (the same labels for every method and run)
     weak_labels: str = ""  # folder of saved weak-label index files to reuse
     features: list[str] = field(default_factory=lambda: ["ones", "rgb"])  # ones, rgb, intensity, height
     test_area: int = 5  # s3dis, unless data.test_scenes names rooms
@@ -91,7 +92,7 @@ class DataConfig:
     # are chosen without looking at the test scenes. val_scenes alone are the test scenes (the ScanNet
     # convention: its official validation split is what results report).
     test_scenes: list[str] = field(default_factory=list)
-    val_scenes: list[str] = field(default_factory=list)
+    val_scenes: list[str] = field(default_factory=list)  # validation scenes (see test_scenes)
     val_fraction: float = 0.25  # scannet without official split files: share of rooms held out
     split_seed: int = 0  # scannet without official split files: which rooms are held out
     prep_workers: int = 0  # processes that preprocess scenes in parallel; 0 = one per CPU core
@@ -101,11 +102,11 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    rotate_z: bool = True
-    scale_min: float = 0.9
-    scale_max: float = 1.1
-    anisotropic: bool = True
-    jitter_sigma: float = 0.005
+    rotate_z: bool = True  # random rotation about the vertical axis
+    scale_min: float = 0.9  # random scaling factor range: min
+    scale_max: float = 1.1  # random scaling factor range: max
+    anisotropic: bool = True  # a scaling factor per axis (else one for all)
+    jitter_sigma: float = 0.005  # std of the Gaussian noise added to coordinates (m)
     color_drop: float = 0.2  # probability of zeroing a sample's colours
 
 
@@ -115,15 +116,15 @@ class ModelConfig:
     # One cap per level, or "auto" / "auto:N" (N levels, default 4): calibrated from the training scenes
     # (the 90th percentile of neighbourhood sizes, cached) when a run starts; config.yaml gets the ints.
     neighbour_caps: str | list[int] = field(default_factory=lambda: [26, 31, 32, 32])
-    kernel_points: int = 15
-    conv_radius_factor: float = 2.5
-    bn_momentum: float = 0.02
+    kernel_points: int = 15  # KPConv kernel points (one at the centre)
+    conv_radius_factor: float = 2.5  # convolution radius as a multiple of the level's grid size
+    bn_momentum: float = 0.02  # batch-norm running-statistics momentum (KPConv's)
 
     def levels(self, grid_size: float) -> list[LevelSpec]:
         if isinstance(self.neighbour_caps, str):
             raise ConfigError(
                 f"model.neighbour_caps is {self.neighbour_caps!r}: the caps are calibrated from the "
-                "training scenes when a run starts (dsp3d.runs.resolve_neighbour_caps)"
+                "training scenes when a run starts (dsp3d.workflow.run.resolve_neighbour_caps)"
             )
         return make_levels(grid_size, self.neighbour_caps, self.conv_radius_factor)
 
@@ -165,7 +166,8 @@ class DSPConfig:
     # point of a shared class). Sphere pairs are the paper's; how to find them, its silence.
     pair_partner: str = "potential"
     pair_tries: int = 20  # draws before a pair without a shared labelled class is accepted (logged)
-    # --- variants, off by default (docs/method.md "Variants" gives what each measured) ---
+    # (the variants below are off by default; docs/method.md "Variants" gives what each measured)
+
     # "cosine": A = affinity_scale * n(F_i) W n(F_j)^T, rows L2-normalised, W from I.
     affinity: str = "bilinear"
     affinity_scale: float = 20.0  # the cosine form's inverse temperature
@@ -180,24 +182,47 @@ class DSPConfig:
 
 
 @dataclass
+class MeanTeacherConfig:
+    """train.method mean-teacher (also two-stage+mean-teacher, dsp+mean-teacher): self-training on the
+    confident predictions of a teacher whose weights are an exponential moving average of the student's."""
+
+    weight: float = 1.0  # lambda_u, the pseudo-label cross-entropy's weight
+    threshold: float = 0.9  # top teacher probability a point needs for its pseudo-label to count
+    ema: float = 0.99  # after every step: teacher = ema * teacher + (1 - ema) * student
+    rampup: float = 0.2  # share of each stage over which the weight rises from ~0 (exp(-5 (1 - t)^2))
+
+
+@dataclass
+class ERDAConfig:
+    """train.method erda (also two-stage+erda, dsp+erda): entropy-regularised distribution alignment
+    with pseudo-labels from class prototypes."""
+
+    weight: float = 1.0  # lambda of H(p, q) on the unlabelled points
+    temperature: float = 0.1  # softmax temperature of the cosine similarities to the prototypes
+    momentum: float = 0.99  # prototype = momentum * prototype + (1 - momentum) * batch mean
+    dimension: int = 32  # width of the projection g of the head's features
+    rampup: float = 0.0  # share of each stage over which the weight rises from ~0 (0 = off)
+
+
+@dataclass
 class TrainConfig:
-    method: str = "baseline"
+    method: str = "baseline"  # what to train: `dsp3d ablate --help` lists them; dsp = csfr-isfr
     # The whole run's budget, for every method: optimiser steps, or with minutes > 0 a time budget
     # (minutes wins). A two-stage method splits it (dsp.stage1_fraction); it never gets more.
     steps: int = 2000
-    minutes: float = 0.0
+    minutes: float = 0.0  # if > 0, a time budget for the whole run (steps then only cap it)
     batch_points: int = 12000  # point budget of one batch (level 0)
     spheres_per_batch: int = 4  # an even number: pairs of spheres for CSFR
-    lr: float = 0.01
-    momentum: float = 0.98
-    weight_decay: float = 1e-3
+    lr: float = 0.01  # initial learning rate of every stage (momentum SGD)
+    momentum: float = 0.98  # SGD momentum (the paper's)
+    weight_decay: float = 1e-3  # SGD weight decay
     lr_decay_total: float = 0.1  # lr falls by this factor over a stage (paper: 0.1 per 150 epochs)
-    grad_clip: float = 100.0
-    seed: int = 0
-    num_workers: int = 1
-    device: str = "auto"
+    grad_clip: float = 100.0  # gradients are clipped to this total norm
+    seed: int = 0  # training seed: weights, sphere stream, augmentation
+    num_workers: int = 1  # processes that build batches while the model trains
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda or cuda:N
     val_every: int = 0  # steps between validations on the validation scenes (best.pt); 0 = none
-    log_every: int = 20
+    log_every: int = 20  # steps between records in metrics.jsonl (and lines off a terminal)
     checkpoint_every: int = 50  # steps between resume checkpoints (checkpoints/last.pt); 0 = stage ends only
     max_bad_steps: int = 5  # non-finite losses in a row before the run stops
 
@@ -205,7 +230,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     sphere_spacing: float = 0.8  # distance between test sphere centres, as a fraction of the radius
-    batch_points: int = 40000
+    batch_points: int = 40000  # point budget of one test batch
     branches: bool = False  # also score the cross / intra branches (Table 3)
 
 
@@ -216,6 +241,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     dsp: DSPConfig = field(default_factory=DSPConfig)
+    mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
+    erda: ERDAConfig = field(default_factory=ERDAConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def levels(self) -> list[LevelSpec]:
@@ -241,7 +268,10 @@ def _coerce(value, tp, key: str):
     if origin is list:
         (inner,) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(
+                f"{key}: expected a list, got {value!r} (YAML: {key.rsplit('.', 1)[-1]}: [a, b]; "
+                f"command line: --set {key}=[a,b])"
+            )
         return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         errors = []
@@ -313,7 +343,8 @@ def _build(cls, values: dict, prefix: str = ""):
 
 
 def validate(config: Config) -> Config:
-    """Range checks that types alone cannot express."""
+    """Range checks that types alone cannot express (long because it is one table of checks, a row per
+    setting, read top to bottom)."""
     d, m, t, a, p = config.data, config.model, config.train, config.augment, config.dsp
     auto_levels = m.auto_caps_levels()  # "auto:N" is checked here too
     caps_levels = len(m.neighbour_caps) if auto_levels is None else auto_levels
@@ -378,6 +409,7 @@ def validate(config: Config) -> Config:
         (p.aux_gradients in AUX_GRADIENTS, "dsp.aux_gradients", "must be all or features"),
         (p.cr_rows in CR_ROWS, "dsp.cr_rows", "must be all or shared"),
         (0 <= p.reg_rampup <= 1, "dsp.reg_rampup", "must be in [0, 1]"),
+        *_other_method_checks(config),
         (t.num_workers >= 0, "train.num_workers", "must be >= 0"),
         (t.val_every >= 0, "train.val_every", "must be >= 0"),
         (t.log_every > 0, "train.log_every", "must be > 0"),
@@ -395,6 +427,21 @@ def validate(config: Config) -> Config:
         if not ok:
             raise ConfigError(f"{key} {message}")
     return config
+
+
+def _other_method_checks(config: Config) -> list[tuple[bool, str, str]]:
+    mt, erda = config.mean_teacher, config.erda
+    return [
+        (mt.weight >= 0, "mean_teacher.weight", "must be >= 0"),
+        (0 <= mt.threshold <= 1, "mean_teacher.threshold", "must be in [0, 1]"),
+        (0 <= mt.ema < 1, "mean_teacher.ema", "must be in [0, 1)"),
+        (0 <= mt.rampup <= 1, "mean_teacher.rampup", "must be in [0, 1]"),
+        (erda.weight >= 0, "erda.weight", "must be >= 0"),
+        (erda.temperature > 0, "erda.temperature", "must be > 0"),
+        (0 <= erda.momentum < 1, "erda.momentum", "must be in [0, 1)"),
+        (erda.dimension >= 1, "erda.dimension", "must be >= 1"),
+        (0 <= erda.rampup <= 1, "erda.rampup", "must be in [0, 1]"),
+    ]
 
 
 def _parse_scalar(text: str):
@@ -513,11 +560,24 @@ def _read_values(path: str | Path) -> dict:
 
 
 def _config_from(values: dict, overrides: list[str] | None, path: str | Path | None) -> Config:
-    values = apply_overrides(values, overrides or [])
+    """The config of file values and overrides. An error names where the faulty setting came from: the
+    override (``--set train.lrr=0.1: ...``) when one set it, else the file."""
+    overrides = overrides or []
     try:
-        return from_dict(values)
+        if overrides:
+            from_dict(copy.deepcopy(values))  # the file alone: its own errors name it
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}" if path else str(error)) from None
+    for item in overrides:
+        try:
+            from_dict(apply_overrides(copy.deepcopy(values), [item]))
+        except ConfigError as error:
+            raise ConfigError(f"--set {item}: {error}") from None
+    try:
+        return from_dict(apply_overrides(values, overrides))
+    except ConfigError as error:
+        where = f"--set {' --set '.join(overrides)}" if overrides else path
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from None
 
 
 def to_dict(config: Config) -> dict:
@@ -528,3 +588,53 @@ def save_config(config: Config, path: str | Path) -> None:
     from dsp3d.io.atomic import atomic_write_text
 
     atomic_write_text(yaml.safe_dump(to_dict(config), sort_keys=False), path)
+
+
+def field_meanings(cls) -> dict[str, str]:
+    """{field: meaning} of a config dataclass, from the comments beside and above each field in this
+    file (the one place a setting is documented), joined into one line."""
+    import inspect
+
+    meanings: dict[str, str] = {}
+    above: list[str] = []
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("# ").strip())
+            continue
+        match = re.match(r"(\w+): [^=]+(?:=.*?)?(?:\s+#\s*(.*))?$", stripped)
+        if match and not stripped.startswith(("def ", "@", '"""')):
+            beside = match.group(2) or ""
+            meanings[match.group(1)] = " ".join([*above, beside]).strip()
+        above = []  # a comment block belongs to the field right below it, not across a blank line
+    return meanings
+
+
+def describe_config(config: Config) -> str:
+    """Every setting of ``config`` as ``section.key: value  # meaning``, by section (``dsp3d config``)."""
+    lines = []
+    for section in dataclasses.fields(Config):
+        part = getattr(config, section.name)
+        lines.append(f"{section.name}:" + (f"  # {_doc_line(type(part))}" if _doc_line(type(part)) else ""))
+        lines += _describe(part, f"{section.name}.")
+    return "\n".join(lines)
+
+
+def _describe(part, prefix: str) -> list[str]:
+    meanings = field_meanings(type(part))
+    lines = []
+    for item in dataclasses.fields(part):
+        value = getattr(part, item.name)
+        if dataclasses.is_dataclass(value):
+            lines += _describe(value, f"{prefix}{item.name}.")
+            continue
+        shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        meaning = meanings.get(item.name, "")
+        lines.append(f"  {prefix}{item.name}: {shown}" + (f"  # {meaning}" if meaning else ""))
+    return lines
+
+
+def _doc_line(cls) -> str:
+    """The first line of a section's docstring ("" for one without: dataclass makes up a signature)."""
+    doc = (cls.__doc__ or "").strip()
+    return "" if doc.startswith(f"{cls.__name__}(") else doc.split("\n")[0]

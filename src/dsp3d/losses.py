@@ -11,29 +11,38 @@ and classes of the squared difference of logits. No segmentation loss on the cro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 
 from dsp3d.methods import STAGE_MODES
 
+DSP_TERMS = ("seg", "cross_reg", "seg_intra", "self_reg")
+
 
 @dataclass
 class LossTerms:
-    """The total and each term (0-dim tensors; absent terms are 0)."""
+    """The total and each term (0-dim tensors; DSP's terms a stage does not train are 0). ``extra``:
+    the terms of another method's loss on the unlabelled points, and what it reports with them (such as
+    the share of points a pseudo-label was kept for), by name."""
 
     total: torch.Tensor
     seg: torch.Tensor
     cross_reg: torch.Tensor
     seg_intra: torch.Tensor
     self_reg: torch.Tensor
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def plus(self, name: str, term: torch.Tensor, weight: float, reported: dict | None = None) -> LossTerms:
+        """These terms with ``weight * term`` added to the total and ``term`` (and ``reported``) kept."""
+        extra = {**self.extra, name: term, **(reported or {})}
+        return replace(self, total=self.total + weight * term, extra=extra)
 
     def as_floats(self) -> dict[str, float]:
-        return {
-            name: float(getattr(self, name).detach())
-            for name in ("total", "seg", "cross_reg", "seg_intra", "self_reg")
-        }
+        names = ("total", *DSP_TERMS)
+        values = {name: float(getattr(self, name).detach()) for name in names}
+        return values | {name: float(value.detach()) for name, value in self.extra.items()}
 
 
 def weak_cross_entropy(
@@ -79,7 +88,7 @@ def stage_loss(
     intra_balanced: bool = False,
     lambda_intra: float = 1.0,
 ) -> LossTerms:
-    """The loss of one training mode (a key of dsp3d.methods.STAGE_MODES).
+    """The loss of DSP's stage mode ``mode`` (a key of dsp3d.methods.STAGE_MODES).
 
     basic / cross / intra: logits [N_0, C] of the decoder branches; labels int64 [N_0]; weak_mask bool [N_0];
     cross_rows: bool [N_0], the points of paired samples (L_CR is computed on those only).

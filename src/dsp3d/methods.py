@@ -1,8 +1,9 @@
 """The training methods: what each stage of each ``train.method`` trains (the one source of these names).
 
-A method is one or two stages; a stage mode says whether its batches are CSFR pairs of spheres and which
-reallocation branches it decodes and trains (DESIGN.md section 1). The losses of each stage mode are in
-dsp3d.losses. This module imports nothing from dsp3d: config, model and training all read it.
+A method is one or two stages; a stage mode says whether its batches are CSFR pairs of spheres, which
+reallocation branches it decodes and trains (DESIGN.md section 1), and which loss of another
+weak-supervision method it adds on the unlabelled points. Each stage mode's objective is in
+dsp3d.training.objectives. This module imports nothing from dsp3d: config, model and training read it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,21 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class StageMode:
-    """pairs: batches of CSFR sphere pairs; cross / intra: the branches decoded and trained."""
+    """pairs: batches of CSFR pairs of spheres; cross / intra: the branches decoded and trained;
+    unlabelled: another method's loss on the unlabelled points, added to the stage's own (one of
+    UNLABELLED_LOSSES; "" for none)."""
 
     pairs: bool = False
     cross: bool = False
     intra: bool = False
+    unlabelled: str = ""
 
 
-STAGE_MODES = {
+# Other weak-supervision methods (docs/method.md, "Other methods"): each a method of its own (the
+# baseline's stage plus its loss), and added to DSP's stages or to its control ("dsp+erda").
+UNLABELLED_LOSSES = ("mean-teacher", "erda")
+
+_DSP_STAGE_MODES = {
     "baseline": StageMode(),
     "full": StageMode(),  # every point labelled (the data side), the baseline's loss
     "paired": StageMode(pairs=True),  # CSFR's pair batches, the baseline's loss: two-stage's stage 1
@@ -29,7 +37,7 @@ STAGE_MODES = {
 }
 # train.method -> its stages, in order. "two-stage" is DSP's control: csfr-isfr's stages, lr restarts
 # and pair batches with no module loss, so a gain it shares with DSP is the schedule's, not the modules'.
-METHOD_STAGES = {
+_DSP_METHODS = {
     "baseline": ("baseline",),
     "two-stage": ("paired", "baseline"),
     "csfr": ("csfr",),
@@ -39,11 +47,26 @@ METHOD_STAGES = {
     "isfr-csfr": ("isfr", "csfr"),
     "full": ("full",),
 }
+
+
+def _with_unlabelled_losses() -> tuple[dict[str, StageMode], dict[str, tuple[str, ...]]]:
+    modes, methods = dict(_DSP_STAGE_MODES), dict(_DSP_METHODS)
+    for loss in UNLABELLED_LOSSES:
+        modes[loss] = StageMode(unlabelled=loss)
+        for name in ("paired", "csfr", "isfr"):
+            base = _DSP_STAGE_MODES[name]
+            modes[f"{name}+{loss}"] = StageMode(base.pairs, base.cross, base.intra, loss)
+        methods[loss] = (loss,)
+        methods[f"two-stage+{loss}"] = (f"paired+{loss}", loss)
+        methods[f"dsp+{loss}"] = (f"csfr+{loss}", f"isfr+{loss}")
+    return modes, methods
+
+
+STAGE_MODES, METHOD_STAGES = _with_unlabelled_losses()
 METHODS = tuple(METHOD_STAGES)
 METHOD_ALIASES = {"dsp": "csfr-isfr"}
 # The rows of the paper's Table 1, in its order, with the control every two-stage row is read against.
 TABLE1_MODES = ("baseline", "two-stage", "csfr", "isfr", "joint", "isfr-csfr", "csfr-isfr")
-
 
 # The choices of DSP's options (config.DSPConfig documents each).
 AFFINITIES = ("bilinear", "cosine")

@@ -1,46 +1,68 @@
-"""Progress of long loops: a status line redrawn in place on a terminal, plain lines everywhere else.
+"""Messages and the progress of long loops.
 
-Every long-running function takes a ``progress(message)`` callback and prints lines through it. The
-command line passes a ``Console``: called with a message it prints the message as a line; its
-``status(text)`` redraws one status line in place (carriage return, at most every 0.1 s) when its stream
-is a terminal, and does nothing when it is not (a log file, CI, nohup), where the loops print a plain line
-per logging interval instead. Loops reach the status line through ``status(progress, text)`` and
-``is_live(progress)``, which also accept any plain callable (``print``, a test's ``list.append``): for
-those there is no status line, only lines.
+Messages go through Python's logging (logger ``dsp3d``). Long loops report through ``task()``: a context
+manager whose ``Task.update()`` advances a bar or replaces a status line's fields. What the user sees is
+set up once per process by ``setup()`` (the command line calls it):
+
+- on a terminal, a rich live display keeps one line per running task at the bottom of the screen and
+  prints log records above it, so messages and status lines never collide. Each line is rebuilt for the
+  terminal's width at every refresh, dropping its least useful fields first (``Field.keep``: the lowest
+  goes first), so the step and the ETA survive in an 80-column pane;
+- elsewhere (a file, CI, nohup) there is no live display: a task logs its line as a plain record every
+  ``PLAIN_INTERVAL_S`` seconds and when it ends.
+
+Without ``setup()`` (the Python API, tests) records go wherever logging sends them and tasks behave as
+in the second case. rich is used for the terminal because it owns the cursor: a hand-written
+carriage-return line was overwritten by warnings and cut at the width before its most useful part.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import os
-import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TextIO
 
-CLEAR_LINE = "\r\x1b[K"  # carriage return, then erase to the end of the line
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.live import Live
+from rich.text import Text
+
+log = logging.getLogger("dsp3d")
+PLAIN_INTERVAL_S = 5.0  # off a terminal: a task's line at most this often
+REFRESH_PER_S = 4
 
 
-def is_live(progress: Callable[[str], None]) -> bool:
-    """True when ``progress`` draws a status line (a Console on a terminal)."""
-    return bool(getattr(progress, "live", False))
+@dataclass(frozen=True)
+class Field:
+    """One part of a status line. keep: how useful it is (fields with the lowest keep are dropped first
+    when the line does not fit)."""
+
+    text: str
+    keep: int = 5
 
 
-def status(progress: Callable[[str], None], text: str, force: bool = False) -> None:
-    """Redraw the status line of ``progress`` (throttled unless ``force``); nothing for plain callbacks."""
-    if is_live(progress):
-        progress.status(text, force)
+def fit(fields: list[Field], width: int) -> str:
+    """The fields, in their order, joined by two spaces; the least useful ones dropped until the line
+    fits ``width`` characters (the most useful one is cut with "..." if it alone is too long)."""
+    kept = list(fields)
+    while len(kept) > 1 and len(_join(kept)) > width:
+        kept.remove(min(kept, key=lambda f: f.keep))
+    line = _join(kept)
+    return line if len(line) <= width else line[: max(0, width - 3)] + "..."
 
 
-def finish(progress: Callable[[str], None]) -> None:
-    """Keep the status line of ``progress`` on screen as an ordinary line (the end of a loop)."""
-    if is_live(progress):
-        progress.finish()
+def _join(fields: list[Field]) -> str:
+    return "  ".join(f.text for f in fields if f.text)
 
 
-def format_duration(seconds: float) -> str:
+def format_duration(seconds: float | None) -> str:
     """``42s``, ``3m05s``, ``2h07m``; ``?`` when unknown."""
-    if seconds is None or not seconds == seconds or seconds == float("inf"):
+    if seconds is None or not math.isfinite(seconds):
         return "?"
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
@@ -66,139 +88,191 @@ def eta_seconds(done: float, total: float, elapsed: float) -> float | None:
     return max(0.0, elapsed / done * (total - done))
 
 
-def bar(done: int, total: int, width: int = 24) -> str:
-    """``[#########---------------]  37%`` for ``done`` of ``total``."""
+def bar(done: int, total: int, width: int = 20) -> str:
+    """``[########------------]  37%`` for ``done`` of ``total``."""
     fraction = min(1.0, done / total) if total else 1.0
     filled = int(round(width * fraction))
     return f"[{'#' * filled}{'-' * (width - filled)}] {100 * fraction:3.0f}%"
 
 
-def timing(elapsed: float, eta: float | None, finished: bool) -> str:
-    """``12s elapsed, ETA 1m30s`` (``12s`` alone once finished)."""
-    if finished:
-        return format_duration(elapsed)
-    return f"{format_duration(elapsed)} elapsed, ETA {format_duration(eta)}"
+@dataclass
+class Task:
+    """A running loop's state. With ``total``, ``update(advance)`` counts towards it and the line shows a
+    bar, the count, the rate and the ETA; ``fields`` replace the line's own parts (the training line)."""
+
+    description: str
+    total: int | None = None
+    unit: str = ""
+    done: int = 0
+    note: str = ""
+    fields: list[Field] = field(default_factory=list)
+    started: float = field(default_factory=lambda: time.perf_counter())
+    last_plain: float = field(default_factory=lambda: time.perf_counter())
+
+    def update(self, advance: int = 0, note: str | None = None, fields: list[Field] | None = None) -> None:
+        self.done += advance
+        if note is not None:
+            self.note = note
+        if fields is not None:
+            self.fields = fields
+        _display().updated(self)
+
+    def line_fields(self) -> list[Field]:
+        if self.fields:
+            return self.fields
+        elapsed = time.perf_counter() - self.started
+        parts = [Field(self.description, 9)]
+        if self.total:
+            parts += [Field(bar(self.done, self.total), 3), Field(f"{self.done:,}/{self.total:,}", 6)]
+            parts.append(Field(f"ETA {format_duration(eta_seconds(self.done, self.total, elapsed))}", 8))
+        if elapsed > 0 and self.done:
+            parts.append(Field(f"{format_count(self.done / elapsed)} {self.unit}/s".strip(), 2))
+        parts.append(Field(format_duration(elapsed), 4))
+        if self.note:
+            parts.append(Field(self.note, 1))
+        return parts
+
+    def line(self, width: int = 10_000) -> str:
+        return fit(self.line_fields(), width)
 
 
-class ProgressBar:
-    """``done / total`` with rate and ETA: on a live Console a status line redrawn on every update; else a
-    line at most every ``interval`` seconds. The last update (``done == total``) always prints a line."""
+@contextlib.contextmanager
+def task(description: str, total: int | None = None, unit: str = "") -> Iterator[Task]:
+    """A loop's progress, shown while the block runs; off a terminal its last state is logged at the end
+    when the loop ran long enough to have logged a line before (short loops stay silent)."""
+    current = Task(description, total, unit)
+    display = _display()
+    display.started(current)
+    try:
+        yield current
+    finally:
+        display.ended(current)
 
-    def __init__(
-        self,
-        total: int,
-        label: str,
-        progress: Callable[[str], None],
-        interval: float = 2.0,
-        unit: str | None = None,
-    ):
-        self.total, self.label, self.progress, self.interval = total, label, progress, interval
-        self.unit = label if unit is None else unit
-        self.done = 0
-        self.start = time.perf_counter()
-        self.last = -float("inf")
 
-    def text(self, now: float, note: str = "") -> str:
-        elapsed = now - self.start
-        finished = self.done >= self.total
-        rate = f"  {format_count(self.done / elapsed)} {self.unit}/s" if elapsed > 0 and self.done else ""
-        when = timing(elapsed, eta_seconds(self.done, self.total, elapsed), finished)
-        suffix = f"  {note}" if note else ""
-        count = f"{self.done:,}/{self.total:,}"
-        return f"  {self.label} {bar(self.done, self.total)} {count}{rate}  {when}{suffix}"
+class _Lines:
+    """The live region: one fitted line per running task, for the width rich gives."""
 
-    def update(self, amount: int = 1, note: str = "") -> None:
-        self.done += amount
+    def __init__(self, tasks: list[Task]):
+        self.tasks = tasks
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max(20, options.max_width - 1)
+        yield Group(*[Text(t.line(width), no_wrap=True, overflow="ellipsis") for t in self.tasks])
+
+
+class _PlainDisplay:
+    """No terminal: a task's line becomes a log record every PLAIN_INTERVAL_S seconds."""
+
+    def started(self, task_: Task) -> None:
+        task_.last_plain = time.perf_counter()
+
+    def updated(self, task_: Task) -> None:
         now = time.perf_counter()
-        if self.done >= self.total:
-            self.progress(self.text(now, note))
-        elif is_live(self.progress):
-            status(self.progress, self.text(now, note))
-        elif now - self.last >= self.interval:
-            self.last = now
-            self.progress(self.text(now, note))
+        if now - task_.last_plain >= PLAIN_INTERVAL_S:
+            task_.last_plain = now
+            log.info("  %s", task_.line())
+
+    def ended(self, task_: Task) -> None:
+        if time.perf_counter() - task_.started >= PLAIN_INTERVAL_S:
+            log.info("  %s", task_.line())
 
 
-def training_line(
-    mode: str,
-    step: int,
-    total: int,
-    terms: dict[str, float],
-    lr: float,
-    points_per_s: float,
-    elapsed: float,
-) -> str:
-    """A training step's line: step, loss and its non-zero terms, lr, points/s, elapsed time and ETA.
+class _LiveDisplay:
+    """A terminal: the running tasks' lines at the bottom, redrawn REFRESH_PER_S times a second."""
 
-    terms: mean loss terms since the last line, ``loss`` (or ``total``) and ``seg``, ``cross_reg``,
-    ``seg_intra``, ``self_reg`` (absent or 0 where the stage does not train them).
+    def __init__(self, console: Console):
+        self.console = console
+        self.tasks: list[Task] = []
+        self.live = Live(
+            _Lines(self.tasks), console=console, refresh_per_second=REFRESH_PER_S, transient=True
+        )
+
+    def started(self, task_: Task) -> None:
+        self.tasks.append(task_)
+        if not self.live.is_started:
+            self.live.start()
+
+    def updated(self, task_: Task) -> None:
+        pass  # the live display redraws on its own clock
+
+    def ended(self, task_: Task) -> None:
+        if task_ in self.tasks:
+            self.tasks.remove(task_)
+        if not self.tasks and self.live.is_started:
+            self.live.stop()
+        if task_.total or task_.fields:  # the last state stays on screen as an ordinary line
+            self.console.print(Text(task_.line(self.console.width - 1)), highlight=False)
+
+    def stop(self) -> None:
+        self.tasks.clear()
+        if self.live.is_started:
+            self.live.stop()
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log records as plain lines (above the live region on a terminal): information on the display's
+    console (stdout), warnings and errors on stderr, prefixed with their level."""
+
+    def __init__(self, console: Console, errors: Console):
+        super().__init__()
+        self.console, self.errors = console, errors
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            console = self.console
+            if record.levelno >= logging.WARNING:
+                message, console = f"{record.levelname.lower()}: {message}", self.errors
+            console.print(Text(message), highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
+_current: _PlainDisplay | _LiveDisplay = _PlainDisplay()
+
+
+def _display() -> _PlainDisplay | _LiveDisplay:
+    return _current
+
+
+def is_live() -> bool:
+    """Whether a live display draws the status lines (a terminal, after setup())."""
+    return isinstance(_current, _LiveDisplay)
+
+
+def setup(quiet: bool = False, live: bool | None = None, stream: TextIO | None = None) -> None:
+    """Configure messages and progress for a command-line process.
+
+    quiet: only warnings and errors (no info, no progress). live: a live display (default: when the
+    stream is a terminal and TERM is not dumb). stream: where everything goes (default: stdout, and
+    warnings and errors to stderr).
     """
-    loss = terms.get("loss", terms.get("total", float("nan")))
-    extra = "".join(
-        f" {name} {terms[name]:.3f}" for name in ("cross_reg", "seg_intra", "self_reg") if terms.get(name)
-    )
-    when = timing(elapsed, eta_seconds(step, total, elapsed), step >= total)
-    return (
-        f"  [{mode}] step {step}/{total}  loss {loss:.3f} (seg {terms.get('seg', float('nan')):.3f}{extra})"
-        f"  lr {lr:.2e}  {points_per_s:,.0f} pts/s  {when}"
-    )
+    global _current
+    if live is None:
+        isatty = getattr(sys.stdout if stream is None else stream, "isatty", None)
+        live = bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+    live = live and not quiet
+    # file=None: rich writes to whatever sys.stdout is at the time (a test's capture included)
+    console = Console(file=stream, force_terminal=live or None, highlight=False, soft_wrap=True)
+    teardown()
+    _current = _LiveDisplay(console) if live else _PlainDisplay()
+    logger = logging.getLogger("dsp3d")
+    errors = console if stream is not None else Console(stderr=True, highlight=False, soft_wrap=True)
+    logger.addHandler(_ConsoleHandler(console, errors))
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-class Console:
-    """The command line's progress callback (see the module docstring).
+def shutdown() -> None:
+    """End any live display (an error or Ctrl-C while a task runs: the cursor comes back)."""
+    if isinstance(_current, _LiveDisplay):
+        _current.stop()
 
-    stream: where lines go (default stdout). live: draw a status line (default: when the stream is a
-    terminal and TERM is not ``dumb``). quiet: print nothing at all (``dsp3d --quiet``: results and
-    errors are printed by the command line itself).
-    """
 
-    def __init__(
-        self,
-        stream: TextIO | None = None,
-        live: bool | None = None,
-        quiet: bool = False,
-        interval: float = 0.1,
-    ):
-        self.stream = sys.stdout if stream is None else stream
-        if live is None:
-            isatty = getattr(self.stream, "isatty", None)
-            live = bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
-        self.quiet = quiet
-        self.live = live and not quiet
-        self.interval = interval
-        self.shown = ""  # the status line on screen, "" when none
-        self.last = -float("inf")
-
-    def __call__(self, message: str) -> None:
-        if self.quiet:
-            return
-        self._erase()
-        self.stream.write(message + "\n")
-        self.stream.flush()
-
-    def status(self, text: str, force: bool = False) -> None:
-        if not self.live:
-            return
-        now = time.monotonic()
-        if not force and now - self.last < self.interval:
-            return
-        self.last = now
-        width = shutil.get_terminal_size((100, 24)).columns - 1
-        text = text.replace("\n", " ")
-        if len(text) > width:
-            text = text[: max(0, width - 3)] + "..."
-        self.stream.write(CLEAR_LINE + text)
-        self.stream.flush()
-        self.shown = text
-
-    def finish(self) -> None:
-        """The status line stays, the next output starts below it."""
-        if self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.shown = ""
-
-    def _erase(self) -> None:
-        if self.shown:
-            self.stream.write(CLEAR_LINE)
-            self.shown = ""
+def teardown() -> None:
+    """Undo setup(): no live display, no console handler (the end of a command)."""
+    global _current
+    shutdown()
+    _current = _PlainDisplay()
+    logger = logging.getLogger("dsp3d")
+    for handler in [h for h in logger.handlers if isinstance(h, _ConsoleHandler)]:
+        logger.removeHandler(handler)

@@ -1,11 +1,11 @@
 """Neighbour caps calibrated from data, cached on disk (pyramid.cached_caps / calibrated_levels)."""
 
 import pytest
+from toy_scenes import toy_scene_set
 
 from dsp3d.batching import pyramid
 from dsp3d.batching.pyramid import cached_caps, calibrate_caps, calibrated_levels
 from dsp3d.levels import make_levels
-from dsp3d.sampling.toy import toy_scene_set
 
 LEVELS = make_levels(0.08, [12, 14, 16, 16])
 

@@ -1,17 +1,19 @@
 import itertools
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from toy_scenes import toy_scene_set
 
 from dsp3d.batching import Batch
 from dsp3d.batching.loader import iter_test_batches, make_train_loader, subsample_indices
 from dsp3d.config import AugmentConfig, DataConfig, DSPConfig, TrainConfig
 from dsp3d.levels import make_levels
 from dsp3d.sampling.pairs import labelled_classes
-from dsp3d.sampling.toy import toy_scene_set
 
 LEVELS = make_levels(0.08, [12, 14, 16])
 DATA = DataConfig(grid_size=0.08, sphere_radius=1.0)
@@ -162,7 +164,7 @@ def run_loader():
     from dsp3d.batching.loader import make_train_loader
     from dsp3d.config import AugmentConfig, DataConfig, TrainConfig
     from dsp3d.levels import make_levels
-    from dsp3d.sampling.toy import toy_scene_set
+    from toy_scenes import toy_scene_set
 
     scenes = toy_scene_set(num_scenes=3, seed=0, ratio=0.02)
     train = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=1)
@@ -190,6 +192,8 @@ def test_loader_forks_its_workers_inside_a_spawned_process(tmp_path):
     # workers aborted at the end of a stage ("terminate called without an active exception").
     script = tmp_path / "spawned_loader.py"
     script.write_text(SPAWNED_LOADER_SCRIPT)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    support = str(Path(__file__).resolve().parents[1] / "support")  # toy_scenes, for the spawned process
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [support, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["spawn", "fork", "2"]

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from dsp3d.commands import evaluate_command
+from dsp3d.cli.commands import evaluate_command
 from dsp3d.config import load_config
 from dsp3d.data.types import Cloud
 from dsp3d.datasets.s3dis import S3DIS_CLASSES
@@ -17,10 +17,6 @@ from dsp3d.io.errors import DataError
 from dsp3d.training.checkpoint import CheckpointError
 
 from .conftest import export_tiny_model
-
-
-def quiet(message: str) -> None:
-    pass
 
 
 def s3dis_config(root, tmp_path):
@@ -39,7 +35,7 @@ def s3dis_config(root, tmp_path):
 
 def test_s3dis_sample_rooms(s3dis_root, s3dis_model, tmp_path):
     out = tmp_path / "evaluation.json"
-    summary = evaluate_command(str(s3dis_model), s3dis_config(s3dis_root, tmp_path), str(out), quiet)
+    summary = evaluate_command(str(s3dis_model), s3dis_config(s3dis_root, tmp_path), str(out))
     result = summary["runs"]["baseline"]
     assert json.loads(out.read_text()) == json.loads(json.dumps(summary))
     assert summary["dataset"] == "s3dis" and set(result["per_class_iou"]) == set(S3DIS_CLASSES)
@@ -52,7 +48,7 @@ def test_s3dis_sample_rooms(s3dis_root, s3dis_model, tmp_path):
 def test_class_list_must_match_the_checkpoint(s3dis_root, tmp_path):
     model = export_tiny_model(tmp_path / "m.pt", ["a", "b"], ["ones", "rgb"])
     with pytest.raises(CheckpointError, match=r"m\.pt: trained for classes \['a', 'b'\], but the s3dis data"):
-        evaluate_command(str(model), s3dis_config(s3dis_root, tmp_path), None, quiet)
+        evaluate_command(str(model), s3dis_config(s3dis_root, tmp_path), None)
 
 
 def test_features_the_data_lacks(s3dis_root, tmp_path):
@@ -60,7 +56,7 @@ def test_features_the_data_lacks(s3dis_root, tmp_path):
         tmp_path / "m.pt", S3DIS_CLASSES, ["ones", "intensity"], grid_size=0.3, radius=2.0
     )
     with pytest.raises(DataError, match="no intensity, but the input features include 'intensity' .*trained"):
-        evaluate_command(str(model), s3dis_config(s3dis_root, tmp_path), None, quiet)
+        evaluate_command(str(model), s3dis_config(s3dis_root, tmp_path), None)
 
 
 def test_labelled_folder(tmp_path):
@@ -84,7 +80,7 @@ def test_labelled_folder(tmp_path):
             "train.device=cpu",
         ],
     )
-    summary = evaluate_command(str(model), config, None, quiet)
+    summary = evaluate_command(str(model), config, None)
     assert np.array(summary["runs"]["baseline"]["confusion"]).sum() == int((labels >= 0).sum())
     assert (tmp_path / "evaluation.json").is_file()
 

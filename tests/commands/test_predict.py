@@ -12,17 +12,13 @@ import numpy as np
 import pytest
 
 from dsp3d.cli import main
-from dsp3d.commands import predict_command
+from dsp3d.cli.commands import predict_command
 from dsp3d.data.types import Cloud
 from dsp3d.io.clouds import read_fields, write_cloud
 from dsp3d.io.errors import DataError
 from dsp3d.io.ply import write_ply
 
 CLASSES = ["ground", "tree", "house"]  # the tiny models' classes (conftest.py)
-
-
-def quiet(message: str) -> None:
-    pass
 
 
 def make_scan(n: int = 1500, seed: int = 0, colour: bool = True) -> Cloud:
@@ -40,7 +36,7 @@ def test_round_trip(tmp_path, colour_model, fmt):
     write_cloud(src, make_scan(), extra_fields={"keep": np.arange(1500, dtype=np.int32)})
     before = read_fields(src)
     summary = predict_command(
-        str(colour_model), [str(src)], str(tmp_path / "out"), None, True, True, 20000, "cpu", quiet
+        str(colour_model), [str(src)], str(tmp_path / "out"), None, True, True, 20000, "cpu"
     )
     after = read_fields(tmp_path / "out" / src.name)
     for name, values in before.items():  # same points, same order, original fields kept
@@ -70,7 +66,6 @@ def test_colourless_las_with_a_geometry_model(tmp_path, geometry_model):
         False,
         20000,
         "cpu",
-        quiet,
     )
     assert set(np.unique(read_fields(tmp_path / "o" / "grey.las")["pred"])) <= {0, 1, 2}
 
@@ -88,7 +83,6 @@ def test_las_without_colour_for_a_colour_model(tmp_path, colour_model):
             False,
             20000,
             "cpu",
-            quiet,
         )
     assert not (tmp_path / "o" / "grey.las").exists()
 
@@ -96,7 +90,7 @@ def test_las_without_colour_for_a_colour_model(tmp_path, colour_model):
 def test_inputs_are_checked_before_any_work(tmp_path, colour_model):
     write_cloud(tmp_path / "a.ply", make_scan(100))
     out = tmp_path / "out"
-    args = (None, False, False, 20000, "cpu", quiet)
+    args = (None, False, False, 20000, "cpu")
     with pytest.raises(DataError, match=r"missing\.ply: file not found"):
         predict_command(
             str(colour_model), [str(tmp_path / "a.ply"), str(tmp_path / "missing.ply")], str(out), *args
@@ -128,7 +122,6 @@ def test_field_spec_classes_must_match_the_checkpoint(tmp_path, colour_model):
             False,
             20000,
             "cpu",
-            quiet,
         )
 
 
@@ -146,7 +139,6 @@ def test_field_spec_reads_a_headerless_table(tmp_path, colour_model):
         False,
         20000,
         "cpu",
-        quiet,
     )
     rows = np.loadtxt(tmp_path / "o" / "t.txt")
     np.testing.assert_array_equal(rows[:, :7], table)  # the original lines, unchanged, then the label
@@ -216,7 +208,7 @@ def test_predictions_into_one_folder_are_merged_and_never_replaced_silently(tmp_
     for name in ("a", "b"):
         write_cloud(tmp_path / f"{name}.ply", make_scan(200))
     out = tmp_path / "out"
-    args = (None, False, False, 20000, "cpu", quiet)
+    args = (None, False, False, 20000, "cpu")
     predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(out), *args)
     summary = predict_command(str(colour_model), [str(tmp_path / "b.ply")], str(out), *args)
     listing = json.loads((out / "predictions.json").read_text())
@@ -236,7 +228,7 @@ def test_predictions_into_one_folder_are_merged_and_never_replaced_silently(tmp_
 def test_predictions_of_another_class_list_are_not_mixed(tmp_path, colour_model, s3dis_model):
     write_cloud(tmp_path / "a.ply", make_scan(200))
     write_cloud(tmp_path / "b.ply", make_scan(200))
-    args = (None, False, False, 20000, "cpu", quiet)
+    args = (None, False, False, 20000, "cpu")
     predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(tmp_path / "out"), *args)
     with pytest.raises(DataError, match=r"predictions\.json: lists predictions of the classes \['ground'"):
         predict_command(str(s3dis_model), [str(tmp_path / "b.ply")], str(tmp_path / "out"), *args)
@@ -250,7 +242,7 @@ def test_a_batch_failing_half_way_lists_what_it_finished_and_leaves_no_temporary
     out = tmp_path / "out"
     inputs = [str(tmp_path / "good.ply"), str(tmp_path / "cut.ply")]
     with pytest.raises(DataError, match=r"cut\.ply: truncated PLY file"):
-        predict_command(str(colour_model), inputs, str(out), None, False, False, 20000, "cpu", quiet)
+        predict_command(str(colour_model), inputs, str(out), None, False, False, 20000, "cpu")
     assert list(json.loads((out / "predictions.json").read_text())["files"]) == [str(tmp_path / "good.ply")]
     assert hidden_files(out) == [] and sorted(p.name for p in out.iterdir()) == [
         "good.ply",
@@ -317,9 +309,7 @@ def test_the_next_run_removes_temporaries_of_a_killed_one(tmp_path, colour_model
     killed.wait()
     stale = out / f".a.{killed.pid:08x}1f2e.tmp.ply"  # what a killed predict leaves
     stale.write_bytes(b"\0" * 1000)
-    predict_command(
-        str(colour_model), [str(tmp_path / "a.ply")], str(out), None, False, False, 20000, "cpu", quiet
-    )
+    predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(out), None, False, False, 20000, "cpu")
     assert not stale.exists() and hidden_files(out) == []
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dsp3d.cli import main
-from dsp3d.commands import evaluate_command
+from dsp3d.cli.commands import evaluate_command
 from dsp3d.config import load_config
 from dsp3d.data.types import Cloud
 from dsp3d.io.clouds import write_cloud
@@ -24,10 +24,6 @@ from .conftest import export_tiny_model
 
 CLASSES = ["ground", "tree", "house"]
 CLI = "import sys; from dsp3d.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
-def quiet(message: str) -> None:
-    pass
 
 
 def make_folder(root, labelled=("a", "b", "c")):
@@ -121,7 +117,7 @@ def test_evaluate_without_labelled_test_points_gives_no_score(tmp_path):
         ["data.dataset=folder", f"data.root={root}", "data.val_scenes=[c]", f"data.cache_dir={tmp_path}/c"],
     )
     with pytest.raises(DataError, match=r"scans: no labelled test points \(in 1 test scene\), so no score"):
-        evaluate_command(str(model), config, None, quiet)
+        evaluate_command(str(model), config, None)
     assert not (tmp_path / "evaluation.json").exists()
 
 
@@ -180,26 +176,27 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path, config_fi
 
 
 def test_a_diverging_run_is_one_line_naming_the_resume_command(tmp_path, config_file, capsys, monkeypatch):
-    from dsp3d.training import trainer
+    from dsp3d.training import objectives
 
-    real_loss = trainer.stage_loss
+    real_loss = objectives.stage_loss
 
     def nan_loss(*args, **kwargs):
         terms = real_loss(*args, **kwargs)
         return dataclasses.replace(terms, total=terms.total * float("nan"))
 
-    monkeypatch.setattr(trainer, "stage_loss", nan_loss)
+    monkeypatch.setattr(objectives, "stage_loss", nan_loss)
     root = make_folder(tmp_path / "scans")
     args = train_args(root, tmp_path, "data.val_scenes=[c]", "train.steps=4", "train.max_bad_steps=2")
     out = tmp_path / "run"
     assert run_train(config_file, args, out) == 1
-    err = capsys.readouterr().err.strip()
-    assert "training diverged: 2 non-finite losses in a row" in err and "\n" not in err
+    *skipped, err = capsys.readouterr().err.strip().splitlines()
+    assert skipped == [f"warning: stage 1 step {k}: non-finite loss, step skipped" for k in (0, 1)]
+    assert err.startswith("error: training diverged: 2 non-finite losses in a row")
     assert f"dsp3d train --resume {out} --set train.lr=0.001" in err
 
 
 def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path, config_file, capsys, monkeypatch):
-    from dsp3d.training.trainer import RunFolder
+    from dsp3d.training.checkpoint import RunCheckpoints as RunFolder
 
     original = RunFolder.save_last
 

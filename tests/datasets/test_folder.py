@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from dsp3d.config import load_config
-from dsp3d.data.prepare import prepare_data
 from dsp3d.data.types import Cloud
 from dsp3d.datasets.folder import list_folder, load_folder_cloud, load_folder_spec, parse_folder_spec
 from dsp3d.io.clouds import write_cloud
 from dsp3d.io.errors import DataError
+from dsp3d.workflow.prepare import prepare_data
 
 SPEC = """
 classes: [ground, tree, house]
@@ -138,7 +138,7 @@ def test_missing_label_field_is_refused_for_training(tmp_path):
 
 def test_given_labels_are_the_weak_labels(tmp_path):
     root = make_folder(tmp_path / "f")
-    data = prepare_data(config_for(root, tmp_path), progress=lambda message: None)
+    data = prepare_data(config_for(root, tmp_path))
     assert [c.name for c in data.train.clouds] == ["scan0", "scan1"]
     assert [s.cloud.name for s in data.test] == ["scan2"]
     assert data.weak_meta["protocol"] == "given"
@@ -155,17 +155,17 @@ def test_given_labels_are_the_weak_labels(tmp_path):
     assert sum(row["test_points"] for row in per_class.values()) == int((cls2 != 255).sum())
 
 
-def test_colourless_clouds_drop_rgb(tmp_path):
+def test_colourless_clouds_drop_rgb(tmp_path, caplog):
     root = make_folder(tmp_path / "f", colour=False)
-    messages = []
-    data = prepare_data(config_for(root, tmp_path), progress=messages.append)
+    with caplog.at_level("INFO", logger="dsp3d"):
+        data = prepare_data(config_for(root, tmp_path))
     assert data.feature_names == ["ones"] and data.train.feature_dim == 1
-    assert any("no colour" in m for m in messages)
+    assert "no colour" in caplog.text
 
 
 def test_intensity_only_clouds_use_intensity(tmp_path):
     root = make_folder(tmp_path / "f", colour=False, intensity=True)
-    data = prepare_data(config_for(root, tmp_path), progress=lambda message: None)
+    data = prepare_data(config_for(root, tmp_path))
     assert data.feature_names == ["ones", "intensity"] and data.train.feature_dim == 2
 
 
@@ -174,10 +174,10 @@ def test_mixed_colour_is_refused(tmp_path):
     cloud, cls = scan(9, colour=False)
     write_cloud(root / "scan9.ply", cloud, extra_fields={"cls": cls})
     with pytest.raises(DataError, match="scan9: no colour, but the input features include 'rgb'"):
-        prepare_data(config_for(root, tmp_path), progress=lambda message: None)
+        prepare_data(config_for(root, tmp_path))
 
 
 def test_folder_without_label_field_cannot_train(tmp_path):
     root = make_folder(tmp_path / "f", spec="classes: [a]\n")
     with pytest.raises(DataError, match="a dataset folder needs a 'label' field"):
-        prepare_data(config_for(root, tmp_path), progress=lambda message: None)
+        prepare_data(config_for(root, tmp_path))

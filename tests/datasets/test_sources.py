@@ -4,10 +4,10 @@ that never scores the test scenes."""
 import pytest
 
 from dsp3d.config import load_config
-from dsp3d.data.prepare import prepare_data
 from dsp3d.datasets.registry import dataset_split
 from dsp3d.datasets.sources import split_by_name
 from dsp3d.io.errors import DataError
+from dsp3d.workflow.prepare import prepare_data
 
 SCENES = ["a_0", "a_1", "b_0", "c_0", "d_0"]
 
@@ -32,7 +32,7 @@ def test_generated_validation_rooms_are_rooms_of_their_own(small_synthetic):
     assert [s.name for s in split.val] == ["val_000"]
     seeds = [s.identity["seed"] for s in split.train + split.val + split.test]
     assert len(set(seeds)) == len(seeds)
-    data = prepare_data(config, progress=lambda m: None)
+    data = prepare_data(config)
     assert [scene.cloud.name for scene in data.val] == ["val_000"]
     assert [c.name for c in data.train.clouds] == [f"train_{k:03d}" for k in range(4)]  # unchanged
 
@@ -52,21 +52,21 @@ def test_s3dis_rooms_by_name(s3dis_root):
 
 
 def test_validation_scores_the_validation_scenes(small_synthetic, tmp_path, monkeypatch):
-    from dsp3d import runs
+    from dsp3d.workflow import run as runs
 
     config = load_config(
         None,
         small_synthetic
         + ["data.synthetic.val_rooms=1", "train.steps=2", "train.val_every=2", "train.method=baseline"],
     )
-    data = prepare_data(config, progress=lambda m: None)
+    data = prepare_data(config)
     scored = []
-    real = runs.evaluate
+    real = runs.Scorer.evaluate
 
-    def recording(model, scenes, *args, **kwargs):
+    def recording(self, model, scenes, *args, **kwargs):
         scored.append([scene.cloud.name for scene in scenes])
-        return real(model, scenes, *args, **kwargs)
+        return real(self, model, scenes, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "evaluate", recording)
-    runs.run_method(config, data, tmp_path / "run", lambda m: None)
+    monkeypatch.setattr(runs.Scorer, "evaluate", recording)
+    runs.run_method(config, data, tmp_path / "run")
     assert scored == [["val_000"], ["test_000", "test_001"]]  # validation at step 2, then the test

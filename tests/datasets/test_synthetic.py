@@ -78,7 +78,7 @@ def test_every_class_appears_and_structure_in_every_room(rooms):
         assert counts[[CEILING, FLOOR, WALL]].min() > 1000, cloud.name
         seen |= counts > 0
     assert seen.all(), [SYNTHETIC_CLASSES[k] for k in np.flatnonzero(~seen)]
-    # The plain seeds 0..9 (as dsp3d.data.prepare uses them) cover every class too.
+    # The plain seeds 0..9 (as dsp3d.workflow.prepare uses them) cover every class too.
     seen = np.zeros(C, dtype=bool)
     for seed in range(10):
         seen |= np.bincount(generate_room(seed, density=100).labels, minlength=C) > 0

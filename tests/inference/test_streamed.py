@@ -43,7 +43,7 @@ def scan(n: int = 3000, seed: int = 0, origin=(0.0, 0.0, 0.0)) -> Cloud:
 
 
 def predictor() -> Predictor:
-    return Predictor(ColourModel(), META, torch.device("cpu"), 4000, progress=lambda message: None)
+    return Predictor(ColourModel(), META, torch.device("cpu"), 4000)
 
 
 @pytest.mark.parametrize(

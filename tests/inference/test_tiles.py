@@ -47,9 +47,7 @@ def test_votes_are_probabilities_of_every_point():
     cloud = Cloud(points=(rng.random((4000, 3)) * [12, 6, 2]).astype(np.float32), name="c")
     meta = InferenceMeta(["a", "b", "c"], ["ones"], make_levels(0.1, [10, 10, 10]), 8, 15, 0.02, 1.0, "x")
     sub = grid_subsample(cloud, 0.1)
-    probs = tiled_probabilities(
-        ConstantModel(), sub, meta, torch.device("cpu"), 5000, progress=lambda m: None
-    )
+    probs = tiled_probabilities(ConstantModel(), sub, meta, torch.device("cpu"), 5000)
     assert probs.shape == (len(sub), 3) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert (probs[:, 0] != probs[:, 1]).any()

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
+from toy_scenes import toy_scene_set
 
 from dsp3d.batching.pyramid import build_batch
 from dsp3d.levels import make_levels
 from dsp3d.sampling.sample import extract_sample
 from dsp3d.sampling.spheres import crop_sphere
-from dsp3d.sampling.toy import toy_scene_set
 
 LEVELS = make_levels(0.1, [16, 18, 20, 20])
 

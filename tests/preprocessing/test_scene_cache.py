@@ -42,26 +42,27 @@ def sources(loader, count: int = 3, tag: str = "a") -> list[Source]:
     return [Source(f"s{k}", {"test": tag, "k": k}, partial(loader, k)) for k in range(count)]
 
 
-def test_parallel_equals_serial_and_is_cached(tmp_path):
-    preprocess_scenes(sources(make_cloud), 0.1, tmp_path / "serial", workers=1, progress=lambda m: None)
-    messages = []
-    preprocess_scenes(sources(make_cloud), 0.1, tmp_path / "parallel", workers=2, progress=messages.append)
-    assert "with 2 process(es)" in messages[0] and "3/3" in messages[-1]
+def test_parallel_equals_serial_and_is_cached(tmp_path, caplog):
+    preprocess_scenes(sources(make_cloud), 0.1, tmp_path / "serial", workers=1)
+    with caplog.at_level("INFO", logger="dsp3d"):
+        preprocess_scenes(sources(make_cloud), 0.1, tmp_path / "parallel", workers=2)
+    assert "with 2 process(es)" in caplog.records[0].getMessage()
     for source in sources(make_cloud):
         a_sub, a_labels = load_cached_scene(source.identity, 0.1, tmp_path / "serial")
         b_sub, b_labels = load_cached_scene(source.identity, 0.1, tmp_path / "parallel")
         np.testing.assert_array_equal(a_sub.points, b_sub.points)
         np.testing.assert_array_equal(a_labels, b_labels)
-    messages.clear()
-    preprocess_scenes(sources(broken_cloud), 0.1, tmp_path / "serial", workers=1, progress=messages.append)
-    assert messages == []  # every entry exists (same identities): nothing loaded
+    caplog.clear()
+    with caplog.at_level("INFO", logger="dsp3d"):
+        preprocess_scenes(sources(broken_cloud), 0.1, tmp_path / "serial", workers=1)
+    assert caplog.records == []  # every entry exists (same identities): nothing loaded
 
 
 def test_worker_warnings_reach_the_caller(tmp_path):
     with pytest.warns(DataWarning, match="scene 1: line 3: repaired"):
-        preprocess_scenes(sources(warning_cloud, 2), 0.1, tmp_path, workers=2, progress=lambda m: None)
+        preprocess_scenes(sources(warning_cloud, 2), 0.1, tmp_path, workers=2)
 
 
 def test_a_bad_scene_raises_its_own_error(tmp_path):
     with pytest.raises(DataError, match=r"broken_\d\.ply: truncated PLY file"):
-        preprocess_scenes(sources(broken_cloud, 2, "b"), 0.1, tmp_path, workers=2, progress=lambda m: None)
+        preprocess_scenes(sources(broken_cloud, 2, "b"), 0.1, tmp_path, workers=2)

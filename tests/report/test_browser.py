@@ -154,7 +154,7 @@ def test_viewer_stays_interactive_with_200k_points(tmp_path):
 
 
 def test_report_of_trained_runs_loads_cleanly(tiny_demo, tmp_path):
-    out = report_command([str(tiny_demo)], tmp_path / "report.html", device="cpu", progress=lambda m: None)
+    out = report_command([str(tiny_demo)], tmp_path / "report.html", device="cpu")
     with browser_module.Browser(EXECUTABLE) as browser:
         browser.open(out.as_uri())
         browser.wait_until("document.getElementById('viewer').dataset.state === 'drawn'")

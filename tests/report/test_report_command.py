@@ -42,7 +42,7 @@ def test_report_embeds_tables_plots_and_the_predictions(tiny_demo, tmp_path):
     data = _embedded(html)
     assert data["runs"] == ["baseline", "dsp"] and [s["name"] for s in data["scenes"]] == ["test_000"]
     # The viewer shows exactly the predictions the run folders' models make.
-    scene = predict_scenes(runs, None, 1, "cpu", lambda m: None)[0]
+    scene = predict_scenes(runs, None, 1, "cpu")[0]
     packed = data["scenes"][0]
     assert packed["count"] == len(scene.points)
     for run in ("baseline", "dsp"):

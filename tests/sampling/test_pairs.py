@@ -3,10 +3,10 @@ import logging
 
 import numpy as np
 import pytest
+from toy_scenes import toy_scene_set
 
 from dsp3d.sampling.pairs import PairSampler, labelled_classes
 from dsp3d.sampling.spheres import ClassBalancedSampler, PotentialSampler
-from dsp3d.sampling.toy import toy_scene_set
 
 
 def make_pairs(scenes, tries=20, seed=0, picker="potential", partner="balanced"):

@@ -3,10 +3,10 @@ import pickle
 
 import numpy as np
 import pytest
+from toy_scenes import toy_cloud, toy_scene_set
 
 from dsp3d.sampling.sample import extract_sample
 from dsp3d.sampling.scenes import SceneSet, feature_columns, input_features
-from dsp3d.sampling.toy import toy_cloud, toy_scene_set
 
 
 def test_input_features_columns_in_the_given_order():

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
+from toy_scenes import toy_scene_set
 
 from dsp3d.sampling.spheres import ClassBalancedSampler, PotentialSampler, crop_sphere, test_sphere_centers
-from dsp3d.sampling.toy import toy_scene_set
 
 
 @pytest.fixture(scope="module")

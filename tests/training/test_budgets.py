@@ -9,19 +9,16 @@ import pytest
 
 from dsp3d.batching.loader import TrainSphereDataset
 from dsp3d.config import load_config
-from dsp3d.data.prepare import prepare_data
 from dsp3d.model.reallocation import CrossSampleReallocation, IntraSampleReallocation
-from dsp3d.training import trainer
+from dsp3d.training import budget, objectives
+from dsp3d.training import loop as trainer
+from dsp3d.workflow.prepare import prepare_data
 
 
 @pytest.fixture(scope="module")
 def setup(small_synthetic):
     config = load_config(None, small_synthetic + ["train.log_every=1", "train.checkpoint_every=0"])
-    return config, prepare_data(config, progress=lambda message: None)
-
-
-def quiet(message):
-    pass
+    return config, prepare_data(config)
 
 
 def configured(config, method, **train):
@@ -48,7 +45,7 @@ def test_a_step_budget_gives_every_method_the_same_optimiser_steps(setup, tmp_pa
     log = SphereLog(monkeypatch)
     for method in ("baseline", "two-stage", "csfr-isfr", "isfr-csfr"):
         log.spheres = []
-        _, reports = trainer.train(configured(config, method, steps=7), data.train, tmp_path / method, quiet)
+        _, reports = trainer.train(configured(config, method, steps=7), data.train, tmp_path / method)
         assert sum(r.steps for r in reports) == 7, method  # never 7 per stage
         spheres[method] = log.spheres
         trained[method] = [(r.spheres, r.points) for r in reports]
@@ -67,18 +64,18 @@ def test_a_time_budget_gives_every_method_the_same_optimiser_steps(setup, tmp_pa
     two-stage method the same steps (10 + 10 for the two stages)."""
     config, data = setup
     clock = {"now": 0.0}
-    monkeypatch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
-    real_loss = trainer.stage_loss
+    monkeypatch.setattr(budget, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    real_loss = objectives.stage_loss
 
     def one_second_loss(*args, **kwargs):
         clock["now"] += 1.0
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "stage_loss", one_second_loss)
+    monkeypatch.setattr(objectives, "stage_loss", one_second_loss)
     steps = {}
     for method in ("baseline", "two-stage"):
         timed = configured(config, method, minutes=20 / 60, steps=1_000_000)
-        _, reports = trainer.train(timed, data.train, tmp_path / method, quiet)
+        _, reports = trainer.train(timed, data.train, tmp_path / method)
         steps[method] = [r.steps for r in reports]
     assert sum(steps["baseline"]) == sum(steps["two-stage"])
     assert steps["two-stage"][0] == steps["two-stage"][1]  # equal stages: dsp.stage1_fraction 0.5
@@ -89,7 +86,7 @@ def test_two_stage_computes_no_module_loss_and_follows_dsps_lr_step_for_step(set
     config, data = setup
     lrs = {}
     for method in ("csfr-isfr", "two-stage"):
-        trainer.train(configured(config, method, steps=6), data.train, tmp_path / method, quiet)
+        trainer.train(configured(config, method, steps=6), data.train, tmp_path / method)
         lines = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
         lrs[method] = [(line["stage"], line["step"], line["lr"]) for line in lines]
         if method == "two-stage":
@@ -104,4 +101,4 @@ def test_two_stage_computes_no_module_loss_and_follows_dsps_lr_step_for_step(set
 
     monkeypatch.setattr(CrossSampleReallocation, "forward", never)
     monkeypatch.setattr(IntraSampleReallocation, "forward", never)
-    trainer.train(configured(config, "two-stage", steps=4), data.train, tmp_path / "again", quiet)
+    trainer.train(configured(config, "two-stage", steps=4), data.train, tmp_path / "again")

@@ -12,18 +12,19 @@ import torch
 
 from dsp3d.batching.loader import SphereBatchPlanner
 from dsp3d.config import load_config
-from dsp3d.data.prepare import prepare_data
-from dsp3d.evaluation.evaluate import evaluate
+from dsp3d.evaluation.evaluate import Scorer
+from dsp3d.model.build import build_model
 from dsp3d.training import distributed
 from dsp3d.training.checkpoint import load_checkpoint
 from dsp3d.training.export import load_inference_model
-from dsp3d.training.trainer import build_model
+from dsp3d.workflow import run as runs
+from dsp3d.workflow.prepare import prepare_data
 
 
 @pytest.fixture(scope="module")
 def small_data(small_synthetic):
     config = load_config(None, small_synthetic)
-    return config, prepare_data(config, progress=lambda message: None)
+    return config, prepare_data(config)
 
 
 def centres(specs) -> set[tuple]:
@@ -64,7 +65,7 @@ def test_one_process_world_changes_nothing():
     assert world.loss_consensus(2.0) == (2.0, True) and world.loss_consensus(float("nan"))[1] is False
     assert distributed.shard([1, 2, 3]) == [1, 2, 3] and world.node_first(lambda: 5) == 5
     result = {"miou": 1.0, "confusion": [[1]]}
-    assert distributed.merge_results(result, ["a"]) is result
+    assert runs.merge_results(result, ["a"], world) is result
     model = torch.nn.Linear(2, 2)
     assert distributed.wrap_stage(model, True, False, torch.device("cpu")) is model
 
@@ -74,13 +75,14 @@ def test_one_process_world_changes_nothing():
 WORKER = """
 import os, sys
 import torch
-from dsp3d import cli, runs
+from dsp3d import cli
+from dsp3d.workflow import run as runs
 from dsp3d.batching.loader import TrainSphereDataset
-from dsp3d.training import trainer
+from dsp3d.training import objectives
 
 rank, out = int(os.environ["RANK"]), sys.argv[1]
 record = {"spheres": [], "paired": [], "local_losses": []}
-build, stage_loss, train = TrainSphereDataset.__getitem__, trainer.stage_loss, runs.train
+build, stage_loss, train = TrainSphereDataset.__getitem__, objectives.stage_loss, runs.train
 
 def recording(self, spec):
     record["spheres"] += [(d.scene_id, *[round(float(x), 6) for x in d.center]) for d in spec.spheres]
@@ -101,7 +103,7 @@ def keeping(*args, **kwargs):
     torch.save(record, f"{out}/rank{rank}.pt")
     return model, reports
 
-TrainSphereDataset.__getitem__, trainer.stage_loss, runs.train = recording, nan_once, keeping
+TrainSphereDataset.__getitem__, objectives.stage_loss, runs.train = recording, nan_once, keeping
 sys.exit(cli.main(sys.argv[2:]))
 """
 
@@ -163,7 +165,7 @@ def test_two_gloo_processes_train_one_model_that_loads_in_one_process(small_data
             config.data.sphere_radius,
             config.eval,
         )
-        result = evaluate(backbone, data.test, *scoring, torch.device("cpu"), progress=lambda m: None)
+        result = Scorer(*scoring, torch.device("cpu")).evaluate(backbone, data.test)
     finally:
         torch.set_num_threads(threads)
     saved = json.loads((run / "results.json").read_text())

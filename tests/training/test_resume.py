@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from dsp3d.config import load_config
-from dsp3d.data.prepare import prepare_data
-from dsp3d.training import trainer
-from dsp3d.training.trainer import RunFolder, TrainingDiverged
+from dsp3d.training import loop as trainer
+from dsp3d.training import objectives
+from dsp3d.training.checkpoint import RunCheckpoints as RunFolder
+from dsp3d.training.loop import TrainingDiverged
+from dsp3d.workflow.prepare import prepare_data
 
 
 class Killed(Exception):
@@ -37,11 +39,7 @@ def setup(small_synthetic):
         "train.batch_points=2500",
     ]
     config = load_config(None, overrides)
-    return config, prepare_data(config, progress=lambda m: None)
-
-
-def quiet(message):
-    pass
+    return config, prepare_data(config)
 
 
 def run_until_killed(config, data, run_dir, monkeypatch, stage, step):
@@ -55,7 +53,7 @@ def run_until_killed(config, data, run_dir, monkeypatch, stage, step):
 
     monkeypatch.setattr(RunFolder, "save_last", save_then_maybe_die)
     with pytest.raises(Killed):
-        trainer.train(config, data.train, run_dir, quiet)
+        trainer.train(config, data.train, run_dir)
     monkeypatch.setattr(RunFolder, "save_last", original)
 
 
@@ -63,7 +61,7 @@ def run_until_killed(config, data, run_dir, monkeypatch, stage, step):
 def reference(setup, tmp_path_factory):
     config, data = setup
     run_dir = tmp_path_factory.mktemp("uninterrupted")
-    model, reports = trainer.train(config, data.train, run_dir, quiet)
+    model, reports = trainer.train(config, data.train, run_dir)
     return model.state_dict(), reports, run_dir
 
 
@@ -72,7 +70,7 @@ def test_resumed_run_reaches_the_uninterrupted_weights(setup, reference, tmp_pat
     config, data = setup
     expected, expected_reports, reference_dir = reference
     run_until_killed(config, data, tmp_path, monkeypatch, stage, step)
-    model, reports = trainer.train(config, data.train, tmp_path, quiet, resume=True)
+    model, reports = trainer.train(config, data.train, tmp_path, resume=True)
     assert [r.steps for r in reports] == [r.steps for r in expected_reports] == [6, 6]
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6, msg=key)
@@ -89,7 +87,7 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous(setup, reference, tm
     run_until_killed(config, data, tmp_path, monkeypatch, 0, 4)
     (tmp_path / "checkpoints" / "last.pt").write_bytes(b"half a file")
     with caplog.at_level("WARNING", logger="dsp3d"):
-        model, _ = trainer.train(config, data.train, tmp_path, quiet, resume=True)
+        model, _ = trainer.train(config, data.train, tmp_path, resume=True)
     assert "resuming from last.prev.pt" in caplog.text
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6, msg=key)
@@ -98,29 +96,29 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous(setup, reference, tm
 def test_nothing_to_resume_is_a_clear_error(setup, tmp_path):
     config, data = setup
     with pytest.raises(ValueError, match="nothing to resume"):
-        trainer.train(config, data.train, tmp_path, quiet, resume=True)
+        trainer.train(config, data.train, tmp_path, resume=True)
 
 
 def test_repeated_non_finite_losses_stop_the_run(setup, tmp_path, monkeypatch, caplog):
     config, data = setup
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_bad_steps=3))
-    real_loss = trainer.stage_loss
+    real_loss = objectives.stage_loss
 
     def nan_loss(*args, **kwargs):
         terms = real_loss(*args, **kwargs)
         return dataclasses.replace(terms, total=terms.total * float("nan"))
 
-    monkeypatch.setattr(trainer, "stage_loss", nan_loss)
+    monkeypatch.setattr(objectives, "stage_loss", nan_loss)
     with caplog.at_level("WARNING", logger="dsp3d"), pytest.raises(TrainingDiverged, match="3 non-finite"):
-        trainer.train(config, data.train, tmp_path, quiet)
+        trainer.train(config, data.train, tmp_path)
     assert caplog.text.count("non-finite loss, step skipped") == 3
 
 
-def test_resuming_after_the_last_stage_says_training_finished(setup, tmp_path, monkeypatch):
+def test_resuming_after_the_last_stage_says_training_finished(setup, tmp_path, monkeypatch, caplog):
     config, data = setup
     run_until_killed(config, data, tmp_path, monkeypatch, 2, 0)  # killed after the last stage's checkpoint
-    messages = []
-    _, reports = trainer.train(config, data.train, tmp_path, messages.append, resume=True)
+    with caplog.at_level("INFO", logger="dsp3d"):
+        _, reports = trainer.train(config, data.train, tmp_path, resume=True)
     assert [r.steps for r in reports] == [6, 6]
-    assert any("training had finished" in m for m in messages)
-    assert not any("stage 3/2" in m for m in messages)  # what it said before
+    assert "training had finished" in caplog.text
+    assert "stage 3/2" not in caplog.text  # what it said before

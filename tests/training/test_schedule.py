@@ -13,7 +13,7 @@ def test_exponential_lr_endpoints_and_midpoint():
 
 
 def test_planned_steps_spends_the_rest_of_the_budget_at_the_measured_speed():
-    from dsp3d.training.trainer import planned_steps
+    from dsp3d.training.budget import planned_steps
 
     # 15 steps timed in 3 s (0.2 s each), 4 s spent of 60: 56 s buy 280 more steps.
     assert planned_steps(16, 4.0, 3.0, 60.0, 10_000) == 16 + 280
@@ -33,7 +33,7 @@ def test_rampup_weight_rises_from_near_zero_to_one_and_stays():
 
 def test_stage_steps_split_the_run_budget():
     from dsp3d.config import load_config
-    from dsp3d.training.trainer import stage_steps
+    from dsp3d.training.budget import stage_steps
 
     def steps(*overrides):
         return stage_steps(load_config(None, list(overrides)))
@@ -63,7 +63,7 @@ def test_exponential_lr_runs_the_part_of_the_schedule_a_stage_is_given():
 
 def test_a_continued_schedule_picks_up_stage_two_where_stage_one_ended():
     from dsp3d.config import load_config
-    from dsp3d.training.trainer import stage_lr_span, stage_steps
+    from dsp3d.training.budget import stage_lr_span, stage_steps
 
     def lr_at_stage_edges(*overrides):
         config = load_config(None, ["train.method=csfr-isfr", "train.lr=0.01", *overrides])

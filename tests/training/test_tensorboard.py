@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from dsp3d.training import tensorboard
-from dsp3d.training.trainer import RunFolder
+from dsp3d.training.run_log import MetricsFile as RunFolder
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 EventFileLoader = pytest.importorskip(
@@ -57,7 +57,7 @@ def test_two_stages_and_a_validation_read_back(tmp_path):
         step_record(2, "isfr", 1, 1.2),
         step_record(2, "isfr", 2, 1.0),
     ):
-        folder.log_metrics(record)
+        folder.write(record)
     folder.close()
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 5
     events = read_events(tmp_path)
@@ -78,23 +78,24 @@ def test_two_stages_and_a_validation_read_back(tmp_path):
 def test_resume_replays_steps_once_and_fresh_run_starts_a_new_log(tmp_path):
     folder = RunFolder(tmp_path)
     for step in range(1, 5):
-        folder.log_metrics(step_record(1, "baseline", step, 10.0 - step))
+        folder.write(step_record(1, "baseline", step, 10.0 - step))
     # killed without close(); the resume checkpoint is at step 2, steps 3 and 4 are logged again
-    folder.trim_metrics(0, 2)
+    folder.trim(0, 2)
     resumed = RunFolder(tmp_path)
     for step in (3, 4):
-        resumed.log_metrics(step_record(1, "baseline", step, 20.0 + step))
+        resumed.write(step_record(1, "baseline", step, 20.0 + step))
     resumed.close()
     folder.close()
+    # TensorBoard applies the resumed file's purge marker (SummaryWriter's purge_step): each step once
     assert read_events(tmp_path)["loss/total"] == [(1, 9.0), (2, 8.0), (3, 23.0), (4, 24.0)]
-    # One file, each step once, for readers that ignore the purge marker too (TensorBoard's fast loader)
-    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
-    steps = [
-        e.step
-        for e in EventFileLoader(str(events)).Load()
-        if e.summary.value[:1] and e.summary.value[0].tag == "loss/total"
+    files = sorted((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    purges = [
+        (e.step, e.session_log.status)
+        for path in files
+        for e in EventFileLoader(str(path)).Load()
+        if e.HasField("session_log")
     ]
-    assert steps == [1, 2, 3, 4]
+    assert len(files) == 2 and purges == [(3, 1)]  # SessionLog.START at step 3 opens the resumed file
     assert [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
         9.0,
         8.0,
@@ -104,7 +105,7 @@ def test_resume_replays_steps_once_and_fresh_run_starts_a_new_log(tmp_path):
     # A fresh run in the same folder (the trainer removes metrics.jsonl first) replaces the old events.
     (tmp_path / "metrics.jsonl").unlink()
     fresh = RunFolder(tmp_path)
-    fresh.log_metrics(step_record(1, "baseline", 1, 5.0))
+    fresh.write(step_record(1, "baseline", 1, 5.0))
     fresh.close()
     assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
     assert read_events(tmp_path)["loss/total"] == [(1, 5.0)]
@@ -117,8 +118,8 @@ def test_without_tensorboard_training_logs_go_on_with_one_warning(tmp_path, monk
         for run in ("a", "b"):
             folder = RunFolder(tmp_path / run)
             folder.root.mkdir()
-            folder.log_metrics(step_record(1, "baseline", 1, 1.0))
-            folder.log_metrics(step_record(1, "baseline", 2, 0.5))
+            folder.write(step_record(1, "baseline", 1, 1.0))
+            folder.write(step_record(1, "baseline", 2, 0.5))
             folder.close()
             assert len((folder.root / "metrics.jsonl").read_text().splitlines()) == 2
             assert not (folder.root / "tensorboard").exists()

@@ -6,21 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from dsp3d.config import DSPConfig, TrainConfig, load_config
-from dsp3d.data.prepare import prepare_data
-from dsp3d.evaluation.evaluate import evaluate
+from dsp3d.batching.loader import make_train_loader
+from dsp3d.config import Config, DSPConfig, TrainConfig, load_config
+from dsp3d.evaluation.evaluate import Scorer
 from dsp3d.evaluation.metrics import ConfusionMatrix
 from dsp3d.levels import make_levels
 from dsp3d.model.dsp import DSPModel
 from dsp3d.model.kpfcnn import KPFCNN
-from dsp3d.training import trainer
+from dsp3d.training import loop as trainer
 from dsp3d.training.export import InferenceMeta, export_inference_model, load_inference_model
+from dsp3d.training.objectives import StageObjective
+from dsp3d.workflow.prepare import prepare_data
 
 
 @pytest.fixture(scope="module")
 def small_data(small_synthetic):
     config = load_config(None, small_synthetic)
-    return config, prepare_data(config, progress=lambda message: None)
+    return config, prepare_data(config)
 
 
 def with_method(config, method, steps):
@@ -37,7 +39,7 @@ def test_stage_two_starts_from_stage_one_weights(small_data, tmp_path, monkeypat
         return original(model, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "train_stage", recording)
-    model, reports = trainer.train(with_method(config, "csfr-isfr", 6), data.train, tmp_path, lambda m: None)
+    model, reports = trainer.train(with_method(config, "csfr-isfr", 6), data.train, tmp_path)
     assert [r.mode for r in reports] == ["csfr", "isfr"] and [r.steps for r in reports] == [3, 3]
     stage1 = torch.load(tmp_path / "stage1.pt", weights_only=False)["state_dict"]
     assert len(entered) == 2
@@ -56,7 +58,7 @@ def test_a_step_budget_is_shared_by_the_two_stages(small_data, tmp_path):
     config, data = small_data
     config = with_method(config, "csfr-isfr", 8)
     config.dsp.stage1_fraction = 0.25
-    _, reports = trainer.train(config, data.train, tmp_path, lambda m: None)
+    _, reports = trainer.train(config, data.train, tmp_path)
     assert [(r.mode, r.steps) for r in reports] == [("csfr", 2), ("isfr", 6)]  # not 8 + 8
 
 
@@ -78,7 +80,7 @@ def test_exported_model_has_no_module_and_predicts_like_the_basic_branch(small_d
     assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in model.backbone.parameters())
     batch = next(
         iter(
-            trainer.make_train_loader(
+            make_train_loader(
                 data.train,
                 config.levels(),
                 config.data,
@@ -106,20 +108,18 @@ def majority_miou(data) -> float:
 def test_tiny_training_run_lowers_the_loss_and_beats_chance(small_data, tmp_path):
     config, data = small_data
     config = with_method(config, "baseline", 120)
-    model, (report,) = trainer.train(config, data.train, tmp_path, lambda m: None)
+    model, (report,) = trainer.train(config, data.train, tmp_path)
     losses = np.array(report.losses)
     assert losses[-20:].mean() < 0.7 * losses[:10].mean()
-    result = evaluate(
-        model.backbone,
-        data.test,
+    scorer = Scorer(
         data.feature_names,
         data.class_names,
         config.levels(),
         config.data.sphere_radius,
         config.eval,
         torch.device("cpu"),
-        progress=lambda m: None,
     )
+    result = scorer.evaluate(model.backbone, data.test)
     chance = majority_miou(data)
     print(
         f"tiny run: loss {losses[:10].mean():.2f} -> {losses[-20:].mean():.2f}, mIoU {result['miou']:.1f} "
@@ -128,21 +128,26 @@ def test_tiny_training_run_lowers_the_loss_and_beats_chance(small_data, tmp_path
     assert result["miou"] > 3 * chance
 
 
+def stage_optimizer(model, t, dsp, cross: bool, intra: bool):
+    mode = {(False, False): "baseline", (True, False): "csfr", (False, True): "isfr"}[(cross, intra)]
+    return StageObjective(mode, Config(train=t, dsp=dsp)).optimizer(model)
+
+
 def test_stage_optimizer_holds_the_stage_modules_and_decays_w_only_when_asked():
     model = DSPModel(KPFCNN(4, 5, make_levels(0.1, [8, 8, 8]), first_features=8))
     backbone = {id(p) for p in model.backbone.parameters()}
     t = TrainConfig(weight_decay=1e-3)
     undecayed = DSPConfig(decay_affinity=False)
-    groups = trainer.stage_optimizer(model, t, undecayed, cross=True, intra=False).param_groups
+    groups = stage_optimizer(model, t, undecayed, cross=True, intra=False).param_groups
     assert {id(p) for p in groups[0]["params"]} == backbone and groups[0]["weight_decay"] == 1e-3
     assert groups[1]["params"] == [model.csfr.weight] and groups[1]["weight_decay"] == 0.0
     # Decayed (the default: the paper's one optimiser), W joins the backbone's group, after its weights.
-    (group,) = trainer.stage_optimizer(model, t, DSPConfig(), cross=True, intra=False).param_groups
+    (group,) = stage_optimizer(model, t, DSPConfig(), cross=True, intra=False).param_groups
     assert group["params"] == [*model.backbone.parameters(), model.csfr.weight]
     assert group["weight_decay"] == 1e-3
-    baseline = trainer.stage_optimizer(model, t, DSPConfig(), cross=False, intra=False).param_groups
+    baseline = stage_optimizer(model, t, DSPConfig(), cross=False, intra=False).param_groups
     assert len(baseline) == 1  # W_c / W_s are not trained by a stage without modules
-    intra = trainer.stage_optimizer(model, t, undecayed, False, True).param_groups
+    intra = stage_optimizer(model, t, undecayed, False, True).param_groups
     assert intra[1]["params"] == [model.isfr.weight]
 
 
@@ -154,7 +159,7 @@ def test_an_optimiser_state_of_the_one_group_layout_loads_when_w_is_decayed():
         p.grad = torch.ones_like(p)
     old.step()
     # What load_run_config gives such a run: decayed W, in the backbone's group.
-    optimizer = trainer.stage_optimizer(model, TrainConfig(), DSPConfig(decay_affinity=True), False, True)
+    optimizer = stage_optimizer(model, TrainConfig(), DSPConfig(decay_affinity=True), False, True)
     optimizer.load_state_dict(old.state_dict())
     assert torch.equal(
         optimizer.state[model.isfr.weight]["momentum_buffer"], torch.ones_like(model.isfr.weight)

@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 
-from dsp3d.data.prepare import prepare_data
 from dsp3d.visualization.affinity import affinity_maps, module_checkpoints, nearest_to_centre
 from dsp3d.visualization.runs import find_runs
+from dsp3d.workflow.prepare import prepare_data
 
 
 def _test_cloud(run):
-    return prepare_data(run.config(), lambda m: None, test_only=True).test[0].cloud
+    return prepare_data(run.config(), test_only=True).test[0].cloud
 
 
 def test_each_module_uses_the_last_stage_that_trained_it(tiny_demo):

@@ -10,7 +10,7 @@ from dsp3d.visualization.scenes import ScenePrediction, predict_scenes, select_i
 
 def test_predictions_are_the_ones_the_results_count(tiny_demo):
     runs = find_runs([tiny_demo])
-    scenes = predict_scenes(runs, None, count=5, device="cpu", progress=lambda m: None)
+    scenes = predict_scenes(runs, None, count=5, device="cpu")
     assert [s.name for s in scenes] == ["test_000"]  # the tiny dataset has one test room
     scene = scenes[0]
     assert set(scene.predictions) == {"baseline", "dsp"}

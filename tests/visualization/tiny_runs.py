@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from dsp3d.config import load_config
-from dsp3d.data.prepare import prepare_data
-from dsp3d.runs import run_method
+from dsp3d.workflow.prepare import prepare_data
+from dsp3d.workflow.run import run_method
 
 RUNS = {"baseline": "baseline", "dsp": "csfr-isfr"}
 _built: dict[str, Path] = {}
@@ -46,12 +46,12 @@ def build_tiny_runs(root: Path) -> Path:
     if "demo" in _built:
         return _built["demo"]
     config = load_config(None, tiny_overrides(root / "cache"))
-    data = prepare_data(config, lambda message: None)
+    data = prepare_data(config)
     demo = root / "demo"
     results = {"dataset": "synthetic", "ratio": config.data.ratio, "seed": 0, "runs": {}}
     for name, method in RUNS.items():
         run_config = dataclasses.replace(config, train=dataclasses.replace(config.train, method=method))
-        result = run_method(run_config, data, demo / name, lambda message: None)
+        result = run_method(run_config, data, demo / name)
         results["runs"][name] = {k: result[k] for k in ("miou", "oa", "per_class_iou", "training")}
     (demo / "results.json").write_text(json.dumps(results))
     _built["demo"] = demo

@@ -1,7 +1,9 @@
-"""Stacked multi-level batches: neighbours, pooling and upsampling indices per level.
+"""Stacked multi-level batches: neighbours, pooling and upsampling indices per level, and the training
+and test batch streams (dsp3d.batching.loader, imported on demand: it pulls in the samplers and the
+DataLoader machinery, which the model does not need).
 
-The training and test batch streams live in dsp3d.batching.loader (imported on demand: it pulls in the
-samplers and the DataLoader machinery, which the model does not need).
+Layer 5 (docs/architecture.md): imports data, levels, methods, progress, io, config, datasets,
+preprocessing and sampling.
 """
 
 from dsp3d.batching.batch import Batch

@@ -10,6 +10,7 @@ num_workers is (0 included), and each iteration over a loader replays it from th
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -213,10 +214,12 @@ def make_train_loader(
 
 
 def quiet_disconnects(worker_id: int) -> None:
-    """In a loader worker: a background thread's error that only says the main process went away (it
-    was interrupted while receiving a batch: a broken pipe or reset connection in multiprocessing's
-    resource sharer) is not printed. Ctrl-C then prints the one line of dsp3d's command line, not a
-    worker's traceback; every other error is reported as before."""
+    """In a loader worker: Ctrl-C is left to the main process, which shuts its workers down in order (a
+    worker that reacted to the terminal's SIGINT itself could die mid-batch, and print a crash report);
+    a background thread's error that only says the main process went away (a broken pipe or reset
+    connection in multiprocessing's resource sharer) is not printed. Ctrl-C then prints the one line of
+    dsp3d's command line, not a worker's traceback; every other error is reported as before."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     report = sys.excepthook
 
     def hook(kind, value, traceback) -> None:

@@ -77,13 +77,6 @@ def build_batch(
             hint = levels[coarse].grid_size * np.sqrt(3.0) * (1 + 1e-6)
             upsamples.append(trees[coarse].nearest(points[fine], level_lengths[fine], hint))
 
-    pair_tensor = None
-    if pairs is not None:
-        pair_array = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        if len(pair_array) and (pair_array.min() < 0 or pair_array.max() >= len(samples)):
-            raise ValueError(f"pairs {pair_array.tolist()} refer to samples outside [0, {len(samples)})")
-        pair_tensor = torch.from_numpy(pair_array)
-
     def tensors(arrays: list[np.ndarray]) -> list[torch.Tensor]:
         return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
 
@@ -102,8 +95,18 @@ def build_batch(
         input_indices=torch.from_numpy(
             np.concatenate([s.input_indices for s in samples]).astype(np.int64, copy=False)
         ),
-        pairs=pair_tensor,
+        pairs=_pair_tensor(pairs, len(samples)),
     )
+
+
+def _pair_tensor(pairs, count: int) -> torch.Tensor | None:
+    """int64 [P, 2] of CSFR pairs (None without); ValueError for indices outside the batch's samples."""
+    if pairs is None:
+        return None
+    pair_array = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if len(pair_array) and (pair_array.min() < 0 or pair_array.max() >= count):
+        raise ValueError(f"pairs {pair_array.tolist()} refer to samples outside [0, {count})")
+    return torch.from_numpy(pair_array)
 
 
 def calibrate_caps(

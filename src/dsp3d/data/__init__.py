@@ -1,5 +1,8 @@
-"""The typed data contract shared by every package: clouds before and after subsampling."""
+"""The data contract shared by every package: clouds before and after subsampling, held-out scenes.
 
-from dsp3d.data.types import Cloud, SubsampledCloud
+Layer 0 (docs/architecture.md): imports nothing from dsp3d.
+"""
 
-__all__ = ["Cloud", "SubsampledCloud"]
+from dsp3d.data.types import IGNORE, Cloud, SubsampledCloud, TestScene
+
+__all__ = ["IGNORE", "Cloud", "SubsampledCloud", "TestScene"]

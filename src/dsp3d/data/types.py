@@ -72,3 +72,12 @@ class SubsampledCloud:
 
     def __len__(self) -> int:
         return len(self.points)
+
+
+@dataclass
+class TestScene:
+    """A held-out scene (validation or test): its subsampled cloud and the labels of its original
+    points (int64 [N], IGNORE where unlabelled), since scores are computed at full resolution."""
+
+    cloud: SubsampledCloud
+    full_labels: np.ndarray

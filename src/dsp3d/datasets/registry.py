@@ -1,4 +1,4 @@
-"""Every dataset's scenes, split into train / val / test (dsp3d.datasets.sources), for dsp3d.data.prepare:
+"""Every dataset's scenes, split into train / val / test (dsp3d.datasets.sources), for dsp3d.workflow.prepare:
 the generated rooms, S3DIS, ScanNet and a user's folder of clouds.
 
 Loaders are ``functools.partial`` objects of module-level functions, so that preprocessing can run

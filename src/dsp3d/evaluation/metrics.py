@@ -44,6 +44,10 @@ class ConfusionMatrix:
         iou = self.iou()
         return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else 0.0
 
+    def miou_text(self) -> str:
+        """The mIoU so far as table text (percent, one decimal; "-" before any labelled point)."""
+        return f"{100 * self.miou():.1f}" if self.matrix.sum() else "-"
+
     def overall_accuracy(self) -> float:
         total = self.matrix.sum()
         return float(np.trace(self.matrix) / total) if total else 0.0

@@ -15,13 +15,15 @@ the whole cloud, so spheres at a tile's edge see their full neighbourhood and th
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from dsp3d import progress
 from dsp3d.batching.pyramid import build_batch
 from dsp3d.data.types import Cloud, SubsampledCloud
 from dsp3d.inference.streamed import stream_subsample, summarize_source
@@ -29,10 +31,11 @@ from dsp3d.io.errors import DataError
 from dsp3d.io.fields import FieldSpec
 from dsp3d.io.stream import DEFAULT_CHUNK_POINTS, open_source
 from dsp3d.preprocessing.subsample import grid_subsample
-from dsp3d.progress import ProgressBar
 from dsp3d.sampling.sample import extract_sample
 from dsp3d.sampling.spheres import test_sphere_centers
 from dsp3d.training.export import InferenceMeta
+
+log = logging.getLogger("dsp3d")
 
 TILE_SPHERES = 12  # tile side, in sphere-centre spacings: about 200 spheres per tile of a flat scene
 
@@ -88,14 +91,13 @@ def iter_tile_spheres(
 @dataclass
 class Predictor:
     """A model and how to run it on clouds: ``batch_points`` points per batch of test spheres (a larger
-    sphere gets a batch of its own), sphere centres ``spacing`` radii apart, ``progress`` messages."""
+    sphere gets a batch of its own), sphere centres ``spacing`` radii apart."""
 
     model: torch.nn.Module
     meta: InferenceMeta
     device: torch.device
     batch_points: int = 60000
     spacing: float = 0.8
-    progress: Callable[[str], None] = print
 
     @torch.no_grad()
     def probabilities(self, cloud: SubsampledCloud) -> np.ndarray:
@@ -105,7 +107,6 @@ class Predictor:
         sums = np.zeros((len(cloud), len(meta.class_names)), dtype=np.float32)
         counts = np.zeros(len(cloud), dtype=np.int32)
         self.model.eval()
-        meter = ProgressBar(len(cloud), "points", self.progress, interval=5.0)
 
         def run(batch_spheres: list[tuple[np.ndarray, np.ndarray]]) -> None:
             samples = [extract_sample(cloud, 0, idx, c, meta.feature_names) for c, idx in batch_spheres]
@@ -115,19 +116,19 @@ class Predictor:
             np.add.at(sums, index, probs)
             np.add.at(counts, index, 1)
 
-        for centers, spheres, tile_points in iter_tile_spheres(
-            cloud.points, meta.sphere_radius, self.spacing
-        ):
-            pending, total = [], 0
-            for center, indices in zip(centers, spheres, strict=True):
-                if pending and total + len(indices) > self.batch_points:
+        tiles = iter_tile_spheres(cloud.points, meta.sphere_radius, self.spacing)
+        with progress.task("predicting", total=len(cloud), unit="pts") as meter:
+            for centers, spheres, tile_points in tiles:
+                pending, total = [], 0
+                for center, indices in zip(centers, spheres, strict=True):
+                    if pending and total + len(indices) > self.batch_points:
+                        run(pending)
+                        pending, total = [], 0
+                    pending.append((center, indices))
+                    total += len(indices)
+                if pending:
                     run(pending)
-                    pending, total = [], 0
-                pending.append((center, indices))
-                total += len(indices)
-            if pending:
-                run(pending)
-            meter.update(tile_points)
+                meter.update(tile_points)
         if (counts == 0).any():  # cannot happen by construction; a clear message if it ever does
             raise RuntimeError(f"{cloud.name}: {int((counts == 0).sum())} points were never predicted")
         sums /= counts[:, None]
@@ -135,7 +136,9 @@ class Predictor:
 
     def vote(self, sub: SubsampledCloud, points: int) -> VoxelVotes:
         """The winning class of every voxel of ``sub`` (of a cloud of ``points`` points)."""
-        self.progress(f"  {points:,} points, {len(sub):,} after subsampling at {self.meta.grid_size:g} m")
+        log.info(
+            "  %s points, %s after subsampling at %g m", f"{points:,}", f"{len(sub):,}", self.meta.grid_size
+        )
         probabilities = self.probabilities(sub)
         winners = probabilities.argmax(axis=1)
         confidence = probabilities[np.arange(len(sub)), winners]

@@ -1,4 +1,7 @@
-"""Scene preprocessing (DESIGN.md section 2, steps 1-2): grid subsampling, weak labels, on-disk cache."""
+"""Scene preprocessing (DESIGN.md section 2, steps 1-2): grid subsampling, weak labels, on-disk cache.
+
+Layer 3 (docs/architecture.md): imports data, levels, methods, progress, io and config.
+"""
 
 from dsp3d.preprocessing.cache import (
     CACHE_VERSION,

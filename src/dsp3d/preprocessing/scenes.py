@@ -7,6 +7,7 @@ The worker function only imports numpy-level modules, so spawned workers start f
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -16,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dsp3d import progress
 from dsp3d.data.types import Cloud, SubsampledCloud
 from dsp3d.io.atomic import atomic_save
 from dsp3d.io.errors import DataWarning
 from dsp3d.preprocessing.cache import cache_key, load_subsampled, save_subsampled
 from dsp3d.preprocessing.subsample import grid_subsample
-from dsp3d.progress import ProgressBar
+
+log = logging.getLogger("dsp3d")
 
 
 def scene_cache_paths(identity: dict, grid_size: float, cache_dir: Path) -> tuple[Path, Path]:
@@ -73,7 +76,6 @@ def preprocess_scenes(
     grid_size: float,
     cache_dir: Path,
     workers: int = 0,
-    progress: Callable[[str], None] = print,
 ) -> None:
     """Build the cache entries that are missing, ``workers`` scenes at a time (0 = one per CPU core).
 
@@ -84,9 +86,12 @@ def preprocess_scenes(
     if not todo:
         return
     workers = min(workers or default_workers(), len(todo))
-    progress(f"preprocessing {len(todo)} scenes (grid {grid_size:g} m) with {workers} process(es)")
-    meter = ProgressBar(len(todo), "scenes", progress, interval=0.0)
+    log.info("preprocessing %d scenes (grid %g m) with %d process(es)", len(todo), grid_size, workers)
+    with progress.task("preprocessing", total=len(todo), unit="scenes") as meter:
+        _build_all(todo, grid_size, cache_dir, workers, meter)
 
+
+def _build_all(todo: list, grid_size: float, cache_dir: Path, workers: int, meter: progress.Task) -> None:
     def report(source, result) -> None:
         n, m, messages = result
         for message in messages:

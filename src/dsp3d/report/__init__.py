@@ -1,1 +1,4 @@
-"""``dsp3d report``: one self-contained HTML page (tables, plots, an interactive WebGL point viewer)."""
+"""``dsp3d report``: one self-contained HTML page (tables, plots, an interactive WebGL point viewer).
+
+Layer 11 (docs/architecture.md): imports every lower layer (visualization, workflow's ablation tables).
+"""

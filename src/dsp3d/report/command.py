@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
 from pathlib import Path
 
 from dsp3d.io.atomic import atomic_output, prepare_output_file
@@ -15,6 +15,8 @@ from dsp3d.visualization.commands import default_cut
 from dsp3d.visualization.plotset import AffinityOptions, affinity_plots, chart_plots, scene_plots
 from dsp3d.visualization.runs import find_runs
 from dsp3d.visualization.scenes import predict_scenes
+
+log = logging.getLogger("dsp3d")
 
 VIEWER_POINTS = 200_000  # per scene: what the viewer draws smoothly on a laptop's integrated GPU
 
@@ -53,23 +55,22 @@ def report_command(
     cut: float | None = None,
     device: str = "auto",
     title: str = "dsp3d report",
-    progress: Callable[[str], None] = print,
 ) -> Path:
     """Write the report of the runs in ``paths`` to ``out`` (scene_count 0: no scenes, no viewer)."""
     runs = find_runs(paths)
     out = prepare_output_file(out)  # before the scenes are predicted
-    progress(f"report on {len(runs)} run(s): {', '.join(run.name for run in runs)}")
+    log.info("report on %d run(s): %s", len(runs), ", ".join(run.name for run in runs))
     ablation_path = Path(ablation) if ablation else find_ablation(paths)
     rows, ratio = read_ablation(ablation_path) if ablation_path is not None else (None, None)
     plots = chart_plots(runs)
     viewer, notes = None, []
     if scene_count > 0 or scenes:
-        predicted = predict_scenes(runs, scenes, scene_count, device, progress)
+        predicted = predict_scenes(runs, scenes, scene_count, device)
         run_cut = default_cut(runs, cut)
-        progress("rendering the scenes")
+        log.info("rendering the scenes")
         plots += scene_plots(predicted, run_cut)
         if predicted:
-            plots += affinity_plots(runs, AffinityOptions(predicted[0].name, pair, point), progress)
+            plots += affinity_plots(runs, AffinityOptions(predicted[0].name, pair, point))
         viewer = viewer_data(predicted, runs[0].class_names, max_points, run_cut)
         thinned = [s.name for s in predicted if len(s.points) > max_points]
         if thinned:
@@ -79,5 +80,5 @@ def report_command(
     content = ReportContent(title, runs, plots, rows, ratio, viewer, notes)
     with atomic_output(out) as tmp:
         tmp.write_text(render_page(content), encoding="utf-8")
-    progress(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return out

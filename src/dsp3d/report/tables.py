@@ -7,9 +7,9 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 
-from dsp3d.ablate import REFERENCES, TABLE1_GROUPS, paired_text
-from dsp3d.report_table import S3DIS_TABLE_ORDER
+from dsp3d.evaluation.table import S3DIS_TABLE_ORDER
 from dsp3d.visualization.runs import RunRecord
+from dsp3d.workflow.ablate import REFERENCES, TABLE1_GROUPS, paired_text
 
 
 @dataclass
@@ -21,7 +21,7 @@ class AblationRow:
     miou_std: float
     miou: list[float]
     branches: dict[str, float] = field(default_factory=dict)
-    # reference mode -> dsp3d.ablate.paired_difference (older ablation.json files: vs_baseline only)
+    # reference mode -> dsp3d.workflow.ablate.paired_difference (older ablation.json files: vs_baseline only)
     versus: dict[str, dict] = field(default_factory=dict)
 
 

@@ -1,4 +1,8 @@
-"""Training and test spheres: scenes and input features, sphere pickers, CSFR pairs, augmentation."""
+"""Training and test spheres: scenes and input features, sphere pickers, CSFR pairs, augmentation.
+
+Layer 4 (docs/architecture.md): imports data, levels, methods, progress, io, config, datasets and
+preprocessing.
+"""
 
 from dsp3d.sampling.augment import augment, identity_config
 from dsp3d.sampling.pairs import PairSampler, labelled_classes

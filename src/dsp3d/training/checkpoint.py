@@ -61,9 +61,20 @@ def content_checksum(payload: dict) -> str:
 
 
 def save_checkpoint(payload: dict, path: str | Path) -> None:
-    """Write ``payload`` (tensors and plain values only) with its checksum to ``path``, atomically."""
+    """Write ``payload`` (tensors and plain values only) with its checksum to ``path``, atomically.
+
+    A Ctrl-C or kill during the write leaves no file (the temporary one is removed) and stays a
+    KeyboardInterrupt: torch's zip writer, interrupted, fails in its clean-up with an error of its own
+    that would otherwise hide the interrupt. (Blocking the signals during the write instead let the
+    kernel deliver them to another thread, where one was lost.)
+    """
     stored = {**payload, CHECKSUM_KEY: {"sha256": content_checksum(payload)}}
-    atomic_save(path, lambda handle: torch.save(stored, handle), durable=True)
+    try:
+        atomic_save(path, lambda handle: torch.save(stored, handle), durable=True)
+    except RuntimeError as error:
+        if isinstance(error.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
 
 
 def _refusal(path: Path, error: Exception) -> CheckpointError:
@@ -100,3 +111,55 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
             "(changed or corrupted since); use an intact copy or train again"
         )
     return data
+
+
+TRAINING_KIND = "dsp3d-training"
+
+
+class RunCheckpoints:
+    """The checkpoints in a run folder: ``checkpoints/last.pt`` (to resume; the one before kept as
+    ``last.prev.pt``), ``stage<k>.pt`` at each stage end and ``best.pt`` (best validation mIoU).
+
+    writes: False makes every write a no-op (the ranks > 0 of a data-parallel run; rank 0 writes).
+    """
+
+    def __init__(self, root: str | Path, writes: bool = True):
+        self.root = Path(root)
+        self.writes = writes
+        self.folder = self.root / "checkpoints"
+        self.last = self.folder / "last.pt"
+        self.previous = self.folder / "last.prev.pt"
+
+    def save_last(self, payload: dict) -> None:
+        """last.pt, keeping the one before as last.prev.pt (a kill between the two renames loses neither)."""
+        if not self.writes:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / "last.next.pt"
+        save_checkpoint(payload, tmp)
+        if self.last.exists():
+            self.last.replace(self.previous)
+        tmp.replace(self.last)
+
+    def save_stage(self, stage: int, payload: dict) -> None:
+        if self.writes:
+            save_checkpoint(payload, self.root / f"stage{stage + 1}.pt")
+
+    def save_best(self, payload: dict) -> None:
+        if self.writes:
+            save_checkpoint(payload, self.root / "best.pt")
+
+    def load_last(self) -> dict:
+        """The newest readable resume checkpoint; a corrupt or partial last.pt falls back to the previous."""
+        errors = []
+        for path in (self.last, self.previous):
+            try:
+                data = load_checkpoint(path)
+                if data.get("kind") != TRAINING_KIND or "stage_state" not in data:
+                    raise CheckpointError(f"{path}: not a resumable training checkpoint")
+                if errors:
+                    log.warning("%s; resuming from %s instead", errors[-1], path.name)
+                return data
+            except CheckpointError as error:
+                errors.append(str(error))
+        raise CheckpointError(f"{self.root}: nothing to resume from ({'; '.join(errors)})")

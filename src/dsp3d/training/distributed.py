@@ -41,8 +41,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dsp3d.evaluation.metrics import ConfusionMatrix
-
 log = logging.getLogger("dsp3d")
 
 T = TypeVar("T")
@@ -75,6 +73,15 @@ class World:
         tensor = torch.tensor(list(values), dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor.cpu().tolist()
+
+    def all_sum_counts(self, counts: np.ndarray) -> np.ndarray:
+        """Element-wise int64 sums over ranks of an array of counts (a confusion matrix); itself in one
+        process."""
+        if not self.distributed:
+            return counts
+        tensor = torch.tensor(np.asarray(counts, dtype=np.int64), device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor.cpu().numpy().astype(np.int64)
 
     def all_mean(self, values: dict[str, float]) -> dict[str, float]:
         """Rank means of named values."""
@@ -219,17 +226,3 @@ def shard(items: Sequence[T], world: World | None = None) -> list[T]:
     """This rank's share of ``items`` (every size-th one, from its rank)."""
     world = world or current_world()
     return list(items[world.rank :: world.size])
-
-
-def merge_results(result: dict, class_names: Sequence[str], world: World | None = None) -> dict:
-    """An evaluate() result of this rank's scenes -> the result of every rank's scenes (confusion summed)."""
-    world = world or current_world()
-    if not world.distributed:
-        return result
-    matrix = torch.tensor(np.asarray(result["confusion"], dtype=np.int64), device=world.device)
-    dist.all_reduce(matrix, op=dist.ReduceOp.SUM)
-    merged = ConfusionMatrix(len(class_names))
-    merged.matrix = matrix.cpu().numpy().astype(np.int64)
-    summary = merged.summary(list(class_names))
-    summary["confusion"] = merged.matrix.tolist()
-    return summary

@@ -13,11 +13,9 @@ last step logged in the stage before it.
 metrics.jsonl stays the record the tools read; the event log follows it. The log opens at the first
 metrics line a process writes and takes its state from metrics.jsonl as it is then: a fresh run (no
 metrics.jsonl) removes the event files an earlier run left in the folder; a resumed run (metrics.jsonl
-trimmed to its checkpoint) starts a new event file, copies into it the earlier files' events up to the
-checkpoint (their values and wall times, each tag and step once) and deletes those files, so the steps
-the killed process logged after the checkpoint are gone and the replayed steps appear once, whatever
-reads the folder. The new file also begins with TensorBoard's purge marker (``purge_step``), which
-covers the moment between writing it and deleting the old ones.
+trimmed to its checkpoint) starts a new event file whose first event is TensorBoard's purge marker
+(SummaryWriter's documented ``purge_step``): TensorBoard then drops the events of earlier files from that
+step on, so the steps the killed process logged after the checkpoint are replaced by the replayed ones.
 
 The ``tensorboard`` package is optional: without it training runs as usual and a one-line warning says
 that no event files are written. Under torch.distributed only rank 0 writes.
@@ -34,6 +32,7 @@ log = logging.getLogger("dsp3d")
 
 SUBDIR = "tensorboard"
 LOSS_TERMS = ("seg", "cross_reg", "seg_intra", "self_reg")
+OTHER_TERMS = ("pseudo", "erda")
 _warned = False
 
 
@@ -77,26 +76,6 @@ def _active_terms(mode: str) -> tuple[str, ...]:
     return ("seg",) + (("cross_reg",) if cross else ()) + (("seg_intra", "self_reg") if intra else ())
 
 
-def _copy_events(files: list[Path], writer, below: int) -> None:
-    """Scalar events of ``files`` at steps below ``below`` into ``writer``: the latest of each tag and
-    step, with its wall time; flushed."""
-    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
-    from tensorboard.compat.proto.event_pb2 import Event
-
-    kept = {}
-    for path in files:
-        try:
-            for record in RawEventFileLoader(str(path)).Load():  # stops at a record cut by a kill
-                event = Event.FromString(record)  # as written (the other loaders convert scalars)
-                if event.HasField("summary") and event.summary.value and event.step < below:
-                    kept[(event.summary.value[0].tag, event.step)] = event
-        except Exception as error:  # an unreadable old file loses its events, not the run
-            log.warning("%s: %s; its TensorBoard events are dropped", path, error)
-    for event in sorted(kept.values(), key=lambda e: (e.step, e.wall_time)):
-        writer.file_writer.add_event(event, walltime=event.wall_time)
-    writer.flush()
-
-
 class StageSteps:
     """Global steps: a stage's steps offset by the last step logged in each stage before it."""
 
@@ -132,13 +111,11 @@ class TensorBoardLog:
         records = _read_records(root / "metrics.jsonl")
         steps = StageSteps()
         last = max((steps.add(int(r.get("stage", 1)), int(r["step"])) for r in records), default=None)
-        old_files = sorted(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []
+        if last is None and folder.is_dir():  # a fresh run in an old folder starts a fresh log
+            for old in folder.glob("events.out.tfevents.*"):
+                old.unlink()
         # purge_step: events at or after it, written before this process, no longer count
         writer = writer_class(str(folder), purge_step=None if last is None else last + 1, flush_secs=30)
-        if last is not None and old_files:
-            _copy_events(old_files, writer, last + 1)
-        for old in old_files:
-            old.unlink()  # a fresh run in an old folder starts a fresh log, as metrics.jsonl does
         return cls(writer, steps)
 
     def write(self, record: dict) -> None:
@@ -154,6 +131,11 @@ class TensorBoardLog:
             scalars["loss/total"] = record.get("loss")
             for term in _active_terms(str(record.get("mode", ""))):
                 scalars[f"loss/{term}"] = record.get(term)
+            for term in OTHER_TERMS:  # the losses of other methods on the unlabelled points
+                if term in record:
+                    scalars[f"loss/{term}"] = record[term]
+            if "pseudo_kept" in record:
+                scalars["train/pseudo_kept"] = record["pseudo_kept"]
             scalars["train/lr"] = record.get("lr")
             scalars["train/points_per_s"] = record.get("points_per_s")
             scalars["train/stage"] = record.get("stage")

@@ -24,11 +24,11 @@ from dsp3d.batching.batch import Batch
 from dsp3d.batching.loader import iter_test_batches
 from dsp3d.config import Config
 from dsp3d.data.types import SubsampledCloud
+from dsp3d.model.build import build_model
 from dsp3d.model.dsp import DSPModel
 from dsp3d.model.kpfcnn import split_level
 from dsp3d.training.checkpoint import CheckpointError, load_checkpoint
 from dsp3d.training.export import feature_columns, load_inference_model
-from dsp3d.training.trainer import build_model
 from dsp3d.visualization.runs import RunRecord
 
 # The stage modes that train each module (dsp3d.methods.STAGE_MODES).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from pathlib import Path
 
 from dsp3d.io.atomic import prepare_output_folder
@@ -16,6 +16,8 @@ from dsp3d.visualization.plotset import (
 )
 from dsp3d.visualization.runs import RunRecord, find_runs
 from dsp3d.visualization.scenes import predict_scenes
+
+log = logging.getLogger("dsp3d")
 
 # Datasets of closed rooms, whose renders hide the ceiling (the top 20% of the height) by default.
 INDOOR = ("synthetic", "s3dis")
@@ -40,21 +42,20 @@ def plot_command(
     cut: float | None = None,
     device: str = "auto",
     with_scenes: bool = True,
-    progress: Callable[[str], None] = print,
 ) -> list[Path]:
     """Write every plot of the runs in ``paths`` to ``out``; returns the PNG paths."""
     runs = find_runs(paths)
     prepare_output_folder(out)  # before the scenes are predicted
-    progress(f"plotting {len(runs)} run(s): {', '.join(run.name for run in runs)}")
+    log.info("plotting %d run(s): %s", len(runs), ", ".join(run.name for run in runs))
     plots = chart_plots(runs)
     if with_scenes:
-        predicted = predict_scenes(runs, scenes, scene_count, device, progress)
+        predicted = predict_scenes(runs, scenes, scene_count, device)
         plots += scene_plots(predicted, default_cut(runs, cut))
         if predicted:
-            plots += affinity_plots(runs, AffinityOptions(predicted[0].name, pair, point), progress)
+            plots += affinity_plots(runs, AffinityOptions(predicted[0].name, pair, point))
     written = write_plots(plots, out)
     for path in written:
-        progress(f"  wrote {path}")
+        log.info("  wrote %s", path)
     return written
 
 
@@ -64,14 +65,13 @@ def export_command(
     scenes: list[str] | None = None,
     scene_count: int = 1,
     device: str = "auto",
-    progress: Callable[[str], None] = print,
 ) -> list[Path]:
     """Coloured PLY files of test scenes: ground truth, and each run's prediction and errors."""
     runs = find_runs(paths)
     prepare_output_folder(out)  # before the scenes are predicted
     written = []
-    for scene in predict_scenes(runs, scenes, scene_count, device, progress):
+    for scene in predict_scenes(runs, scenes, scene_count, device):
         for path in export_scene(scene, out):
-            progress(f"  wrote {path}")
+            log.info("  wrote %s", path)
             written.append(path)
     return written

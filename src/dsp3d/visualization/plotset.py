@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsp3d.data.prepare import prepare_data
 from dsp3d.data.types import SubsampledCloud
 from dsp3d.io.atomic import atomic_write_bytes
 from dsp3d.visualization.affinity import affinity_maps
@@ -14,6 +13,9 @@ from dsp3d.visualization.charts import confusion_figure, figure_png, iou_bars_fi
 from dsp3d.visualization.pictures import affinity_figure, scene_figure
 from dsp3d.visualization.runs import RunRecord
 from dsp3d.visualization.scenes import ScenePrediction, safe_name
+from dsp3d.workflow.prepare import prepare_data
+
+log = logging.getLogger("dsp3d")
 
 
 @dataclass
@@ -73,15 +75,13 @@ def test_cloud(run: RunRecord, scene: str) -> SubsampledCloud:
     raise ValueError(f"{run.name}: no test scene {scene}")
 
 
-def affinity_plots(
-    runs: list[RunRecord], options: AffinityOptions, progress: Callable[[str], None] = print
-) -> list[Plot]:
+def affinity_plots(runs: list[RunRecord], options: AffinityOptions) -> list[Plot]:
     """Fig. 4 for every run that trained CSFR or ISFR (none for baseline / full runs)."""
     plots = []
     for run in runs:
         maps = affinity_maps(run, test_cloud(run, options.scene), options.pair, options.point)
         if not maps:
-            progress(f"  {run.name}: trained neither CSFR nor ISFR, no affinity map")
+            log.info("  %s: trained neither CSFR nor ISFR, no affinity map", run.name)
             continue
         figure = affinity_figure(maps, run.name, options.scene, options.pair, run.class_names)
         modules = " and ".join(m.module for m in maps)

@@ -7,18 +7,20 @@ the run's mIoU counts.
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from dsp3d.data.prepare import prepare_data
 from dsp3d.datasets.registry import dataset_split
-from dsp3d.evaluation.evaluate import vote_scene
+from dsp3d.evaluation.evaluate import Scorer
 from dsp3d.training.export import load_inference_model
-from dsp3d.training.trainer import resolve_device
+from dsp3d.training.loop import resolve_device
 from dsp3d.visualization.runs import RunRecord
+from dsp3d.workflow.prepare import prepare_data
+
+log = logging.getLogger("dsp3d")
 
 
 @dataclass
@@ -89,16 +91,14 @@ def predict_scenes(
     wanted: list[str] | None = None,
     count: int = 1,
     device: str = "auto",
-    progress: Callable[[str], None] = print,
 ) -> list[ScenePrediction]:
     """The chosen test scenes of the first run's dataset, each with every run's full-resolution
     prediction. Runs must have been tested on the same scenes (the same dataset and split)."""
     if not runs:
         return []
     torch_device = resolve_device(device)
-    quiet = lambda message: None  # noqa: E731 - the dataset summary is not news here
     first_config = runs[0].config()
-    reference = prepare_data(first_config, quiet, test_only=True)
+    reference = prepare_data(first_config, test_only=True)
     names = [scene.cloud.name for scene in reference.test]
     indices = select_indices(names, wanted, count)
     split = dataset_split(first_config)
@@ -115,25 +115,19 @@ def predict_scenes(
         )
     for run in runs:
         config = run.config()
-        data = reference if run is runs[0] else prepare_data(config, quiet, test_only=True)
+        data = reference if run is runs[0] else prepare_data(config, test_only=True)
         run_names = [scene.cloud.name for scene in data.test]
         if run_names != names:
             raise ValueError(
                 f"{run.name} was tested on other scenes than {runs[0].name}; compare runs of one dataset"
             )
         model, meta = load_inference_model(run.path / "model.pt", torch_device)
+        scorer = Scorer(
+            meta.feature_names, meta.class_names, meta.levels, meta.sphere_radius, config.eval, torch_device
+        )
         for scene, index in zip(scenes, indices, strict=True):
-            progress(f"  predicting {scene.name} with {run.name}")
+            log.info("  predicting %s with %s", scene.name, run.name)
             cloud = data.test[index].cloud
-            probs = vote_scene(
-                model,
-                cloud,
-                meta.feature_names,
-                meta.levels,
-                meta.sphere_radius,
-                config.eval,
-                torch_device,
-                len(meta.class_names),
-            )
+            probs = scorer.vote(model, cloud)
             scene.predictions[run.name] = probs.argmax(axis=1).astype(np.int64)[cloud.reprojection]
     return scenes

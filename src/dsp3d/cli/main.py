@@ -1,4 +1,4 @@
-"""The `dsp3d` command line."""
+"""The `dsp3d` command line: its parser and the dispatch of each command."""
 
 from __future__ import annotations
 
@@ -12,9 +12,18 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from dsp3d.config import DEMO_STEPS, ConfigError, load_config, load_run_config
+from dsp3d import __version__, progress
+from dsp3d.config import DEMO_STEPS, ConfigError, describe_config, load_config, load_run_config
 from dsp3d.methods import METHODS, TABLE1_MODES
-from dsp3d.progress import Console
+
+log = logging.getLogger("dsp3d")
+DESCRIPTION = """Weakly supervised semantic segmentation of 3D point clouds: KPConv trained on a few labelled
+points, with DSP (dense supervision propagation) and other weak-label methods.
+
+  dsp3d demo                          generated rooms: weak baseline, DSP and full supervision
+  dsp3d config [FILE]                 every setting, its value and its meaning
+  dsp3d train [--config FILE]         train a method on your data (docs/data.md)
+  dsp3d predict model.pt CLOUD -o OUT label every point of your clouds"""
 
 
 def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -30,79 +39,131 @@ def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dsp3d", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="dsp3d", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--quiet", action="store_true", help="print only results and errors (no progress, no info log)"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_demo, _add_train, _add_ablate, _add_predict, _add_evaluate, _add_config_command):
+        add(sub)
+    _add_picture_commands(sub)
+    for command in sub.choices.values():  # --quiet also after the command name (dsp3d train --quiet ...)
+        command.add_argument(
+            "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only results and errors"
+        )
+    return parser
 
-    demo = sub.add_parser("demo", help="generated rooms: weak baseline vs DSP vs full supervision")
-    demo.add_argument("--ratio", type=float, default=0.01, help="weak-label ratio per class (default 0.01)")
+
+def _command(sub, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand: ``summary`` in ``dsp3d --help``, with ``description`` below it in its own --help."""
+    return sub.add_parser(
+        name,
+        help=summary.replace("%", "%%"),  # argparse %-formats help strings
+        description=f"{summary}.\n\n{description}",
+        formatter_class=_Help,
+    )
+
+
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written; defaults shown where a flag has one (not None, not an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = action.default
+        unset = default is None or default is False or default is argparse.SUPPRESS or default == []
+        if unset or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _add_demo(sub) -> None:
+    demo = _command(
+        sub,
+        "demo",
+        "generated rooms: the weak baseline, DSP and full supervision at 1% labels",
+        "No download: a procedural generator builds indoor rooms with S3DIS's 13 classes. Every run trains\n"
+        "on the same weak labels for the same budget, on one torch thread (so the table repeats).",
+    )
+    demo.add_argument("--ratio", type=float, default=0.01, help="weak-label ratio per class")
     demo.add_argument(
         "--steps",
         type=int,
         default=None,
-        help=f"training steps per run, both DSP stages together (default {DEMO_STEPS})",
+        help=f"training steps of each run, all its stages (default {DEMO_STEPS})",
     )
     demo.add_argument(
         "--minutes",
         type=float,
         default=None,
-        help="a time budget instead of --steps: minutes of training for all runs together",
+        help="a time budget instead of --steps: minutes for the whole demo",
     )
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    demo.add_argument("--seed", type=int, default=0, help="training seed (and the weak labels' draw)")
+    demo.add_argument("--out", default="demo_out", help="output folder")
+    demo.add_argument("--runs", default="baseline,dsp,full", help="comma-separated among baseline,dsp,full")
     demo.add_argument(
-        "--runs", default="baseline,dsp,full", help="comma-separated runs among baseline,dsp,full"
+        "--jobs", type=int, default=None, help="runs at a time, one thread each (default: one per core)"
     )
     demo.add_argument(
-        "--jobs",
-        type=int,
-        default=None,
-        help="runs at a time, one torch thread each (default: one per core)",
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
     )
-    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    train = sub.add_parser("train", help="train one method from a config, or resume an interrupted run")
+
+def _add_train(sub) -> None:
+    train = _command(
+        sub,
+        "train",
+        "train one method from a config (or the defaults), or resume an interrupted run",
+        "A run folder gets config.yaml, metrics.jsonl, TensorBoard events, weak_labels/, checkpoints/,\n"
+        "model.pt and results.json. `dsp3d config` lists every setting.",
+    )
     _add_config_args(train, required=False)
-    train.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    train.add_argument("--out", default=None, help="run folder (default runs/<config name>, or runs/default)")
     train.add_argument(
         "--resume",
         default=None,
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its last checkpoint",
     )
-    train.add_argument(
-        "--force", action="store_true", help="replace the run in a non-empty --out folder (default: refuse)"
-    )
+    train.add_argument("--force", action="store_true", help="replace the run in a non-empty --out folder")
 
-    ablate = sub.add_parser("ablate", help="Table 1 rows and Table 3 branches over several seeds")
+
+def _add_ablate(sub) -> None:
+    ablate = _command(
+        sub,
+        "ablate",
+        "compare methods over several seeds (the paper's Table 1 rows and Table 3 branches)",
+        "Every row trains on the same weak labels with the same budget; ablation.json / ablation.md give\n"
+        "each row's seed-paired difference to the baseline and to two-stage.",
+    )
     ablate.add_argument(
-        "--dataset", default=None, help="synthetic, s3dis, scannet or folder (default: config's)"
+        "--dataset", default=None, help="synthetic, s3dis, scannet or folder (default: the config's)"
     )
     ablate.add_argument("--root", default=None, help="dataset folder (real datasets)")
-    ablate.add_argument("--ratio", type=float, default=None, help="weak-label ratio (default: config's)")
+    ablate.add_argument("--ratio", type=float, default=None, help="weak-label ratio (default: the config's)")
     ablate.add_argument(
-        "--minutes", type=float, default=None, help="training minutes of each run (all its stages together)"
+        "--minutes", type=float, default=None, help="training minutes of each run, all its stages"
     )
-    ablate.add_argument(
-        "--steps", type=int, default=None, help="optimiser steps of each run, all its stages together"
-    )
-    ablate.add_argument("--seeds", type=int, default=3)
+    ablate.add_argument("--steps", type=int, default=None, help="optimiser steps of each run, all its stages")
+    ablate.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 for every method")
     ablate.add_argument(
         "--modes",
         default=",".join(TABLE1_MODES),
-        help=f"comma-separated among {', '.join(METHODS)} (dsp = csfr-isfr; default: Table 1's rows, "
-        f"{','.join(TABLE1_MODES)})",
+        help=f"comma-separated among {', '.join(METHODS)} (dsp = csfr-isfr)",
     )
-    ablate.add_argument("--out", default="ablation_out")
-    ablate.add_argument(
-        "--jobs", type=int, default=1, help="runs at a time, each in its own process (default 1)"
-    )
+    ablate.add_argument("--out", default="ablation_out", help="output folder")
+    ablate.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
     _add_config_args(ablate, required=False)
 
-    predict = sub.add_parser(
-        "predict", help="label every point of clouds of any size (PLY, LAS/LAZ, NPY, TXT)"
+
+def _add_predict(sub) -> None:
+    predict = _command(
+        sub,
+        "predict",
+        "label every point of clouds of any size (PLY, LAS/LAZ, NPY, TXT)",
+        "Each cloud is read in chunks, predicted and written into -o in its own format with its fields and\n"
+        "a class per point; predictions.json lists the classes and the points per class of every file.",
     )
     predict.add_argument("checkpoint", help="model.pt written by train / demo")
     predict.add_argument("inputs", nargs="+", help="point cloud files")
@@ -120,20 +181,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-points", type=int, default=60000, help="points per inference batch (memory)"
     )
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    predict.add_argument(
-        "--force", action="store_true", help="replace outputs of the same name in -o (default: refuse)"
-    )
+    predict.add_argument("--force", action="store_true", help="replace outputs of the same name in -o")
 
-    evaluate = sub.add_parser("evaluate", help="evaluate an inference model at full resolution")
+
+def _add_evaluate(sub) -> None:
+    evaluate = _command(
+        sub,
+        "evaluate",
+        "score an inference model at full resolution on a config's test scenes",
+        "mIoU, OA and per-class IoU over every original point of the test scenes (voting over overlapping\n"
+        "test spheres), written to evaluation.json beside the model unless --out says otherwise.",
+    )
     evaluate.add_argument("checkpoint", help="model.pt written by train / demo")
     _add_config_args(evaluate, required=True)
-    evaluate.add_argument("--out", default=None, help="where to write results.json")
-    _add_picture_commands(sub)
-    for command in sub.choices.values():  # --quiet also after the command name (dsp3d train --quiet ...)
-        command.add_argument(
-            "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only results and errors"
-        )
-    return parser
+    evaluate.add_argument("--out", default=None, help="where to write the results (JSON)")
+
+
+def _add_config_command(sub) -> None:
+    config = _command(
+        sub,
+        "config",
+        "print the resolved config: every setting with its value and its meaning",
+        "Without FILE: the defaults. With --set: as a run would read them (errors name the setting).",
+    )
+    config.add_argument("file", nargs="?", default=None, help="YAML config file")
+    config.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
+    )
 
 
 def _add_scene_args(parser: argparse.ArgumentParser, count: int) -> None:
@@ -183,8 +257,8 @@ def _add_picture_commands(sub) -> None:
     export.add_argument("-o", "--out", default="export", help="output folder (default export)")
 
 
-def _picture_command(args: argparse.Namespace, progress) -> None:
-    scenes = dict(scenes=args.scenes, scene_count=args.scene_count, device=args.device, progress=progress)
+def _picture_command(args: argparse.Namespace) -> None:
+    scenes = dict(scenes=args.scenes, scene_count=args.scene_count, device=args.device)
     if args.command == "plot":
         from dsp3d.visualization.commands import plot_command
 
@@ -215,9 +289,9 @@ class CommandStopped(Exception):
 
 def _train_setup(args: argparse.Namespace) -> tuple[object, Path]:
     """The config and run folder of ``dsp3d train``, checked before any work: a new run needs an empty
-    folder (or --force), a resumed one an unfinished run (dsp3d.run_folder)."""
+    folder (or --force), a resumed one an unfinished run (dsp3d.workflow.run_folder)."""
     from dsp3d.io.atomic import prepare_output_folder, remove_stale_temporaries
-    from dsp3d.run_folder import check_new_run_folder, check_resumable
+    from dsp3d.workflow.run_folder import check_new_run_folder, check_resumable
 
     if args.resume and args.force:
         raise ConfigError("--resume continues a run, --force replaces one: give one of them")
@@ -227,11 +301,9 @@ def _train_setup(args: argparse.Namespace) -> tuple[object, Path]:
         config = load_run_config(out, args.overrides)
         if (out / "weak_labels").is_dir():
             config.data.weak_labels = str(out / "weak_labels")  # exactly the labels it started with
-    elif args.config:
+    else:  # a config file, or the defaults (the generated rooms)
         config = load_config(args.config, args.overrides)
-        out = Path(args.out or Path("runs") / Path(args.config).stem)
-    else:
-        raise ConfigError("train needs --config FILE (a new run) or --resume RUN_DIR")
+        out = Path(args.out or Path("runs") / (Path(args.config).stem if args.config else "default"))
     prepare_output_folder(out)
     for folder in ("checkpoints", "weak_labels"):  # leftovers of a killed write there too
         remove_stale_temporaries(out / folder)
@@ -240,27 +312,26 @@ def _train_setup(args: argparse.Namespace) -> tuple[object, Path]:
     return config, out
 
 
-def _train_command(config, out: Path, resume: bool, force: bool, progress) -> None:
+def _train_command(config, out: Path, resume: bool, force: bool) -> None:
     """Prepare the data and train one run. Under torchrun this process is one rank of a data-parallel run
     (docs/scale.md): one process per node fills the data cache first, rank 0 reports and writes the run."""
-    from dsp3d.data.prepare import prepare_data
-    from dsp3d.run_folder import clear_run_folder, has_checkpoint
-    from dsp3d.runs import run_method, score_line
     from dsp3d.training.distributed import process_group
-    from dsp3d.training.trainer import TrainingDiverged, resolve_device
+    from dsp3d.training.loop import TrainingDiverged, resolve_device
+    from dsp3d.workflow.prepare import prepare_data
+    from dsp3d.workflow.run import run_method, score_line
+    from dsp3d.workflow.run_folder import clear_run_folder, has_checkpoint
 
     with process_group(resolve_device(config.train.device)) as world:
         if not world.is_main:
-            progress = lambda message: None  # noqa: E731
-            logging.getLogger("dsp3d").setLevel(logging.WARNING)
-        data = world.node_first(lambda: prepare_data(config, progress))
+            logging.getLogger("dsp3d").setLevel(logging.WARNING)  # rank 0 reports
+        data = world.node_first(lambda: prepare_data(config))
         if resume and not has_checkpoint(out):  # stopped before its first checkpoint: start it again
-            progress(f"{out}: no checkpoint yet; the run starts again with its config and weak labels")
+            log.info("%s: no checkpoint yet; the run starts again with its config and weak labels", out)
             resume = False
         elif force and world.is_main:  # after prepare_data: data.weak_labels may be read from there
             clear_run_folder(out)
         try:
-            result = run_method(config, data, out, progress, resume=resume)
+            result = run_method(config, data, out, resume=resume)
         except TrainingDiverged as error:
             lower = f"{config.train.lr / 10:g}"
             raise CommandStopped(
@@ -271,10 +342,10 @@ def _train_command(config, out: Path, resume: bool, force: bool, progress) -> No
             print(f"{score_line(config.train.method, result)}  ({out / 'results.json'})")
 
 
-def _demo_command(args: argparse.Namespace, progress) -> None:
-    from dsp3d.commands import refuse_under_torchrun
-    from dsp3d.demo import run_demo
-    from dsp3d.runs import score_line
+def _demo_command(args: argparse.Namespace) -> None:
+    from dsp3d.cli.commands import refuse_under_torchrun
+    from dsp3d.workflow.demo import run_demo
+    from dsp3d.workflow.run import score_line
 
     refuse_under_torchrun("demo")
     runs = tuple(run.strip() for run in args.runs.split(",") if run.strip())
@@ -285,7 +356,6 @@ def _demo_command(args: argparse.Namespace, progress) -> None:
         args.out,
         runs,
         args.overrides,
-        progress,
         args.minutes,
         args.jobs,
     )
@@ -294,19 +364,19 @@ def _demo_command(args: argparse.Namespace, progress) -> None:
             print(score_line(run, result))
 
 
-def _ablate_command(args: argparse.Namespace, progress) -> int:
-    from dsp3d.commands import ablate_command, refuse_under_torchrun
+def _ablate_command(args: argparse.Namespace) -> int:
+    from dsp3d.cli.commands import ablate_command, refuse_under_torchrun
 
     refuse_under_torchrun("ablate")
     options = {name: getattr(args, name) for name in ("dataset", "root", "ratio", "minutes", "steps")}
     ablation = ablate_command(
-        args.config, args.overrides, options, args.modes, args.seeds, args.out, args.jobs, progress
+        args.config, args.overrides, options, args.modes, args.seeds, args.out, args.jobs
     )
     if args.quiet:
         for mode, row in ablation["rows"].items():
             print(f"{mode}: mIoU {row['miou_mean']:.1f} +- {row['miou_std']:.1f}")
     if ablation["failed"]:
-        progress.finish()
+        progress.shutdown()
         for failure in ablation["failed"]:
             print(
                 f"error: ablation run {failure['mode']} seed {failure['seed']} failed: "
@@ -317,9 +387,9 @@ def _ablate_command(args: argparse.Namespace, progress) -> int:
     return 0
 
 
-def _predict_and_evaluate(args: argparse.Namespace, progress) -> None:
+def _predict_and_evaluate(args: argparse.Namespace) -> None:
     if args.command == "predict":
-        from dsp3d.commands import predict_command
+        from dsp3d.cli.commands import predict_command
 
         predict_command(
             args.checkpoint,
@@ -330,24 +400,23 @@ def _predict_and_evaluate(args: argparse.Namespace, progress) -> None:
             args.colors,
             args.batch_points,
             args.device,
-            progress,
             force=args.force,
         )
     else:
-        from dsp3d.commands import evaluate_command
-        from dsp3d.runs import score_line
+        from dsp3d.cli.commands import evaluate_command
+        from dsp3d.workflow.run import score_line
 
         config = load_config(args.config, args.overrides)
-        summary = evaluate_command(args.checkpoint, config, args.out, progress)
+        summary = evaluate_command(args.checkpoint, config, args.out)
         if args.quiet:
             for method, result in summary["runs"].items():
                 print(score_line(method, result))
 
 
-def _run(args: argparse.Namespace, progress, interrupted: dict) -> int:
+def _run(args: argparse.Namespace, interrupted: dict) -> int:
     """Run the command of ``args``; ``interrupted["hint"]()`` says what to do after a Ctrl-C."""
     if args.command == "demo":
-        _demo_command(args, progress)
+        _demo_command(args)
     elif args.command == "train":
         config, out = _train_setup(args)
         interrupted["hint"] = lambda: (  # the run's config.yaml is written when training starts
@@ -355,18 +424,20 @@ def _run(args: argparse.Namespace, progress, interrupted: dict) -> int:
             if (out / "config.yaml").is_file()
             else "; the run had not started: run the same command again"
         )
-        _train_command(config, out, bool(args.resume), args.force, progress)
+        _train_command(config, out, bool(args.resume), args.force)
     elif args.command == "ablate":
-        return _ablate_command(args, progress)
+        return _ablate_command(args)
     elif args.command in ("predict", "evaluate"):
         if args.command == "predict":
             listing = Path(args.out) / "predictions.json"
             interrupted["hint"] = lambda: (
                 f"; the files finished so far are listed in {listing}" if listing.is_file() else ""
             )
-        _predict_and_evaluate(args, progress)
+        _predict_and_evaluate(args)
     elif args.command in ("plot", "report", "export"):
-        _picture_command(args, progress)
+        _picture_command(args)
+    elif args.command == "config":
+        print(describe_config(load_config(args.file, args.overrides)))
     return 0
 
 
@@ -394,21 +465,21 @@ def _interrupt_on_sigterm():
 
 
 def _data_warnings_as_lines(show: Callable) -> Callable:
-    """``warnings.showwarning`` that prints a problem with the data (DataWarning) as one line,
+    """``warnings.showwarning`` that logs a problem with the data (DataWarning) as one line,
     ``warning: <file>: <problem>``, not with a line of dsp3d's source; other warnings go to ``show``."""
     from dsp3d.io.errors import DataWarning
 
     def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
         if issubclass(category, DataWarning):
-            print(f"warning: {message}", file=file or sys.stderr)
+            log.warning("%s", message)
         else:
             show(message, category, filename, lineno, file, line)
 
     return show_warning
 
 
-def _fail(progress, message: str, status: int) -> int:
-    progress.finish()
+def _fail(message: str, status: int) -> int:
+    progress.shutdown()
     print(message, file=sys.stderr)
     return status
 
@@ -417,29 +488,27 @@ def main(argv: list[str] | None = None) -> int:
     """Every expected failure ends in one line on stderr: ``config error: ...`` or ``error: ...`` (exit
     status 2 for bad input, 1 for a run that stopped), ``interrupted; ...`` after Ctrl-C (130)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s: %(message)s"
-    )
-    # Progress: a status line redrawn in place on a terminal, plain lines otherwise (dsp3d.progress).
-    progress = Console(quiet=args.quiet)
+    # Messages and status lines: a live display on a terminal, plain lines otherwise (dsp3d.progress).
+    progress.setup(quiet=args.quiet)
     interrupted: dict[str, Callable[[], str]] = {}
     previous = _interrupt_on_sigterm()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _data_warnings_as_lines(warnings.showwarning)
-            return _run(args, progress, interrupted)
+            return _run(args, interrupted)
     except KeyboardInterrupt:
-        return _fail(progress, f"interrupted{interrupted.get('hint', str)()}", 130)
+        return _fail(f"interrupted{interrupted.get('hint', str)()}", 130)
     except ConfigError as error:
-        return _fail(progress, f"config error: {error}", 2)
+        return _fail(f"config error: {error}", 2)
     except (FileNotFoundError, ValueError) as error:
-        return _fail(progress, f"error: {error}", 2)
+        return _fail(f"error: {error}", 2)
     except OSError as error:
-        return _fail(progress, f"error: {_os_error_text(error)}", 2)
+        return _fail(f"error: {_os_error_text(error)}", 2)
     except CommandStopped as error:
-        return _fail(progress, f"error: {error}", 1)
+        return _fail(f"error: {error}", 1)
     except MemoryError:
-        return _fail(progress, "error: out of memory; lower --batch-points or the batch_points settings", 1)
+        return _fail("error: out of memory; lower --batch-points or the batch_points settings", 1)
     finally:
+        progress.teardown()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

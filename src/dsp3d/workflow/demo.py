@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-from dsp3d import parallel
 from dsp3d.config import DEMO_STEPS, Config, ConfigError, load_config, validate
-from dsp3d.data.prepare import prepare_data
+from dsp3d.evaluation.table import per_class_table
 from dsp3d.io.atomic import atomic_write_json, prepare_output_folder
-from dsp3d.parallel import RunJob
-from dsp3d.report_table import per_class_table
-from dsp3d.runs import run_method, score_line
+from dsp3d.workflow import parallel
+from dsp3d.workflow.parallel import RunJob
+from dsp3d.workflow.prepare import prepare_data
+from dsp3d.workflow.run import run_method, score_line
 
+log = logging.getLogger("dsp3d")
 DEMO_RUNS = ("baseline", "dsp", "full")
 DEMO_METHODS = {"baseline": "baseline", "dsp": "csfr-isfr", "full": "full"}
 
@@ -44,7 +46,6 @@ def run_demo(
     out: str | Path = "demo_out",
     runs: tuple[str, ...] = DEMO_RUNS,
     overrides: list[str] | None = None,
-    progress: Callable[[str], None] = print,
     minutes: float | None = None,
     jobs: int | None = None,
 ) -> dict:
@@ -55,14 +56,7 @@ def run_demo(
     run): with one thread a run's arithmetic is repeatable, so the same command prints the same table
     on the same machine, whatever its core count.
     """
-    if steps is not None and minutes is not None:
-        raise ConfigError("demo: give a step budget (--steps) or a time budget (--minutes), not both")
-    if steps is not None and steps < 2:  # a two-stage run needs a step per stage
-        raise ConfigError(f"demo: --steps must be >= 2, got {steps}")
-    if minutes is not None and minutes < 0:
-        raise ConfigError(f"demo: --minutes must be >= 0, got {minutes}")
-    if jobs is not None and jobs < 1:
-        raise ConfigError(f"demo: --jobs must be >= 1, got {jobs}")
+    _check_options(steps, minutes, jobs)
     out = prepare_output_folder(out)  # writable, checked before the data is prepared
     started = time.perf_counter()
     timed = minutes is not None and minutes > 0
@@ -72,22 +66,22 @@ def run_demo(
     slots = -(-len(runs) // jobs)
     base = demo_config(ratio, seed, steps, minutes / slots if timed else 0.0, overrides)
     budget = f"{base.train.minutes:.1f} min" if timed else f"{base.train.steps} steps"
-    progress(
-        f"dsp3d demo: {len(runs)} runs x {budget} of training, {ratio:.0%} labels, seed {seed}, "
-        f"one thread per run, {jobs} at a time"
+    log.info(
+        "dsp3d demo: %d runs x %s of training, %.0f%% labels, seed %d", len(runs), budget, 100 * ratio, seed
     )
-    progress("preparing the generated rooms (cached after the first time)")
-    data = prepare_data(base, progress)
+    log.info("one torch thread per run, %d run(s) at a time", jobs)
+    log.info("preparing the generated rooms (cached after the first time)")
+    data = prepare_data(base)
     configs = {
         run: dataclasses.replace(base, train=dataclasses.replace(base.train, method=DEMO_METHODS[run]))
         for run in runs
     }
     finished = {}
-    for run, result in _train_runs(configs, data, out, jobs, progress):
+    for run, result in _train_runs(configs, data, out, jobs):
         if "error" in result:
             raise RuntimeError(f"demo run {run} failed: {result['error']} (log: {out / run / 'log.txt'})")
         finished[run] = {key: result[key] for key in ("miou", "oa", "per_class_iou", "training")}
-        progress(score_line(run, result))
+        log.info("%s", score_line(run, result))
     results = {
         "dataset": "synthetic",
         "ratio": ratio,
@@ -98,14 +92,25 @@ def run_demo(
         "seconds": round(time.perf_counter() - started, 1),
     }
     atomic_write_json(results, out / "results.json")
-    progress("\n" + per_class_table(results["runs"], data.class_names, setting=f"{ratio:.0%} label"))
-    progress(f"\nresults: {out / 'results.json'}; models: {out}/<run>/model.pt ({results['seconds']:.0f} s)")
+    log.info("\n%s", per_class_table(results["runs"], data.class_names, setting=f"{ratio:.0%} label"))
+    log.info(
+        "\nresults: %s; models: %s/<run>/model.pt (%.0f s)", out / "results.json", out, results["seconds"]
+    )
     return results
 
 
-def _train_runs(
-    configs: dict[str, Config], data, out: Path, jobs: int, progress
-) -> Iterator[tuple[str, dict]]:
+def _check_options(steps: int | None, minutes: float | None, jobs: int | None) -> None:
+    if steps is not None and minutes is not None:
+        raise ConfigError("demo: give a step budget (--steps) or a time budget (--minutes), not both")
+    if steps is not None and steps < 2:  # a two-stage run needs a step per stage
+        raise ConfigError(f"demo: --steps must be >= 2, got {steps}")
+    if minutes is not None and minutes < 0:
+        raise ConfigError(f"demo: --minutes must be >= 0, got {minutes}")
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"demo: --jobs must be >= 1, got {jobs}")
+
+
+def _train_runs(configs: dict[str, Config], data, out: Path, jobs: int) -> Iterator[tuple[str, dict]]:
     """(run, result) as each run finishes: in this process one after the other when ``jobs`` is 1, else
     in worker processes; one torch thread per run either way."""
     if jobs == 1:
@@ -115,12 +120,12 @@ def _train_runs(
         torch.set_num_threads(1)
         try:
             for run, config in configs.items():
-                progress(f"\n== {run} ({config.train.method}) ==")
-                yield run, run_method(config, data, out / run, progress)
+                log.info("\n== %s (%s) ==", run, config.train.method)
+                yield run, run_method(config, data, out / run)
         finally:
             torch.set_num_threads(previous)
         return
     run_list = [RunJob(run, config, out / run) for run, config in configs.items()]
-    progress(f"each run logs to {out}/RUN/log.txt")
-    for job, result in parallel.run_jobs(run_list, jobs, 1, progress):
+    log.info("each run logs to %s/RUN/log.txt", out)
+    for job, result in parallel.run_jobs(run_list, jobs, 1):
         yield job.name, result

@@ -6,18 +6,18 @@ their original points, since evaluation is at full resolution.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dsp3d.config import Config
-from dsp3d.data.types import SubsampledCloud
+from dsp3d.data.types import SubsampledCloud, TestScene
 from dsp3d.datasets.registry import dataset_split
 from dsp3d.datasets.sources import SceneSource
-from dsp3d.evaluation.evaluate import TestScene
 from dsp3d.io.errors import DataError
 from dsp3d.preprocessing.cache import default_cache_dir
 from dsp3d.preprocessing.scenes import build_cached_scene, load_cached_scene, preprocess_scenes
@@ -28,6 +28,8 @@ from dsp3d.preprocessing.weak_labels import (
     save_weak_labels,
 )
 from dsp3d.sampling.scenes import SceneSet
+
+log = logging.getLogger("dsp3d")
 
 
 @dataclass
@@ -89,9 +91,7 @@ def draw_weak_labels(
 _FEATURE_SOURCES = {"rgb": ("colors", "colour"), "intensity": ("intensity", "intensity")}
 
 
-def resolve_features(
-    requested: list[str], clouds: list[SubsampledCloud], adapt: bool, progress: Callable[[str], None] = print
-) -> list[str]:
+def resolve_features(requested: list[str], clouds: list[SubsampledCloud], adapt: bool) -> list[str]:
     """The input features to use on ``clouds``.
 
     A requested feature whose attribute (colour, intensity) no cloud has is dropped when ``adapt``
@@ -117,7 +117,7 @@ def resolve_features(
         if feature == "rgb" and "intensity" not in features and all(c.intensity is not None for c in clouds):
             features.append("intensity")
             message += ", 'intensity' used instead"
-        progress(message)
+        log.info(message)
     return features or ["ones"]
 
 
@@ -176,61 +176,55 @@ def summary_table(summary: dict) -> str:
 
 
 def prepare_data(
-    config: Config,
-    progress: Callable[[str], None] = print,
-    full: bool = False,
-    test_only: bool = False,
-    adapt_features: bool = True,
+    config: Config, full: bool = False, test_only: bool = False, adapt_features: bool = True
 ) -> PreparedData:
     """Load / generate, subsample (cached, in parallel processes) and draw weak labels.
 
-    full: label every point. test_only: leave the training scenes out (evaluation of a trained model).
-    adapt_features: drop input features the data lacks (see resolve_features); False for a trained model.
+    full: label every point. test_only: leave the training and validation scenes out (evaluation of a
+    trained model). adapt_features: drop input features the data lacks (see resolve_features); False for
+    a trained model.
     """
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
-    split = dataset_split(config)
-    train_sources, val_sources, test_sources = split.train, split.val, split.test
-    class_names = split.class_names
-    if test_only:
-        train_sources, val_sources = [], []
-    if not test_sources and (test_only or not train_sources):
-        raise DataError(f"{config.data.dataset}: no test scenes (check data.test_area / data.test_scenes)")
-    if not test_only and not train_sources:
-        raise DataError(
-            f"{_dataset_name(config)}: no training scenes; check data.test_scenes, data.val_scenes, "
-            "data.test_area or data.synthetic.train_rooms"
-        )
+    split = _checked_split(config, test_only)
     grid = config.data.grid_size
-    everything = train_sources + val_sources + test_sources
-    preprocess_scenes(everything, grid, cache_dir, config.data.prep_workers, progress)
+    everything = split.train + split.val + split.test
+    preprocess_scenes(everything, grid, cache_dir, config.data.prep_workers)
     train_clouds, original_points = [], 0
-    for source in train_sources:
+    for source in split.train:
         sub, labels = _cached_scene(source, grid, cache_dir)
         train_clouds.append(sub)
         original_points += len(labels)
-    test = [TestScene(*_cached_scene(source, grid, cache_dir)) for source in test_sources]
-    val = [TestScene(*_cached_scene(source, grid, cache_dir)) for source in val_sources]
-    features = resolve_features(
-        list(config.data.features),
-        train_clouds + [scene.cloud for scene in test + val],
-        adapt_features,
-        progress,
-    )
+    test = [TestScene(*_cached_scene(source, grid, cache_dir)) for source in split.test]
+    val = [TestScene(*_cached_scene(source, grid, cache_dir)) for source in split.val]
+    held_out = [scene.cloud for scene in test + val]
+    features = resolve_features(list(config.data.features), train_clouds + held_out, adapt_features)
     weak, meta = draw_weak_labels(config, train_clouds, full)
     if not test_only:
         check_training_labels(config, train_clouds, weak, full)
     meta.update({"grid_size": grid, "dataset": config.data.dataset})
-    train = SceneSet(
-        clouds=train_clouds,
-        weak_indices=weak,
-        feature_names=features,
-        num_classes=len(class_names),
-    )
-    summary = dataset_summary(train_clouds, weak, test, original_points, class_names)
-    progress(summary_table(summary))
+    classes = split.class_names
+    train = SceneSet(clouds=train_clouds, weak_indices=weak, feature_names=features, num_classes=len(classes))
+    summary = dataset_summary(train_clouds, weak, test, original_points, classes)
+    log.info("%s", summary_table(summary))
     if val:
         summary["val_scenes"] = [scene.cloud.name for scene in val]
-    return PreparedData(train, test, class_names, features, meta, summary, val)
+    return PreparedData(train, test, classes, features, meta, summary, val)
+
+
+def _checked_split(config: Config, test_only: bool):
+    """The dataset's split (only its test scenes with ``test_only``); DataError when a side it needs is
+    empty."""
+    split = dataset_split(config)
+    if test_only:
+        split = dataclasses.replace(split, train=[], val=[])
+    if not split.test and (test_only or not split.train):
+        raise DataError(f"{config.data.dataset}: no test scenes (check data.test_area / data.test_scenes)")
+    if not test_only and not split.train:
+        raise DataError(
+            f"{_dataset_name(config)}: no training scenes; check data.test_scenes, data.val_scenes, "
+            "data.test_area or data.synthetic.train_rooms"
+        )
+    return split
 
 
 def _dataset_name(config: Config) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-# What a run writes into its folder (dsp3d.runs.run_method, dsp3d.training.trainer), and --force removes.
+# What a run writes into its folder (workflow.run.run_method, training.loop), and --force removes.
 RUN_FILES = ("model.pt", "results.json", "config.yaml", "metrics.jsonl", "best.pt", "evaluation.json")
 RUN_FOLDERS = ("checkpoints", "weak_labels", "tensorboard")
 RUN_PATTERNS = ("stage*.pt",)

@@ -13,15 +13,17 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from dsp3d import progress
 from dsp3d.config import Config
-from dsp3d.progress import status
+
+log = logging.getLogger("dsp3d")
 
 POLL_S = 1.0  # how often the parent redraws the status line of the running runs
 
@@ -43,30 +45,14 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def run_jobs(
-    jobs: list[RunJob], workers: int, threads: int, progress: Callable[[str], None] = print
-) -> Iterator[tuple[RunJob, dict]]:
+def run_jobs(jobs: list[RunJob], workers: int, threads: int) -> Iterator[tuple[RunJob, dict]]:
     """Yield ``(job, result)`` as runs finish, ``workers`` at a time; a failed run's result is
     ``{"error": message}`` (its traceback is in its log.txt). Ctrl-C stops every worker."""
     context = get_context("spawn")  # no fork after torch / CUDA initialisation
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,))
-    started = time.perf_counter()
     try:
-        pending = {pool.submit(_worker_run, job.config, job.run_dir): job for job in jobs}
-        while pending:
-            done, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
-            for future in done:
-                job = pending.pop(future)
-                try:
-                    result = future.result()
-                except BrokenProcessPool as error:
-                    result = {"error": f"its process stopped (killed, out of memory?): {error}"}
-                except Exception as error:  # noqa: BLE001 - an unpicklable result or error: still a failed run
-                    result = {"error": f"{type(error).__name__}: {error}"}
-                yield job, result
-            running_ids = {id(job) for job in pending.values()}
-            running = [job for job in jobs if id(job) in running_ids]
-            status(progress, running_line(running, time.perf_counter() - started))
+        with progress.task("runs", total=len(jobs), unit="runs") as task:
+            yield from _collect(pool, jobs, task)
     except BaseException:  # Ctrl-C (the workers have it too, but a worker goes on to its next run), an error
         for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public API (< 3.14)
             process.terminate()
@@ -75,10 +61,26 @@ def run_jobs(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def running_line(jobs: list[RunJob], elapsed: float) -> str:
-    """``baseline 120/600 | dsp 2:40/300 | 1m10s``: each started run's step (stage:step/total)."""
-    from dsp3d.progress import format_duration
+def _collect(pool: ProcessPoolExecutor, jobs: list[RunJob], task: progress.Task):
+    pending = {pool.submit(_worker_run, job.config, job.run_dir): job for job in jobs}
+    while pending:
+        done, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+        for future in done:
+            job = pending.pop(future)
+            try:
+                result = future.result()
+            except BrokenProcessPool as error:
+                result = {"error": f"its process stopped (killed, out of memory?): {error}"}
+            except Exception as error:  # noqa: BLE001 - an unpicklable result or error: still a failed run
+                result = {"error": f"{type(error).__name__}: {error}"}
+            task.update(1)
+            yield job, result
+        running_ids = {id(job) for job in pending.values()}
+        task.update(0, note=running_line([job for job in jobs if id(job) in running_ids]))
 
+
+def running_line(jobs: list[RunJob]) -> str:
+    """``baseline 120/600 | dsp 2:40/300``: each started run's step (stage:step/total)."""
     parts = []
     for job in jobs:
         record = last_step_record(job.run_dir / "metrics.jsonl")
@@ -86,7 +88,7 @@ def running_line(jobs: list[RunJob], elapsed: float) -> str:
             continue
         stage = f"{record['stage']}:" if record.get("stage", 1) > 1 else ""
         parts.append(f"{job.name} {stage}{record['step']}/{record['total_steps']}")
-    return " | ".join([*parts, format_duration(elapsed)])
+    return " | ".join(parts)
 
 
 def last_step_record(path: Path) -> dict | None:
@@ -117,33 +119,21 @@ def _init_worker(threads: int) -> None:
 
 
 def _worker_run(config: Config, run_dir: Path) -> dict:
-    """One run in a worker process: data from the preprocessing cache, messages and log records into
+    """One run in a worker process: data from the preprocessing cache, log records into
     ``run_dir/log.txt``. Errors come back as ``{"error": message}`` (the traceback is in the log)."""
-    from dsp3d.data.prepare import prepare_data
-    from dsp3d.runs import run_method
+    from dsp3d.workflow.prepare import prepare_data
+    from dsp3d.workflow.run import run_method
 
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with open(run_dir / "log.txt", "w") as log:
-
-        def progress(message: str) -> None:
-            log.write(message + "\n")
-            log.flush()
-
-        handler = logging.StreamHandler(log)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        logger = logging.getLogger("dsp3d")
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False  # into the log only: the terminal gets one line per finished run
+    with open(run_dir / "log.txt", "w") as stream:
+        progress.setup(live=False, stream=stream)  # into the log only: the terminal gets a line per run
         try:
-            progress(f"== {config.train.method}, seed {config.train.seed} ==")
-            data = prepare_data(config, progress)
-            result = run_method(config, data, run_dir, progress)
+            log.info("== %s, seed %d ==", config.train.method, config.train.seed)
+            data = prepare_data(config)
+            result = run_method(config, data, run_dir)
         except Exception as error:  # noqa: BLE001 - reported by the parent, traceback kept in the log
-            progress(traceback.format_exc())
+            log.error("%s", traceback.format_exc())
             return {"error": f"{type(error).__name__}: {error}"}
-        finally:
-            logger.removeHandler(handler)
         result["seconds"] = round(time.perf_counter() - started, 1)
         return result

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from dsp3d.config import Config, ConfigError, load_config
-from dsp3d.data.prepare import prepare_data, require_test_labels
 from dsp3d.datasets.folder import load_folder_spec
 from dsp3d.datasets.registry import dataset_split
-from dsp3d.evaluation.evaluate import evaluate
+from dsp3d.evaluation.evaluate import Scorer
+from dsp3d.evaluation.table import per_class_table
 from dsp3d.inference.predict import Predictor, label_palette
 from dsp3d.io.atomic import atomic_write_json, prepare_output_file, prepare_output_folder
 from dsp3d.io.clouds import cloud_format
 from dsp3d.io.errors import DataError
-from dsp3d.report_table import per_class_table
 from dsp3d.training.checkpoint import CheckpointError
 from dsp3d.training.export import load_inference_model
-from dsp3d.training.trainer import resolve_device
+from dsp3d.training.loop import resolve_device
+from dsp3d.workflow.prepare import prepare_data, require_test_labels
+
+log = logging.getLogger("dsp3d")
 
 
 def refuse_under_torchrun(command: str) -> None:
@@ -44,12 +46,11 @@ def ablate_command(
     seeds: int,
     out: str,
     jobs: int,
-    progress: Callable[[str], None],
 ) -> dict:
     """``dsp3d ablate``: the config with the command's options applied (``options``: dataset, root, ratio,
-    minutes, steps; None = the config's), then dsp3d.ablate.run_ablation. Either budget is each run's
+    minutes, steps; None = the config's), then dsp3d.workflow.ablate.run_ablation. Either budget is each run's
     whole budget, every method alike (a two-stage method splits it)."""
-    from dsp3d.ablate import run_ablation
+    from dsp3d.workflow.ablate import run_ablation
 
     overrides = list(overrides)
     for key, name in (
@@ -67,12 +68,10 @@ def ablate_command(
         overrides.append("train.steps=1000000")  # the time budget decides
     config = load_config(config_path, overrides)
     chosen = tuple(mode.strip() for mode in modes.split(",") if mode.strip())
-    return run_ablation(config, chosen, seeds, out, progress, jobs=jobs)
+    return run_ablation(config, chosen, seeds, out, jobs=jobs)
 
 
-def evaluate_command(
-    checkpoint: str, config: Config, out: str | None, progress: Callable[[str], None]
-) -> dict:
+def evaluate_command(checkpoint: str, config: Config, out: str | None) -> dict:
     """Score an inference model on the test scenes of ``config``'s dataset; writes evaluation.json."""
     device = resolve_device(config.train.device)
     model, meta = load_inference_model(checkpoint, device)
@@ -86,22 +85,15 @@ def evaluate_command(
             f"has {class_names}"
         )
     path = prepare_output_file(Path(out) if out else Path(checkpoint).with_name("evaluation.json"))
-    data = prepare_data(config, progress, test_only=True, adapt_features=False)
+    data = prepare_data(config, test_only=True, adapt_features=False)
     require_test_labels(config, data.test, "evaluation compares predictions with labels")
-    result = evaluate(
-        model,
-        data.test,
-        meta.feature_names,
-        meta.class_names,
-        meta.levels,
-        meta.sphere_radius,
-        config.eval,
-        device,
-        progress=progress,
+    scorer = Scorer(
+        meta.feature_names, meta.class_names, meta.levels, meta.sphere_radius, config.eval, device
     )
+    result = scorer.evaluate(model, data.test)
     summary = {"dataset": config.data.dataset, "ratio": config.data.ratio, "runs": {meta.method: result}}
     atomic_write_json(summary, path)
-    progress(per_class_table({meta.method: result}, meta.class_names))
+    log.info("%s", per_class_table({meta.method: result}, meta.class_names))
     return summary
 
 
@@ -177,7 +169,6 @@ def predict_command(
     colors: bool,
     batch_points: int,
     device_name: str,
-    progress: Callable[[str], None],
     force: bool = False,
 ) -> dict:
     """Label every point of every input cloud; write each, in its own format, into ``outdir`` with its
@@ -201,9 +192,9 @@ def predict_command(
         )
     listing = out / "predictions.json"
     files = _earlier_predictions(listing, meta.class_names)
-    predictor = Predictor(model, meta, device, batch_points, progress=progress)
+    predictor = Predictor(model, meta, device, batch_points)
     for index, path in enumerate(paths):
-        progress(f"[{index + 1}/{len(paths)}] {path}")
+        log.info("[%d/%d] %s", index + 1, len(paths), path)
         target = out / path.name
         # read, subsampled and written back in chunks: the full cloud is never in memory
         counts = predictor.predict_file(path, target, spec, probabilities, colors)
@@ -215,11 +206,11 @@ def predict_command(
             "points_per_class": {name: int(n) for name, n in zip(meta.class_names, counts, strict=True)},
         }
         atomic_write_json(_predictions_summary(checkpoint, meta.class_names, files), listing)
-        progress(f"  -> {target}")
+        log.info("  -> %s", target)
     summary = _predictions_summary(checkpoint, meta.class_names, files)
     totals = summary["points_per_class"]
     total = max(sum(totals.values()), 1)
-    progress("points per predicted class (every file in the folder):")
+    log.info("points per predicted class (every file in the folder):")
     for name, n in totals.items():
-        progress(f"  {name:<18}{n:>14,}  {100 * n / total:5.1f}%")
+        log.info("  %-18s%14s  %5.1f%%", name, f"{n:,}", 100 * n / total)
     return summary

@@ -1,24 +1,23 @@
-"""One run = train a method, export its inference model, evaluate it at full resolution."""
+"""One run: train a method, export its inference model, score it at full resolution."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from dsp3d.config import Config, ConfigError, save_config
-from dsp3d.data.prepare import PreparedData, labelled_test_points, write_weak_labels
-from dsp3d.evaluation.evaluate import evaluate
+from dsp3d.evaluation.evaluate import Scorer
 from dsp3d.evaluation.metrics import ConfusionMatrix
 from dsp3d.io.atomic import atomic_write_json
 from dsp3d.methods import METHOD_STAGES, STAGE_MODES
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
 from dsp3d.training.export import InferenceMeta, export_inference_model
-from dsp3d.training.trainer import resolve_device, train
+from dsp3d.training.loop import resolve_device, train
+from dsp3d.workflow.prepare import PreparedData, labelled_test_points, write_weak_labels
 
 log = logging.getLogger("dsp3d")
 NOT_SCORED = "no labelled test points"
@@ -49,71 +48,70 @@ def fully_labelled(scenes: SceneSet) -> SceneSet:
     return dataclasses.replace(scenes, weak_indices=weak)
 
 
-def run_method(
-    config: Config,
-    data: PreparedData,
-    run_dir: str | Path,
-    progress: Callable[[str], None] = print,
-    resume: bool = False,
-) -> dict:
+def run_method(config: Config, data: PreparedData, run_dir: str | Path, resume: bool = False) -> dict:
     """Train ``config.train.method`` on ``data``, write ``run_dir/model.pt`` and ``run_dir/results.json``.
 
     resume: continue an interrupted run in ``run_dir`` (its config and weak labels are already there).
-    With ``train.val_every`` > 0 the held-out scenes are scored during training (metrics.jsonl, best.pt).
-    Without labelled test points (a folder dataset without data.test_scenes) the model is trained and
-    exported but not scored: results.json has mIoU and OA null, never 0 (docs/reliability.md).
+    With ``train.val_every`` > 0 the validation scenes are scored during training (metrics.jsonl,
+    best.pt). Without labelled test points (a folder dataset without data.test_scenes) the model is
+    trained and exported but not scored: results.json has mIoU and OA null, never 0 (docs/reliability.md).
     Under torchrun every rank calls this (dsp3d.training.distributed): each scores its share of the
     held-out scenes, the confusion matrices are summed, and rank 0 alone writes files.
     """
     run_dir = Path(run_dir)
-    scored = labelled_test_points(data.test) > 0
-    if config.train.val_every > 0 and not labelled_test_points(data.val or data.test):
-        raise ConfigError(
-            "train.val_every: there are no labelled points to validate on; hold out labelled scenes "
-            "(data.val_scenes) or set train.val_every=0"
-        )
+    _check_validation(config, data)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_neighbour_caps(config, data.train)  # config.yaml records the calibrated caps
     method = config.train.method
-    scenes = fully_labelled(data.train) if method == "full" else data.train
     world = distributed.current_world()
-    if not world.is_main:
-        progress = _silent
     if not resume and world.is_main:
         save_config(config, run_dir / "config.yaml")
         if method != "full":
             write_weak_labels(data, run_dir / "weak_labels")
-    if not scored:
-        progress(
-            f"{NOT_SCORED}: the model is trained but not scored (hold labelled scenes out: data.test_scenes)"
-        )
-    device = resolve_device(config.train.device)
-    scoring = (
+    scorer = Scorer(
         data.feature_names,
         data.class_names,
         config.levels(),
         config.data.sphere_radius,
         config.eval,
-        device,
+        resolve_device(config.train.device),
     )
+    val_share = distributed.shard(data.val or data.test, world)  # every scene in one process
 
-    test_share = distributed.shard(data.test, world)  # every scene in one process
-    val_share = distributed.shard(data.val, world) if data.val else test_share
-    if config.train.val_every > 0 and not data.val and not resume:
+    def validate(model) -> dict:
+        result = scorer.evaluate(model.backbone, val_share, what="validating")
+        return merge_results(result, data.class_names, world)
+
+    scenes = fully_labelled(data.train) if method == "full" else data.train
+    model, reports = train(config, scenes, run_dir, resume=resume, validate=validate)
+    if world.is_main:
+        export_inference_model(model.backbone, inference_meta(config, data), run_dir / "model.pt")
+    result = score_run(model, config, data, scorer)
+    result["training"] = [_stage_summary(report) for report in reports]
+    if world.is_main:
+        atomic_write_json(result, run_dir / "results.json")
+    return result
+
+
+def _check_validation(config: Config, data: PreparedData) -> None:
+    """ConfigError when validation has nothing to score; a warning when it would score the test scenes."""
+    if config.train.val_every <= 0:
+        return
+    if not labelled_test_points(data.val or data.test):
+        raise ConfigError(
+            "train.val_every: there are no labelled points to validate on; hold out labelled scenes "
+            "(data.val_scenes) or set train.val_every=0"
+        )
+    if not data.val:
         log.warning(
             "train.val_every: no validation scenes, so validation scores the test scenes; name "
             "data.val_scenes (data.synthetic.val_rooms) to choose settings without looking at them"
         )
 
-    def score(model, branch: str = "basic", report=progress, scenes=test_share) -> dict:
-        result = evaluate(model, scenes, *scoring, branch=branch, progress=report)
-        return distributed.merge_results(result, data.class_names, world)
 
-    def validate(model) -> dict:
-        return score(model.backbone, report=_silent, scenes=val_share)
-
-    model, reports = train(config, scenes, run_dir, progress, resume=resume, validate=validate)
-    meta = InferenceMeta(
+def inference_meta(config: Config, data: PreparedData) -> InferenceMeta:
+    """What model.pt carries besides the weights."""
+    return InferenceMeta(
         class_names=list(data.class_names),
         feature_names=list(data.feature_names),
         levels=config.levels(),
@@ -121,37 +119,58 @@ def run_method(
         kernel_points=config.model.kernel_points,
         bn_momentum=config.model.bn_momentum,
         sphere_radius=config.data.sphere_radius,
-        method=method,
+        method=config.train.method,
     )
-    if world.is_main:
-        export_inference_model(model.backbone, meta, run_dir / "model.pt")
-    if scored:
-        progress(f"evaluating {method} on {len(data.test)} held-out scenes")
-        result = score(model.backbone)
-    else:
+
+
+def score_run(model, config: Config, data: PreparedData, scorer: Scorer) -> dict:
+    """The test scenes' scores of a trained model (and, with eval.branches, of the branches it trained);
+    mIoU and OA null with a note when no test point is labelled."""
+    method, world = config.train.method, distributed.current_world()
+    if not labelled_test_points(data.test):
+        log.info(
+            "%s: the model is trained but not scored (hold labelled scenes out: data.test_scenes)", NOT_SCORED
+        )
         result = ConfusionMatrix(len(data.class_names)).summary(data.class_names)  # mIoU, OA: null
-        result["note"] = NOT_SCORED
-    if config.eval.branches and scored:
+        return {**result, "note": NOT_SCORED}
+    log.info("evaluating %s on %d held-out scenes", method, len(data.test))
+    test_share = distributed.shard(data.test, world)
+
+    def score(network, branch: str = "basic") -> dict:
+        result = scorer.evaluate(network, test_share, branch=branch, what=f"evaluating {branch}")
+        return merge_results(result, data.class_names, world)
+
+    result = score(model.backbone)
+    if config.eval.branches:
         result["branches"] = {"basic": result["miou"]}
         modes = [STAGE_MODES[stage] for stage in METHOD_STAGES[method]]
         for branch in ("cross", "intra"):
             if any(getattr(mode, branch) for mode in modes):  # a branch some stage trained
                 result["branches"][branch] = score(model, branch)["miou"]
-    result["training"] = [
-        {
-            "mode": r.mode,
-            "steps": r.steps,
-            "seconds": round(r.seconds, 1),
-            "first_loss": r.first_loss,
-            "last_loss": r.last_loss,
-            "spheres": r.spheres,
-            "points": r.points,
-        }
-        for r in reports
-    ]
-    if world.is_main:
-        atomic_write_json(result, run_dir / "results.json")
     return result
+
+
+def merge_results(result: dict, class_names, world: distributed.World) -> dict:
+    """A score of this rank's scenes -> the score of every rank's scenes (confusion matrices summed)."""
+    if not world.distributed:
+        return result
+    merged = ConfusionMatrix(len(class_names))
+    merged.matrix = world.all_sum_counts(np.asarray(result["confusion"], dtype=np.int64))
+    summary = merged.summary(list(class_names))
+    summary["confusion"] = merged.matrix.tolist()
+    return summary
+
+
+def _stage_summary(report) -> dict:
+    return {
+        "mode": report.mode,
+        "steps": report.steps,
+        "seconds": round(report.seconds, 1),
+        "first_loss": report.first_loss,
+        "last_loss": report.last_loss,
+        "spheres": report.spheres,
+        "points": report.points,
+    }
 
 
 def score_line(name: str, result: dict) -> str:
@@ -159,7 +178,3 @@ def score_line(name: str, result: dict) -> str:
     if result.get("miou") is None:
         return f"{name}: not scored ({result.get('note', NOT_SCORED)})"
     return f"{name}: mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
-
-
-def _silent(message: str) -> None:
-    pass

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from dsp3d import ablate, commands, parallel
-from dsp3d.ablate import ablation_markdown, ablation_rows
-from dsp3d.cli import main
-from dsp3d.commands import refuse_under_torchrun
+from dsp3d.cli import commands, main
+from dsp3d.cli.commands import refuse_under_torchrun
 from dsp3d.config import ConfigError
+from dsp3d.workflow import ablate, parallel
+from dsp3d.workflow.ablate import ablation_markdown, ablation_rows
 
 # Tiny rooms, a tiny network and one coarse test scene: a run trains and scores in about a second.
 TINY = [
@@ -141,21 +141,21 @@ def test_a_failed_parallel_run_is_reported_and_fails_the_command(tiny, tmp_path,
 def test_steps_and_minutes_options(monkeypatch):
     seen = {}
 
-    def fake_run_ablation(config, modes, seeds, out, progress, jobs):
+    def fake_run_ablation(config, modes, seeds, out, jobs):
         seen.update(config=config, modes=modes, jobs=jobs)
         return {"rows": {}, "failed": []}
 
     monkeypatch.setattr(ablate, "run_ablation", fake_run_ablation)
     options = dict(dataset=None, root=None, ratio=None, minutes=None, steps=7)
-    commands.ablate_command(None, ["train.lr=0.02"], options, "baseline, dsp", 1, "x", 3, lambda m: None)
+    commands.ablate_command(None, ["train.lr=0.02"], options, "baseline, dsp", 1, "x", 3)
     assert seen["config"].train.steps == 7 and seen["config"].train.lr == 0.02
     assert seen["modes"] == ("baseline", "dsp") and seen["jobs"] == 3
     with pytest.raises(ConfigError, match="not both"):  # one budget, whole runs alike
-        commands.ablate_command(None, [], dict(options, minutes=2.5), "baseline", 1, "x", 1, print)
-    commands.ablate_command(None, [], dict(options, minutes=2.5, steps=None), "baseline", 1, "x", 1, print)
+        commands.ablate_command(None, [], dict(options, minutes=2.5), "baseline", 1, "x", 1)
+    commands.ablate_command(None, [], dict(options, minutes=2.5, steps=None), "baseline", 1, "x", 1)
     assert seen["config"].train.minutes == 2.5 and seen["config"].train.steps == 1_000_000  # time decides
     options.update(minutes=0)  # no time budget: the steps decide
-    commands.ablate_command(None, [], options, "baseline", 1, "x", 1, print)
+    commands.ablate_command(None, [], options, "baseline", 1, "x", 1)
     assert seen["config"].train.minutes == 0 and seen["config"].train.steps == 7
 
 

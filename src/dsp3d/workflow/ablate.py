@@ -12,19 +12,20 @@ finished run. In parallel a failed run does not stop the others; it is reported 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from dsp3d import parallel
 from dsp3d.config import Config, ConfigError
-from dsp3d.data.prepare import prepare_data, require_test_labels
-from dsp3d.io.atomic import atomic_output, atomic_write_json, prepare_output_folder
+from dsp3d.io.atomic import atomic_write_json, atomic_write_text, prepare_output_folder
 from dsp3d.methods import METHOD_ALIASES, METHODS, TABLE1_MODES
-from dsp3d.parallel import RunJob
-from dsp3d.runs import resolve_neighbour_caps, run_method
+from dsp3d.workflow import parallel
+from dsp3d.workflow.parallel import RunJob
+from dsp3d.workflow.prepare import prepare_data, require_test_labels
+from dsp3d.workflow.run import resolve_neighbour_caps, run_method
 
+log = logging.getLogger("dsp3d")
 __all__ = [
     "REFERENCES",
     "TABLE1_MODES",
@@ -148,7 +149,6 @@ def run_ablation(
     modes: tuple[str, ...],
     seeds: int,
     out: str | Path,
-    progress: Callable[[str], None] = print,
     jobs: int = 1,
     threads: int | None = None,
 ) -> dict:
@@ -169,69 +169,89 @@ def run_ablation(
         raise ConfigError(f"--modes: {', '.join(unknown) or 'none given'}; choose among {', '.join(METHODS)}")
     out = prepare_output_folder(out)  # writable, checked before the data is prepared
     config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, branches=True))
-    data = prepare_data(config, progress)
+    data = prepare_data(config)
     require_test_labels(config, data.test, "an ablation compares scores")
     config = resolve_neighbour_caps(config, data.train)  # calibrated once ("auto"), the same for every run
-    runs = [(mode, seed) for mode in modes for seed in range(seeds)]
-    results: dict[tuple[str, int], dict] = {}
-    failed: list[dict] = []
-    jobs = min(jobs, len(runs))
-    if jobs > 1:
-        threads = threads or max(1, parallel.cpu_count() // jobs)
-    threads_per_run = threads if jobs > 1 else _torch_threads()
-
-    def record() -> dict:
-        rows = ablation_rows(results, modes, seeds)
-        summary = {
-            "ratio": config.data.ratio,
-            "dataset": config.data.dataset,
-            "budget": budget_text(config),
-            "threads": threads_per_run,
-            "rows": rows,
-        }
-        if failed:
-            summary["failed"] = failed
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(summary, out / "ablation.json")
-        with atomic_output(out / "ablation.md") as tmp:
-            tmp.write_text(ablation_markdown(rows, config.data.ratio, budget_text(config)) + "\n")
-        return rows
-
-    rows: dict[str, dict] = {}
+    ablation = Ablation(config, modes, seeds, out)
+    jobs = min(jobs, len(ablation.runs))
     if jobs == 1:
-        for mode, seed in runs:
-            progress(f"\n== {mode}, seed {seed} ==")
-            results[(mode, seed)] = run_method(
-                _run_config(config, mode, seed), data, out / mode / f"seed{seed}", progress
-            )
-            rows = record()
+        ablation.threads = _torch_threads()
+        ablation.run_here(data)
     else:
-        progress(
-            f"{len(runs)} runs, {jobs} at a time ({threads} thread(s) each); "
-            f"each logs to {out}/MODE/seedS/log.txt"
+        ablation.threads = threads or max(1, parallel.cpu_count() // jobs)
+        ablation.run_in_workers(jobs)
+    log.info("\n%s", ablation_markdown(ablation.rows, config.data.ratio, budget_text(config)))
+    if ablation.failed:
+        names = ", ".join(f"{f['mode']} seed {f['seed']}" for f in ablation.failed)
+        log.warning("%d of %d runs failed: %s", len(ablation.failed), len(ablation.runs), names)
+    return {"rows": ablation.rows, "failed": ablation.failed}
+
+
+class Ablation:
+    """The runs of an ablation, their results so far, and ablation.json / ablation.md written after
+    every finished run (atomically)."""
+
+    def __init__(self, config: Config, modes: tuple[str, ...], seeds: int, out: Path):
+        self.config, self.modes, self.seeds, self.out = config, modes, seeds, out
+        self.runs = [(mode, seed) for mode in modes for seed in range(seeds)]
+        self.results: dict[tuple[str, int], dict] = {}
+        self.failed: list[dict] = []
+        self.rows: dict[str, dict] = {}
+        self.threads = 1
+
+    def run_dir(self, mode: str, seed: int) -> Path:
+        return self.out / mode / f"seed{seed}"
+
+    def run_here(self, data) -> None:
+        for mode, seed in self.runs:
+            log.info("\n== %s, seed %d ==", mode, seed)
+            config = _run_config(self.config, mode, seed)
+            self.results[(mode, seed)] = run_method(config, data, self.run_dir(mode, seed))
+            self.record()
+
+    def run_in_workers(self, jobs: int) -> None:
+        log.info(
+            "%d runs, %d at a time (%d thread(s) each); each logs to %s/MODE/seedS/log.txt",
+            len(self.runs),
+            jobs,
+            self.threads,
+            self.out,
         )
         run_list = [
-            RunJob(f"{mode} s{seed}", _run_config(config, mode, seed), out / mode / f"seed{seed}")
-            for mode, seed in runs
+            RunJob(f"{mode} s{seed}", _run_config(self.config, mode, seed), self.run_dir(mode, seed))
+            for mode, seed in self.runs
         ]
-        for done, (job, result) in enumerate(parallel.run_jobs(run_list, jobs, threads, progress), 1):
+        for done, (job, result) in enumerate(parallel.run_jobs(run_list, jobs, self.threads), 1):
             mode, seed = job.config.train.method, job.config.train.seed
-            name = f"[{done}/{len(runs)}] {mode} seed {seed}"
-            log = out / mode / f"seed{seed}" / "log.txt"
+            name = f"[{done}/{len(self.runs)}] {mode} seed {seed}"
+            run_log = self.run_dir(mode, seed) / "log.txt"
             if "error" in result:
-                failed.append({"mode": mode, "seed": seed, "error": result["error"], "log": str(log)})
-                progress(f"{name} FAILED: {result['error']} (log: {log})")
+                self.failed.append(
+                    {"mode": mode, "seed": seed, "error": result["error"], "log": str(run_log)}
+                )
+                log.warning("%s FAILED: %s (log: %s)", name, result["error"], run_log)
             else:
-                results[(mode, seed)] = result
-                scores = f"mIoU {result['miou']:.1f}  OA {result['oa']:.1f}"
-                progress(f"{name}: {scores}  ({result['seconds']:.0f} s)")
-            rows = record()
-    table = ablation_markdown(rows, config.data.ratio, budget_text(config))
-    progress("\n" + table)
-    if failed:
-        names = ", ".join(f"{f['mode']} seed {f['seed']}" for f in failed)
-        progress(f"{len(failed)} of {len(runs)} runs failed: {names}")
-    return {"rows": rows, "failed": failed}
+                self.results[(mode, seed)] = result
+                log.info(
+                    "%s: mIoU %.1f  OA %.1f  (%.0f s)", name, result["miou"], result["oa"], result["seconds"]
+                )
+            self.record()
+
+    def record(self) -> None:
+        self.rows = ablation_rows(self.results, self.modes, self.seeds)
+        summary = {
+            "ratio": self.config.data.ratio,
+            "dataset": self.config.data.dataset,
+            "budget": budget_text(self.config),
+            "threads": self.threads,
+            "rows": self.rows,
+        }
+        if self.failed:
+            summary["failed"] = self.failed
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(summary, self.out / "ablation.json")
+        table = ablation_markdown(self.rows, self.config.data.ratio, budget_text(self.config))
+        atomic_write_text(table + "\n", self.out / "ablation.md")
 
 
 def budget_text(config: Config) -> str:
