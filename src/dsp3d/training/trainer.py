@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -86,6 +87,17 @@ def seed_everything(seed: int) -> None:
     """Seeds torch (weights, dropout); every numpy draw in dsp3d uses an explicit seeded Generator."""
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def use_deterministic_algorithms(enabled: bool) -> None:
+    """train.deterministic: torch's deterministic algorithms from here on in this process, so that a run
+    resumed on CUDA reaches the bits of an uninterrupted one (index_add_ becomes a sorted sum, cuBLAS gets
+    the fixed workspace this needs: set before the process's first CUDA matrix product). An operation
+    with no deterministic version warns rather than stops the run. False leaves torch's setting alone;
+    the CPU's operations are deterministic either way."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -469,6 +481,7 @@ def train(
     folder.root.mkdir(parents=True, exist_ok=True)
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
+    use_deterministic_algorithms(config.train.deterministic)
     model = build_model(config, scenes.feature_dim, scenes.num_classes).to(device)
     stages = METHOD_STAGES[config.train.method]
     reports: list[StageReport] = []
