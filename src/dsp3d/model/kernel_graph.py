@@ -144,13 +144,18 @@ def query_major_influence(
         block = neighbors[m0 : m0 + step]
         count = len(block)
         flat = block.reshape(-1)
-        # [3, P] with P = count*H pairs (pair j = m*H + h): a kernel point's squared distances to every
-        # pair are then one row of a [K, 3] @ [3, P] product.
+        # [3, P] with P = count*H pairs (pair j = m*H + h), coordinates first: each coordinate is a row.
         relative = supports_t.index_select(1, flat).view(3, count, h_count)
         relative -= q_points[m0 : m0 + count].T[:, :, None]
         relative = relative.view(3, -1)
         r2 = (relative * relative).sum(0)
-        partial = torch.addmm(r2[None, :], kernel * -2, relative)  # [K, P]
+        # |r|^2 - 2 r.c as three broadcast multiply-adds rather than a [K, 3] @ [3, P] product: a matrix
+        # product may run in TF32 (torch.set_float32_matmul_precision), 10 bits, which would move which
+        # neighbours are within reach; these stay float32 whatever that setting.
+        twice = kernel * -2
+        partial = torch.addcmul(r2[None, :], twice[:, 0:1], relative[0:1])  # [K, P]
+        partial.addcmul_(twice[:, 1:2], relative[1:2])
+        partial.addcmul_(twice[:, 2:3], relative[2:3])
         # Read as [count, K, H], the hits come out of nonzero in (m, k, h) order: CSR order, no sort.
         inside = (partial.view(k_count, count, h_count) < limit[:, None, None]).transpose(0, 1)
         hit = torch.nonzero(inside.reshape(-1)).squeeze(1)
