@@ -398,6 +398,7 @@ def deterministic_repeats(args, data, cache: Path, tmp: Path, log: Log, workers:
     from dsp3d.training import trainer
 
     previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     result = {}
     modes = (True, False) if args.device.startswith("cuda") else (True,)
     try:
@@ -425,7 +426,7 @@ def deterministic_repeats(args, data, cache: Path, tmp: Path, log: Log, workers:
             result[key] = {"max_abs_difference": difference, "warnings": messages}
             log(f"  {key}: two {DETERMINISTIC_STEPS}-step runs differ by at most {difference:.3g}")
     finally:
-        torch.use_deterministic_algorithms(previous)
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn_only)
     result["equal"] = result["deterministic"]["max_abs_difference"] == 0.0
     summary = "train.deterministic: " + ("equal bits" if result["equal"] else "RUNS DIFFER")
     if "default" in result:
