@@ -286,7 +286,9 @@ def child_main(kind: str, inputs_path: str, device_name: str, autocast: str) -> 
     # with weights_only=False (dsp3d.training.checkpoint).
     device = torch.device(device_name)
     if kind.startswith("layer-"):
-        runners = layer_runners(torch.load(inputs_path, weights_only=False), check=False)
+        inputs = torch.load(inputs_path, weights_only=False)  # saved from the CPU: the layer runs on device
+        inputs = {key: (v.to(device) if torch.is_tensor(v) else v) for key, v in inputs.items()}
+        runners = layer_runners(inputs, check=False)
         run = runners[kind.removeprefix("layer-")]
         result = measure_peak(run, device)
     elif kind == "train":
