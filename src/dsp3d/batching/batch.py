@@ -54,8 +54,8 @@ class Batch:
         """A copy with every tensor on ``device``.
 
         non_blocking: None copies a tensor asynchronously when it is in pinned memory (the training
-        loader pins its batches for CUDA, see batching/loader.py): the copy then overlaps the host's
-        next work, and the pinned memory is kept until the copy is done by torch's host allocator.
+        loader pins its batches for CUDA, see batching/loader.py), so that the copy overlaps the host's
+        next work; torch's pinned-memory allocator keeps the source until the copy is done.
         """
         to_device = torch.device(device).type != "cpu"
 
