@@ -2,7 +2,7 @@
 that the demo's default step budget (``dsp3d demo``: DEMO_STEPS per run, DSP's stages sharing them)
 takes at that speed.
 
-Runs dsp3d.training.trainer.train for a few steps per stage on the demo's generated rooms (prepared and
+Runs dsp3d.training.loop.train for a few steps per stage on the demo's generated rooms (prepared and
 cached as the demo does), with no time budget, no validation and no checkpoint, and times the steps after
 the first ``--skip`` of each stage (worker start-up and warm caches are not what a budget pays for per
 step). Leave OMP_NUM_THREADS unset to measure what the demo gets.

@@ -9,7 +9,7 @@ Rows, on a generated room of about 1M points (dsp3d.datasets.synthetic.generate_
   (gather [N, H, C], influence [N, H, 15] from an [N, H, 15, 3] difference tensor, batched matmul,
   per-kernel-point products summed) and dsp3d's dense ``kpconv_reference``
 - a KPFCNN training step, S3DIS architecture (first width 128, 5 levels, dl 0.04, 40k-point batch),
-  built with dsp3d.training.trainer.build_model from a config, SGD with momentum
+  built with dsp3d.model.build.build_model from a config, SGD with momentum
 - prediction of a 10M-point file as ``dsp3d predict`` runs it (dsp3d.inference.predict.Predictor
   .predict_file: the binary PLY read, subsampled and written back in chunks): copies of the room side by
   side (``--predict-points`` changes the size; the size used is printed and saved)
@@ -23,7 +23,15 @@ prediction: the whole process's peak (Python, torch, the model, the batch or the
 CUDA: torch.cuda.max_memory_allocated over the same work.
 
     .venv/bin/python benchmarks/bench_speed.py --out DIR [--device auto|cpu|cuda] [--repeats 7]
-        [--predict-points 10000000] [--quick]
+        [--predict-points 10000000] [--quick] [--autocast none|bf16] [--rows ROW,...] [--small]
+        [--no-memory]
+
+--autocast bf16 runs the training step's forward pass and the prediction under torch.autocast with
+bfloat16 (KPConv itself opts out and convolves in float32). --rows measures some of the rows only
+(subsample, pyramid, layer, train, predict). --small shrinks every size (a 57k-point room, 4k-point
+batches, width 16, 20k points predicted): a smoke run of the script's code paths, not comparable with the
+reference figures. --no-memory leaves out the layer's and the training step's memory rows (each measured
+in a child process of its own).
 
 Writes DIR/speed.json and prints a table.
 """
@@ -39,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +70,8 @@ from dsp3d.model.kpconv import SHADOW_DISTANCE, KPConv, kpconv_reference  # noqa
 from dsp3d.preprocessing.subsample import grid_subsample  # noqa: E402
 from dsp3d.sampling.scenes import SceneSet  # noqa: E402
 
+ROWS = ("subsample", "pyramid", "layer", "train", "predict")
+
 # The issue's anchors (KPConv-PyTorch on this machine kind, 2 CPU cores) and targets.
 REFERENCE = {
     "subsample_s": (0.59, 0.1),
@@ -71,16 +83,26 @@ REFERENCE = {
 }
 GRID = 0.04
 SPHERE_RADIUS = 2.0
-ROOM_DENSITY = 5300.0  # points per m^2: about 1.0M points for room seed 0
 # bench_pyramid.make_samples gives these inputs (S3DIS adds the height: one more input channel of the stem).
 FEATURES = ["ones", "rgb"]
-LAYER_POINTS, LAYER_NEIGHBOURS, LAYER_CHANNELS = 30000, 35, 64
-BATCH_POINTS = 40000
-S3DIS_OVERRIDES = [
-    f"data.grid_size={GRID}",
-    "model.first_features=128",
-    f"data.features=[{','.join(FEATURES)}]",
-]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    room_density: float  # points per m^2 of the generated room
+    layer_points: int
+    layer_neighbours: int
+    layer_channels: int
+    batch_points: int
+    first_features: int
+    predict_points: int
+
+
+# The issue's sizes (room seed 0 at 5300 points per m^2: about 1.0M points), and --small's.
+FULL = Sizes(5300.0, 30000, 35, 64, 40000, 128, 10_000_000)
+SMALL = Sizes(300.0, 2000, 35, 16, 4000, 16, 20_000)
+SIZES = FULL  # --small sets SMALL, in the main process and in its children
+ROOM_DENSITY = FULL.room_density  # bench_predict_cli's room
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -134,7 +156,20 @@ def room_scene_set(room: Cloud) -> SceneSet:
 
 
 def s3dis_config(caps: list[int]):
-    return load_config(None, [*S3DIS_OVERRIDES, f"model.neighbour_caps=[{','.join(map(str, caps))}]"])
+    overrides = [
+        f"data.grid_size={GRID}",
+        f"model.first_features={SIZES.first_features}",
+        f"data.features=[{','.join(FEATURES)}]",
+        f"model.neighbour_caps=[{','.join(map(str, caps))}]",
+    ]
+    return load_config(None, overrides)
+
+
+def autocast_context(device: torch.device, autocast: str):
+    """torch.autocast with bfloat16 for "bf16", else nothing."""
+    if autocast == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
 
 
 def kpconv_naive(q_points, s_points, neighbors, features, kernel, weights, extent):
@@ -151,14 +186,15 @@ def kpconv_naive(q_points, s_points, neighbors, features, kernel, weights, exten
 
 def layer_inputs(scene_set: SceneSet, levels, device: torch.device) -> dict:
     """Level-0 points of 30k points of spheres, their 35 nearest neighbours within the conv radius."""
-    layer_levels = [levels[0].__class__(levels[0].grid_size, levels[0].conv_radius, LAYER_NEIGHBOURS)]
+    layer_levels = [levels[0].__class__(levels[0].grid_size, levels[0].conv_radius, SIZES.layer_neighbours)]
     layer_levels += levels[1:]
-    batch = build_batch(make_samples(scene_set, SPHERE_RADIUS, LAYER_POINTS, seed=1), layer_levels)
+    batch = build_batch(make_samples(scene_set, SPHERE_RADIUS, SIZES.layer_points, seed=1), layer_levels)
     generator = torch.Generator().manual_seed(0)
+    features = torch.randn(SIZES.layer_points, SIZES.layer_channels, generator=generator)
     return {
         "points": batch.points[0].to(device),
         "neighbors": batch.neighbors[0].to(device),
-        "features": torch.randn(LAYER_POINTS, LAYER_CHANNELS, generator=generator).to(device),
+        "features": features.to(device),
         "radius": levels[0].conv_radius,
         "extent": levels[0].kernel_extent,
     }
@@ -171,10 +207,11 @@ def layer_runners(inputs: dict, check: bool = True) -> dict:
     would stay with the allocator and hide the measured call's own peak)."""
     torch.manual_seed(0)
     device = inputs["points"].device
-    layer = KPConv(LAYER_CHANNELS, LAYER_CHANNELS, 15, inputs["radius"], inputs["extent"]).to(device)
+    channels = inputs["features"].shape[1]
+    layer = KPConv(channels, channels, 15, inputs["radius"], inputs["extent"]).to(device)
     points, neighbors = inputs["points"], inputs["neighbors"]
     features = inputs["features"].clone().requires_grad_(True)
-    grad = torch.ones(len(points), LAYER_CHANNELS, device=device)
+    grad = torch.ones(len(points), channels, device=device)
 
     def ours():
         layer(points, points, neighbors, features).backward(grad)
@@ -204,8 +241,8 @@ def layer_runners(inputs: dict, check: bool = True) -> dict:
     return {"ours": ours, "naive": naive, "reference": reference}
 
 
-def training_step_runner(batch, caps: list[int], device: torch.device):
-    from dsp3d.training.trainer import build_model
+def training_step_runner(batch, caps: list[int], device: torch.device, autocast: str = "none"):
+    from dsp3d.model.build import build_model
 
     torch.manual_seed(0)
     model = build_model(s3dis_config(caps), batch.features.shape[1], 13).to(device)
@@ -214,8 +251,9 @@ def training_step_runner(batch, caps: list[int], device: torch.device):
     batch = batch.to(device)
 
     def step():
-        logits = model(batch).basic
-        loss = F.cross_entropy(logits, batch.labels, ignore_index=-1)
+        with autocast_context(device, autocast):  # the forward pass; backward runs in its recorded types
+            logits = model(batch).basic
+            loss = F.cross_entropy(logits.float(), batch.labels, ignore_index=-1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -242,21 +280,23 @@ def tiled_cloud(room: Cloud, points: int) -> Cloud:
 # Child processes: one measured piece of work each, so that its peak memory is its own
 
 
-def child_main(kind: str, inputs_path: str, device_name: str) -> None:
+def child_main(kind: str, inputs_path: str, device_name: str, autocast: str) -> None:
     # inputs_path is the file the parent process wrote a moment ago in its own temporary folder; it holds
     # Batch objects, which torch.load(weights_only=True) cannot rebuild. dsp3d itself never loads a file
     # with weights_only=False (dsp3d.training.checkpoint).
     device = torch.device(device_name)
     if kind.startswith("layer-"):
-        runners = layer_runners(torch.load(inputs_path, weights_only=False), check=False)
+        inputs = torch.load(inputs_path, weights_only=False)  # saved from the CPU: the layer runs on device
+        inputs = {key: (v.to(device) if torch.is_tensor(v) else v) for key, v in inputs.items()}
+        runners = layer_runners(inputs, check=False)
         run = runners[kind.removeprefix("layer-")]
         result = measure_peak(run, device)
     elif kind == "train":
         data = torch.load(inputs_path, weights_only=False)
-        step = training_step_runner(data["batch"], data["caps"], device)
+        step = training_step_runner(data["batch"], data["caps"], device, autocast)
         result = measure_peak(lambda: [step() for _ in range(2)], device)  # 2nd step: momentum buffers
     elif kind == "predict":
-        result = predict_child(inputs_path, device)
+        result = predict_child(inputs_path, device, autocast)
     else:
         raise SystemExit(f"unknown child {kind}")
     print("RESULT " + json.dumps(result))
@@ -276,7 +316,7 @@ def measure_peak(work, device: torch.device) -> dict:
     return {"peak_mb": peak / 1024, "delta_mb": (peak - before) / 1024, "method": "VmHWM"}
 
 
-def predict_child(inputs_path: str, device: torch.device) -> dict:
+def predict_child(inputs_path: str, device: torch.device, autocast: str) -> dict:
     from dsp3d.inference.predict import Predictor
     from dsp3d.model.kpfcnn import KPFCNN
     from dsp3d.training.export import InferenceMeta
@@ -308,7 +348,8 @@ def predict_child(inputs_path: str, device: torch.device) -> dict:
         start = time.perf_counter()
         predictor = Predictor(model, meta, device)
         out = cloud_path.with_name("predicted.ply")
-        counts = predictor.predict_file(cloud_path, out, probabilities=True)
+        with autocast_context(device, autocast):
+            counts = predictor.predict_file(cloud_path, out, probabilities=True)
         sync(device)
         timing["seconds"] = time.perf_counter() - start
         timing["labelled"] = int(counts.sum())
@@ -319,9 +360,11 @@ def predict_child(inputs_path: str, device: torch.device) -> dict:
     return result
 
 
-def run_child(kind: str, inputs_path: str, device: torch.device) -> dict:
+def run_child(kind: str, inputs_path: str, device: torch.device, autocast: str = "none") -> dict:
+    command = [sys.executable, __file__, "--child", kind, "--inputs", inputs_path, "--device", str(device)]
+    command += ["--autocast", autocast] + (["--small"] if SIZES is SMALL else [])
     out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--inputs", inputs_path, "--device", str(device)],
+        command,
         capture_output=True,
         text=True,
         check=False,
@@ -347,38 +390,58 @@ def resolve_device(name: str) -> torch.device:
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
+        name = torch.cuda.get_device_name(device)
+        return f"cuda: {name} (torch {torch.__version__}, CUDA {torch.version.cuda})"
     processor = platform.processor() or platform.machine()
     return f"cpu: {processor}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SIZES
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", help="folder for speed.json (required)")
     parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--predict-points", type=int, default=10_000_000)
+    parser.add_argument("--predict-points", type=int, default=None, help="default 10M (--small: 20k)")
     parser.add_argument("--quick", action="store_true", help="3 repeats and a 2M-point prediction cloud")
+    parser.add_argument("--autocast", choices=("none", "bf16"), default="none")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"some of {','.join(ROWS)}")
+    parser.add_argument("--small", action="store_true", help="small sizes: a smoke run (see above)")
+    parser.add_argument("--no-memory", action="store_true", help="no memory rows for the layer and step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    SIZES = SMALL if args.small else FULL
     if args.child:
-        child_main(args.child, args.inputs, args.device)
+        child_main(args.child, args.inputs, args.device, args.autocast)
         return 0
     if not args.out:
         parser.error("--out DIR is required")
+    rows_wanted = [row.strip() for row in args.rows.split(",") if row.strip()]
+    unknown = sorted(set(rows_wanted) - set(ROWS))
+    if unknown or not rows_wanted:
+        parser.error(f"--rows: unknown {', '.join(unknown) or 'empty list'}; valid: {', '.join(ROWS)}")
+    if args.predict_points is None:
+        args.predict_points = SIZES.predict_points
     if args.quick:
         args.repeats, args.predict_points = 3, min(args.predict_points, 2_000_000)
     device = resolve_device(args.device)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict = {"device": device_name(device), "repeats": args.repeats}
+    results: dict = {
+        "device": device_name(device),
+        "repeats": args.repeats,
+        "autocast": args.autocast,
+        "rows": rows_wanted,
+        "sizes": "small" if args.small else "full",
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
     load = os.getloadavg()
     print(f"device {results['device']}; load average {load[0]:.1f} (other processes share the cores)")
 
-    room = generate_room(0, density=ROOM_DENSITY)
+    room = generate_room(0, density=SIZES.room_density)
     scene_set = room_scene_set(room)
     levels = calibrated_levels(scene_set, s3dis_config([40] * 5).levels(), SPHERE_RADIUS, percentile=90.0)
     caps = [spec.neighbour_cap for spec in levels]
@@ -386,59 +449,67 @@ def main(argv: list[str] | None = None) -> int:
     print(f"room: {len(room):,} points, {len(scene_set.clouds[0]):,} at {GRID} m; caps (90th pct) {caps}")
 
     rows: dict[str, dict] = {}
-    subsample = [median_time(lambda: grid_subsample(room, GRID), 1) for _ in range(args.repeats)]
-    rows["subsample_s"] = summary(subsample)
+    if "subsample" in rows_wanted:
+        subsample = [median_time(lambda: grid_subsample(room, GRID), 1) for _ in range(args.repeats)]
+        rows["subsample_s"] = summary(subsample)
 
-    samples = make_samples(scene_set, SPHERE_RADIUS, BATCH_POINTS, seed=0)
+    samples = make_samples(scene_set, SPHERE_RADIUS, SIZES.batch_points, seed=0)
     batch = build_batch(samples, levels)
-    rows["pyramid_s"] = summary(timings(lambda: build_batch(samples, levels), args.repeats, device))
     results["batch_points_per_level"] = [len(p) for p in batch.points]
+    if "pyramid" in rows_wanted:
+        rows["pyramid_s"] = summary(timings(lambda: build_batch(samples, levels), args.repeats, device))
 
-    inputs = layer_inputs(scene_set, levels, device)
-    runners = layer_runners(inputs)
-    layer_times: dict[str, list[float]] = {name: [] for name in runners}
-    for run in runners.values():
-        _once(run, device)  # warm-up
-    for _ in range(args.repeats):  # interleaved: the three see the same machine load
-        for name, run in runners.items():
-            layer_times[name].append(_once(run, device))
-    rows["kpconv_layer_s"] = summary(layer_times["ours"])
-    rows["kpconv_layer_naive_s"] = summary(layer_times["naive"])
-    rows["kpconv_layer_reference_s"] = summary(layer_times["reference"])
-    ratios = [n / o for n, o in zip(layer_times["naive"], layer_times["ours"], strict=True)]
-    ratios_ref = [n / o for n, o in zip(layer_times["reference"], layer_times["ours"], strict=True)]
-    results["kpconv_layer_speedup_vs_naive"] = summary(ratios)
-    results["kpconv_layer_speedup_vs_reference"] = summary(ratios_ref)
+    inputs = None
+    if "layer" in rows_wanted:
+        inputs = layer_inputs(scene_set, levels, device)
+        runners = layer_runners(inputs)
+        layer_times: dict[str, list[float]] = {name: [] for name in runners}
+        for run in runners.values():
+            _once(run, device)  # warm-up
+        for _ in range(args.repeats):  # interleaved: the three see the same machine load
+            for name, run in runners.items():
+                layer_times[name].append(_once(run, device))
+        rows["kpconv_layer_s"] = summary(layer_times["ours"])
+        rows["kpconv_layer_naive_s"] = summary(layer_times["naive"])
+        rows["kpconv_layer_reference_s"] = summary(layer_times["reference"])
+        ratios = [n / o for n, o in zip(layer_times["naive"], layer_times["ours"], strict=True)]
+        ratios_ref = [n / o for n, o in zip(layer_times["reference"], layer_times["ours"], strict=True)]
+        results["kpconv_layer_speedup_vs_naive"] = summary(ratios)
+        results["kpconv_layer_speedup_vs_reference"] = summary(ratios_ref)
+        del runners
 
-    step = training_step_runner(batch, caps, device)
-    rows["train_step_s"] = summary(timings(step, args.repeats, device))
-    del step
+    if "train" in rows_wanted:
+        step = training_step_runner(batch, caps, device, args.autocast)
+        rows["train_step_s"] = summary(timings(step, args.repeats, device))
+        del step
 
     with tempfile.TemporaryDirectory() as tmp:
-        layer_path = str(Path(tmp) / "layer.pt")
-        torch.save({key: (v.cpu() if torch.is_tensor(v) else v) for key, v in inputs.items()}, layer_path)
-        for name in ("ours", "naive"):
-            memory = run_child(f"layer-{name}", layer_path, device)
-            results[f"kpconv_layer_{name}_memory"] = memory
-        results["kpconv_layer_peak_mb"] = results["kpconv_layer_ours_memory"]["delta_mb"]
-        train_path = str(Path(tmp) / "train.pt")
-        torch.save({"batch": batch, "caps": caps}, train_path)
-        memory = run_child("train", train_path, device)
-        results["train_step_memory"] = memory
-        results["train_step_peak_mb"] = memory["peak_mb"]
-
-        cloud = tiled_cloud(room, args.predict_points)
-        cloud.labels = None
-        write_cloud(Path(tmp) / "cloud.ply", cloud)  # x y z float32, red green blue uint8
-        del cloud
-        predict_path = str(Path(tmp) / "inputs.npz")
-        np.savez(predict_path, caps=np.array(caps), feature_width=np.array(batch.features.shape[1]))
-        memory = run_child("predict", predict_path, device)
-    results["predict_points"] = args.predict_points
-    results["predict_s"] = memory["seconds"]
-    results["predict_points_per_s"] = args.predict_points / memory["seconds"]
-    results["predict_peak_mb"] = memory["peak_mb"]
-    results["predict_memory"] = memory
+        if inputs is not None and not args.no_memory:
+            layer_path = str(Path(tmp) / "layer.pt")
+            torch.save({key: (v.cpu() if torch.is_tensor(v) else v) for key, v in inputs.items()}, layer_path)
+            for name in ("ours", "naive"):
+                memory = run_child(f"layer-{name}", layer_path, device)
+                results[f"kpconv_layer_{name}_memory"] = memory
+            results["kpconv_layer_peak_mb"] = results["kpconv_layer_ours_memory"]["delta_mb"]
+        if "train" in rows_wanted and not args.no_memory:
+            train_path = str(Path(tmp) / "train.pt")
+            torch.save({"batch": batch, "caps": caps}, train_path)
+            memory = run_child("train", train_path, device, args.autocast)
+            results["train_step_memory"] = memory
+            results["train_step_peak_mb"] = memory["peak_mb"]
+        if "predict" in rows_wanted:
+            cloud = tiled_cloud(room, args.predict_points)
+            cloud.labels = None
+            write_cloud(Path(tmp) / "cloud.ply", cloud)  # x y z float32, red green blue uint8
+            del cloud
+            predict_path = str(Path(tmp) / "inputs.npz")
+            np.savez(predict_path, caps=np.array(caps), feature_width=np.array(batch.features.shape[1]))
+            memory = run_child("predict", predict_path, device, args.autocast)
+            results["predict_points"] = args.predict_points
+            results["predict_s"] = memory["seconds"]
+            results["predict_points_per_s"] = args.predict_points / memory["seconds"]
+            results["predict_peak_mb"] = memory["peak_mb"]
+            results["predict_memory"] = memory
     for key, row in rows.items():
         results[key] = row["median"]
         results[key.removesuffix("_s") + "_spread_s"] = [row["min"], row["max"]]
@@ -459,6 +530,8 @@ def _once(run, device: torch.device) -> float:
 
 def print_table(results: dict) -> None:
     def row(label: str, key: str, unit: str, scale: float = 1.0) -> None:
+        if key not in results:  # a row left out (--rows)
+            return
         value = results[key] * scale
         spread = results.get(key.removesuffix("_s") + "_spread_s")
         spread_text = f"{spread[0] * scale:.3f}-{spread[1] * scale:.3f}" if spread else ""
@@ -468,27 +541,34 @@ def print_table(results: dict) -> None:
         met = "" if target is None else ("met" if value <= target else "NOT met")
         print(f"{label:<44} {value:>10.3f} {unit:<4} {spread_text:>13} {ref_text:>9} {target_text:>10} {met}")
 
-    print(f"\n{'row':<44} {'ours':>10} {'':<4} {'spread':>13} {'reference':>9} {'target':>10}")
+    notes = [f"autocast {results['autocast']}"] if results.get("autocast", "none") != "none" else []
+    if results.get("sizes") == "small":
+        notes.append("small sizes: a smoke run, not comparable with the reference")
+    print(f"\n{results['device']}" + (f" ({'; '.join(notes)})" if notes else ""))
+    print(f"{'row':<44} {'ours':>10} {'':<4} {'spread':>13} {'reference':>9} {'target':>10}")
     row("grid subsampling 1M -> 4 cm", "subsample_s", "s")
     row("input pyramid, 40k points, 5 levels", "pyramid_s", "s")
     row("KPConv layer fwd+bwd (ours)", "kpconv_layer_s", "s")
     row("KPConv layer fwd+bwd (naive, same run)", "kpconv_layer_naive_s", "s")
     row("KPConv layer fwd+bwd (kpconv_reference)", "kpconv_layer_reference_s", "s")
-    speedup = results["kpconv_layer_speedup_vs_naive"]
-    print(
-        f"{'  speed-up vs naive (per-repeat ratios)':<44} {speedup['median']:>10.2f} x    "
-        f"{speedup['min']:.2f}-{speedup['max']:.2f}"
-    )
+    if "kpconv_layer_speedup_vs_naive" in results:
+        speedup = results["kpconv_layer_speedup_vs_naive"]
+        print(
+            f"{'  speed-up vs naive (per-repeat ratios)':<44} {speedup['median']:>10.2f} x    "
+            f"{speedup['min']:.2f}-{speedup['max']:.2f}"
+        )
     row("KPConv layer peak memory growth (ours)", "kpconv_layer_peak_mb", "MB")
-    naive_mb = results["kpconv_layer_naive_memory"]["delta_mb"]
-    print(f"{'KPConv layer peak memory growth (naive)':<44} {naive_mb:>10.1f} MB")
+    if "kpconv_layer_naive_memory" in results:
+        naive_mb = results["kpconv_layer_naive_memory"]["delta_mb"]
+        print(f"{'KPConv layer peak memory growth (naive)':<44} {naive_mb:>10.1f} MB")
     row("training step, S3DIS KPFCNN, 40k points", "train_step_s", "s")
     row("training step, process peak memory", "train_step_peak_mb", "MB")
-    print(
-        f"{'prediction, ' + format(results['predict_points'], ',') + ' points':<44} "
-        f"{results['predict_points_per_s']:>10.0f} pt/s ({results['predict_s']:.1f} s)"
-    )
-    print(f"{'prediction, process peak memory':<44} {results['predict_peak_mb']:>10.1f} MB")
+    if "predict_points_per_s" in results:
+        print(
+            f"{'prediction, ' + format(results['predict_points'], ',') + ' points':<44} "
+            f"{results['predict_points_per_s']:>10.0f} pt/s ({results['predict_s']:.1f} s)"
+        )
+        print(f"{'prediction, process peak memory':<44} {results['predict_peak_mb']:>10.1f} MB")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,50 @@
-"""Shared fixtures: the real sample data in ../shared/data (tests that need it skip when it is absent)."""
+"""Shared fixtures: the real sample data in ../shared/data (tests that need it skip when it is absent),
+and the device of the device-aware model tests (``--device cuda`` or DSP3D_TEST_DEVICE=cuda)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+DEVICE_VARIABLE = "DSP3D_TEST_DEVICE"
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption(
+        "--device",
+        default=None,
+        help=f"device of the device-aware model tests: cpu (default), cuda or cuda:N (or ${DEVICE_VARIABLE});"
+        " they compare what runs there with the CPU's results",
+    )
+
+
+def _device_name(config) -> str:
+    return config.getoption("--device") or os.environ.get(DEVICE_VARIABLE) or "cpu"
+
+
+def pytest_configure(config) -> None:
+    name = _device_name(config)
+    if name != "cpu":  # fail at once rather than skip: a device run that tests nothing must not pass
+        import torch
+
+        if not name.startswith("cuda") or not torch.cuda.is_available():
+            raise pytest.UsageError(
+                f"--device {name}: no such device here (torch {torch.__version__}, CUDA available:"
+                f" {torch.cuda.is_available()}); cpu, cuda and cuda:N are known"
+            )
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig):
+    """torch.device the device-aware tests run on (their references are computed on the CPU)."""
+    import torch
+
+    return torch.device(_device_name(pytestconfig))
+
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -225,6 +225,7 @@ class TrainConfig:
     log_every: int = 20  # steps between records in metrics.jsonl (and lines off a terminal)
     checkpoint_every: int = 50  # steps between resume checkpoints (checkpoints/last.pt); 0 = stage ends only
     max_bad_steps: int = 5  # non-finite losses in a row before the run stops
+    deterministic: bool = False  # CUDA: repeatable sums (torch's deterministic algorithms), for exact resume
 
 
 @dataclass

@@ -197,3 +197,26 @@ def test_loader_forks_its_workers_inside_a_spawned_process(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["spawn", "fork", "2"]
+
+
+def test_batches_are_pinned_for_cuda_training_only(scenes, monkeypatch):
+    from dsp3d.batching.loader import pins_batches
+
+    assert pins_batches(TrainConfig(device="auto")) == torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pins_batches(TrainConfig(device="auto")) and pins_batches(TrainConfig(device="cuda:1"))
+    assert not pins_batches(TrainConfig(device="cpu"))
+    train = TrainConfig(batch_points=2500, device="cpu")
+    loader = make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=None, seed=0)
+    assert not loader.pin_memory
+    loader = make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, None, 0, pin_memory=True)
+    assert loader.pin_memory
+
+
+def test_batch_to_copies_every_tensor(scenes):
+    train = TrainConfig(batch_points=2500, num_workers=0)
+    (batch,) = take(make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, DSPConfig(), seed=0), 1)
+    assert batch.to("cpu").points[0] is batch.points[0]  # already there: no copy
+    moved = batch.to("meta")  # another device: an unpinned tensor is copied synchronously
+    assert moved.points[0].device.type == "meta" and moved.points[0].shape == batch.points[0].shape
+    assert moved.pairs.device.type == "meta" and len(moved.neighbors) == len(batch.neighbors)

@@ -26,18 +26,18 @@ def test_kernel_points_are_deterministic_centred_and_spread():
     np.testing.assert_allclose(kernel_points(15), a.astype(np.float32))
 
 
-def test_layer_equals_brute_force_loop(brute_force):
+def test_layer_equals_brute_force_loop(brute_force, device):
     torch.manual_seed(0)
     layer = KPConv(3, 5, num_kernel_points=15, radius=0.5, extent=0.24)
     q_points, s_points, neighbors, features = small_problem()
     expected = brute_force(layer, q_points, s_points, neighbors, features)
-    got = layer(q_points, s_points, neighbors, features).detach().double().numpy()
+    inputs = [t.to(device) for t in (q_points, s_points, neighbors, features)]
+    layer.to(device)
+    got = layer(*inputs).detach().cpu().double().numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert np.abs(expected).max() > 0.1  # the neighbourhoods are really within reach of the kernel
-    reference = kpconv_reference(
-        q_points, s_points, neighbors, features, layer.kernel, layer.weights.detach(), layer.extent
-    )
-    np.testing.assert_allclose(reference.numpy(), expected, rtol=1e-5, atol=1e-6)
+    reference = kpconv_reference(*inputs, layer.kernel, layer.weights.detach(), layer.extent)
+    np.testing.assert_allclose(reference.cpu().numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_kernel_is_scaled_to_the_radius():
@@ -45,10 +45,10 @@ def test_kernel_is_scaled_to_the_radius():
     assert torch.isclose(layer.kernel.norm(dim=1).max(), torch.tensor(KERNEL_RADIUS_RATIO * 0.3))
 
 
-def test_shadow_neighbours_contribute_nothing():
+def test_shadow_neighbours_contribute_nothing(device):
     torch.manual_seed(1)
-    layer = KPConv(3, 4, num_kernel_points=15, radius=0.5, extent=0.24)
-    q_points, s_points, neighbors, features = small_problem(seed=1)
+    layer = KPConv(3, 4, num_kernel_points=15, radius=0.5, extent=0.24).to(device)
+    q_points, s_points, neighbors, features = (t.to(device) for t in small_problem(seed=1))
     all_shadow = torch.full_like(neighbors, len(s_points))
     assert torch.count_nonzero(layer(q_points, s_points, all_shadow, features)) == 0
     # Dropping the shadow columns changes nothing.
@@ -58,10 +58,11 @@ def test_shadow_neighbours_contribute_nothing():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_gradcheck_in_double(seed):
+def test_gradcheck_in_double(seed, device):
     torch.manual_seed(seed)
-    layer = KPConv(2, 3, num_kernel_points=5, radius=0.5, extent=0.3).double()
-    q_points, s_points, neighbors, features = small_problem(seed, n=10, m=4, h=4, cin=2, dtype=torch.float64)
+    layer = KPConv(2, 3, num_kernel_points=5, radius=0.5, extent=0.3).double().to(device)
+    problem = small_problem(seed, n=10, m=4, h=4, cin=2, dtype=torch.float64)
+    q_points, s_points, neighbors, features = (t.to(device) for t in problem)
     features.requires_grad_(True)
 
     def fn(x, w):

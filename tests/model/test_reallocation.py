@@ -3,13 +3,21 @@ import math
 import pytest
 import torch
 
-from dsp3d.model.dsp import DSPModel
+from dsp3d.model import reallocation
+from dsp3d.model.dsp import DSPModel, paired_point_mask
 from dsp3d.model.kpfcnn import KPFCNN
-from dsp3d.model.reallocation import CrossSampleReallocation, IntraSampleReallocation
+from dsp3d.model.reallocation import CrossSampleReallocation, IntraSampleReallocation, pair_partners
 
 
-def features(lengths, dim=6, seed=0):
-    return torch.randn(sum(lengths), dim, generator=torch.Generator().manual_seed(seed))
+def features(lengths, dim=6, seed=0, dtype=torch.float32):
+    return torch.randn(sum(lengths), dim, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.fixture(params=["loop", "masked"])
+def form(request, monkeypatch):
+    """Runs a test with each way of computing the modules (reallocation.py's doc), on any device."""
+    monkeypatch.setattr(reallocation, "use_masked", lambda features: request.param == "masked")
+    return request.param
 
 
 def test_weights_start_at_scaled_identity():
@@ -46,11 +54,11 @@ def test_csfr_rows_sum_to_one_over_the_other_sample():
     torch.testing.assert_close(to_j, torch.softmax(affinity.T, 1))
 
 
-def test_csfr_rebuilds_each_pair_member_from_its_partner():
-    module = CrossSampleReallocation(6)
+def test_csfr_rebuilds_each_pair_member_from_its_partner(form, device):
+    module = CrossSampleReallocation(6).to(device)
     lengths = [7, 4, 5]
-    f = features(lengths)
-    out = module(f, torch.tensor(lengths), torch.tensor([[0, 1]]))
+    f = features(lengths).to(device)
+    out = module(f, torch.tensor(lengths, device=device), torch.tensor([[0, 1]], device=device))
     assert out.shape == f.shape
     to_i, to_j = module.pair_weights(f[:7], f[7:11])
     torch.testing.assert_close(out[:7], to_i @ f[7:11])
@@ -58,16 +66,80 @@ def test_csfr_rebuilds_each_pair_member_from_its_partner():
     torch.testing.assert_close(out[11:], f[11:])  # a sample in no pair is left as it is
 
 
-def test_isfr_rows_sum_to_one_within_the_sample():
-    module = IntraSampleReallocation(6)
+def test_isfr_rows_sum_to_one_within_the_sample(form, device):
+    module = IntraSampleReallocation(6).to(device)
     lengths = [5, 3]
-    f = features(lengths)
+    f = features(lengths).to(device)
     weights = module.weights(f[:5], f[:5])
     assert weights.shape == (5, 5)
-    torch.testing.assert_close(weights.sum(1), torch.ones(5))
-    out = module(f, torch.tensor(lengths))
+    torch.testing.assert_close(weights.sum(1), torch.ones(5, device=device))
+    out = module(f, torch.tensor(lengths, device=device))
     torch.testing.assert_close(out[:5], weights @ f[:5])  # no residual connection
     torch.testing.assert_close(out[5:], module.weights(f[5:], f[5:]) @ f[5:])
+
+
+def test_pair_partners_follow_the_loops_assignment_order():
+    # Pairs (0, 1) and (3, 3) (a sample paired with itself: the test spheres' odd one out); 2 in none.
+    partner, second = pair_partners(5, torch.tensor([[0, 1], [3, 3]]))
+    assert partner.tolist() == [1, 0, -1, 3, -1] and second.tolist() == [False, True, False, True, False]
+    # A sample in two pairs takes the last one: (0, 1) then (1, 2) leaves 1 as the first member of (1, 2).
+    partner, second = pair_partners(3, torch.tensor([[0, 1], [1, 2]]))
+    assert partner.tolist() == [1, 2, 1] and second.tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize("affinity", ["bilinear", "cosine"])
+@pytest.mark.parametrize(
+    "lengths, pairs",
+    [
+        ([7, 4, 5, 3], [[0, 1], [2, 3]]),  # the training batches' layout
+        ([7, 4, 5, 0, 6], [[1, 0], [4, 4]]),  # reversed pair, self pair, unpaired and empty samples
+        ([3, 5, 4], [[0, 1], [1, 2]]),  # a sample in two pairs: the last one wins
+    ],
+)
+def test_masked_form_equals_the_loop_values_and_gradients(device, affinity, lengths, pairs):
+    """The masked [N, N] form (CUDA's) against the loop over samples (the CPU's), float64: values and the
+    gradients of the features and of W, for CSFR and ISFR."""
+    torch.manual_seed(0)
+    cross, intra = CrossSampleReallocation(6, affinity), IntraSampleReallocation(6, affinity)
+    with torch.no_grad():  # away from the identity, so that W and W^T differ
+        cross.weight.add_(0.3 * torch.randn(6, 6))
+        intra.weight.add_(0.3 * torch.randn(6, 6))
+    lengths_t, pairs_t = torch.tensor(lengths, device=device), torch.tensor(pairs, device=device)
+    f = features(lengths, dtype=torch.float64).to(device)
+    grad = torch.linspace(-1, 1, f.numel(), dtype=torch.float64, device=device).view_as(f)
+
+    def run(module, masked, *args):
+        module.weight.grad = None
+        x = f.clone().requires_grad_(True)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(reallocation, "use_masked", lambda features: masked)
+            out = module(x, *args)
+        out.backward(grad)
+        return out.detach(), x.grad, module.weight.grad.clone()
+
+    for module, args in ((cross, (lengths_t, pairs_t)), (intra, (lengths_t,))):
+        module = module.double().to(device)
+        results = [run(module, False, *args), run(module, True, *args)]
+        for loop_result, masked_result in zip(*results, strict=True):
+            torch.testing.assert_close(masked_result, loop_result, rtol=1e-12, atol=1e-12)
+        assert torch.isfinite(results[1][1]).all()  # rows in no pair leave no NaN in the gradient
+
+
+def test_masked_form_is_the_default_off_the_cpu_for_small_batches():
+    f = features([3, 4])
+    assert not reallocation.use_masked(f)  # the CPU keeps the loop (results unchanged)
+    meta = torch.empty(10, 6, device="meta")
+    assert reallocation.use_masked(meta)
+    big = torch.empty(reallocation.MASKED_MAX_POINTS + 1, 6, device="meta")
+    assert not reallocation.use_masked(big)
+
+
+def test_paired_point_mask_with_a_known_total(device):
+    lengths = torch.tensor([2, 3, 1], device=device)
+    pairs = torch.tensor([[0, 2]], device=device)
+    expected = [True, True, False, False, False, True]
+    assert paired_point_mask(lengths, pairs).tolist() == expected
+    assert paired_point_mask(lengths, pairs, 6).tolist() == expected
 
 
 def dsp_model(levels, seed=0):
@@ -248,17 +320,18 @@ def test_unknown_aux_gradients_is_an_error(pair_batch, levels):
         dsp_model(levels)(pair_batch, intra=True, aux_gradients="decoder")
 
 
-def test_shared_class_rows_keep_points_whose_class_the_partner_has():
+def test_shared_class_rows_keep_points_whose_class_the_partner_has(device):
     from dsp3d.model.dsp import shared_class_rows
 
     # Samples 0 and 1 pair up; sample 2 is alone. 3 classes.
-    lengths = torch.tensor([3, 2, 2])
-    predicted = torch.tensor([0, 1, 2, 1, 0, 0, 1])
+    lengths = torch.tensor([3, 2, 2], device=device)
+    predicted = torch.tensor([0, 1, 2, 1, 0, 0, 1], device=device)
     basic = torch.nn.functional.one_hot(predicted, 3).float()
-    labels = torch.tensor([0, 1, 2, 1, 2, 0, 1])
-    weak = torch.tensor([True, False, True, True, True, True, True])
+    labels = torch.tensor([0, 1, 2, 1, 2, 0, 1], device=device)
+    weak = torch.tensor([True, False, True, True, True, True, True], device=device)
+    weak[1], labels[1] = True, -1  # a weak point of unknown label (-1) is no class
     # Labelled classes: sample 0 {0, 2}, sample 1 {1, 2}.
-    rows = shared_class_rows(basic, labels, weak, lengths, torch.tensor([[0, 1]]))
+    rows = shared_class_rows(basic, labels, weak, lengths, torch.tensor([[0, 1]], device=device))
     # Sample 0 points predicted 0, 1, 2 against {1, 2}; sample 1 predicted 1, 0 against {0, 2}.
     assert rows.tolist() == [False, True, True, False, True, False, False]
 

@@ -1,6 +1,7 @@
 """Training end to end on small generated rooms: stages, export, and a run that really learns."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -164,3 +165,18 @@ def test_an_optimiser_state_of_the_one_group_layout_loads_when_w_is_decayed():
     assert torch.equal(
         optimizer.state[model.isfr.weight]["momentum_buffer"], torch.ones_like(model.isfr.weight)
     )
+
+
+def test_deterministic_training_turns_on_torchs_deterministic_algorithms(monkeypatch):
+    assert load_config(None, ["train.deterministic=true"]).train.deterministic
+    assert not TrainConfig().deterministic  # off by default: torch's setting is left alone
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # restored (or removed) at the end of the test
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    trainer.use_deterministic_algorithms(False)
+    assert calls == [] and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    trainer.use_deterministic_algorithms(True)
+    # warn_only: an operation without a deterministic version warns instead of stopping a long run
+    assert calls == [((True,), {"warn_only": True})]
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"

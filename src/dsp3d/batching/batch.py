@@ -50,12 +50,21 @@ class Batch:
     def num_samples(self) -> int:
         return len(self.lengths[0])
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        """A copy with every tensor on ``device``."""
+    def to(self, device: torch.device | str, non_blocking: bool | None = None) -> Batch:
+        """A copy with every tensor on ``device``.
+
+        non_blocking: None copies a tensor asynchronously when it is in pinned memory (the training
+        loader pins its batches for CUDA, see batching/loader.py), so that the copy overlaps the host's
+        next work; torch's pinned-memory allocator keeps the source until the copy is done.
+        """
+        to_device = torch.device(device).type != "cpu"
 
         def move(value):
             if isinstance(value, torch.Tensor):
-                return value.to(device, non_blocking=non_blocking)
+                overlap = non_blocking
+                if overlap is None:
+                    overlap = to_device and value.device.type == "cpu" and value.is_pinned()
+                return value.to(device, non_blocking=overlap)
             if isinstance(value, list):
                 return [move(v) for v in value]
             return value

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.spatial import cKDTree
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -182,6 +183,7 @@ def make_train_loader(
     picker: str = "potential",
     start: int = 0,
     rank: int = 0,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
     """An endless DataLoader of training Batches (spheres of data_cfg.sphere_radius).
 
@@ -192,6 +194,8 @@ def make_train_loader(
     the stream then continues exactly where a run stopped after ``start`` steps.
     rank: data-parallel training (dsp3d.training.distributed): rank r > 0 draws its own stream, seeded by
     (seed, r); rank 0 draws the single-process one. Each rank's batches hold whole pairs.
+    pin_memory: batches in pinned memory (the loader's pinning thread, beside the training step), so that
+    ``Batch.to(cuda)`` copies them asynchronously; None: when training goes to CUDA (pins_batches).
     """
     planner = SphereBatchPlanner(
         scene_set, data_cfg.sphere_radius, train_cfg, pairs, seed, picker, start, rank
@@ -203,6 +207,7 @@ def make_train_loader(
         sampler=planner,
         num_workers=workers,
         collate_fn=_keep,
+        pin_memory=pins_batches(train_cfg) if pin_memory is None else pin_memory,
         # Not persistent: a persistent loader keeps its iterator, so its workers outlive the stage until the
         # loader is collected (in an ablation worker process: until that process exits). A stage iterates
         # its loader once; when its loop ends the iterator goes and shuts the workers down.
@@ -211,6 +216,12 @@ def make_train_loader(
         multiprocessing_context=worker_start_method() if workers > 0 else None,
         worker_init_fn=quiet_disconnects if workers > 0 else None,
     )
+
+
+def pins_batches(train_cfg: TrainConfig) -> bool:
+    """Whether training batches go to CUDA (train.device cuda, cuda:N, or auto on a CUDA machine), where
+    pinned batches copy asynchronously."""
+    return train_cfg.device != "cpu" and torch.cuda.is_available()
 
 
 def quiet_disconnects(worker_id: int) -> None:

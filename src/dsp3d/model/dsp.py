@@ -134,7 +134,7 @@ class DSPModel(nn.Module):
                 crossed = self.csfr(features, lengths, batch.pairs)
                 with self.branch_statistics("cross"):
                     out.cross = self.backbone.decode(crossed, aux_encoded, batch)
-                out.cross_rows = paired_point_mask(batch.lengths[0], batch.pairs)
+                out.cross_rows = paired_point_mask(batch.lengths[0], batch.pairs, len(batch.points[0]))
             if intra:
                 reallocated = self.isfr(features, lengths)
                 with self.branch_statistics("intra"):
@@ -156,11 +156,13 @@ def frozen_parameters(parameters: list[nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def paired_point_mask(lengths: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-    """bool [sum(lengths)]: True for the points of samples that appear in a pair."""
+def paired_point_mask(lengths: torch.Tensor, pairs: torch.Tensor, total: int | None = None) -> torch.Tensor:
+    """bool [sum(lengths)]: True for the points of samples that appear in a pair.
+
+    total: sum(lengths) when the caller knows it (on a GPU, repeat_interleave would read it back)."""
     in_pair = torch.zeros(len(lengths), dtype=torch.bool, device=lengths.device)
     in_pair[pairs.reshape(-1)] = True
-    return torch.repeat_interleave(in_pair, lengths)
+    return torch.repeat_interleave(in_pair, lengths, output_size=total)
 
 
 def shared_class_rows(
@@ -177,18 +179,19 @@ def shared_class_rows(
     asking that reconstruction to decode as the point's own class pushes the partner's features towards
     a class they are not (the paper's "uncommon classes", section 3.2).
     """
+    # Written without boolean-mask indexing, whose result size a GPU would have to report to the host.
     num_classes = basic.shape[1]
-    sample = torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
+    samples = torch.arange(len(lengths), device=lengths.device)
+    sample = torch.repeat_interleave(samples, lengths, output_size=len(basic))
     labelled = weak_mask & (labels >= 0)
-    # has[b, c]: sample b has a weak label of class c.
-    has = torch.zeros(len(lengths), num_classes, dtype=torch.bool, device=basic.device)
-    has[sample[labelled], labels[labelled]] = True
+    # has[b, c]: sample b has a weak label of class c (counts of such points > 0).
+    counts = torch.zeros(len(lengths) * num_classes, dtype=torch.int64, device=basic.device)
+    counts.index_add_(0, sample * num_classes + labels.clamp(min=0), labelled.long())
+    has = (counts > 0).view(len(lengths), num_classes)
     partner = torch.full((len(lengths),), -1, dtype=torch.long, device=basic.device)
     partner[pairs[:, 0]] = pairs[:, 1]
     partner[pairs[:, 1]] = pairs[:, 0]
     point_partner = partner[sample]
     in_pair = point_partner >= 0
     predicted = basic.detach().argmax(1)
-    rows = torch.zeros_like(in_pair)
-    rows[in_pair] = has[point_partner[in_pair], predicted[in_pair]]
-    return rows
+    return in_pair & has[point_partner.clamp(min=0), predicted]

@@ -4,7 +4,8 @@ Autograd's default for ``x[index]`` is an accumulating ``index_put_`` into a zer
 ``x[neighbors].max(dim=1)`` it also builds and scatters the whole [M, H, C] gather; on the CPU these were
 a quarter of a training step (benchmarks/bench_speed.py). Here the backward passes only scatter the
 [M, C] values that matter, with ``index_add_``, and the [M, H, C] gather of the max-pool is never held
-whole (chunks of queries).
+whole (chunks of queries). On CUDA, ``index_add_`` sums in an unspecified order (atomics) unless
+``torch.use_deterministic_algorithms(True)`` is on (``train.deterministic``): then it is a sorted sum.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# Values of one chunk of the max-pool gather ([queries, H, C]): about 1 MB, so the chunk stays in cache.
+# Values of one chunk of the max-pool gather ([queries, H, C]): about 1 MB on the CPU, so the chunk stays in
+# cache; on other devices a chunk costs kernel launches instead (at 1 MB, hundreds per pooling layer of a
+# 40k-point batch), so there it bounds the temporaries only (about 256 MB).
 POOL_CHUNK_VALUES = 1 << 18
+DEVICE_POOL_CHUNK_VALUES = 1 << 26
 
 
 def _take_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -60,7 +64,8 @@ class _NeighbourMax(torch.autograd.Function):
         # so in the narrowest integer type that holds H.
         rank_dtype = torch.uint8 if h_count < 256 else torch.int32
         rank = torch.arange(h_count, 0, -1, device=x.device, dtype=rank_dtype)[:, None]
-        step = max(1, POOL_CHUNK_VALUES // max(1, h_count * c_count))
+        chunk_values = POOL_CHUNK_VALUES if x.device.type == "cpu" else DEVICE_POOL_CHUNK_VALUES
+        step = max(1, chunk_values // max(1, h_count * c_count))
         for start in range(0, m_count, step):
             rows = neighbors[start : start + step]
             values = _take_rows(padded, rows)  # [m, H, C]

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from dsp3d.model.kernel_graph import KPConvFunction, kernel_graph
+from dsp3d.model.kernel_graph import KernelKeyCache, KPConvFunction, kernel_graph
 from dsp3d.model.kernel_points import kernel_points
 
 # Kernel points sit in a ball of this fraction of the convolution radius (KPConv's own choice, 0.66):
@@ -86,6 +86,9 @@ class KPConv(nn.Module):
         # Fan-in of one output is K x C_in inputs (each weighted by an influence <= 1).
         bound = 1.0 / math.sqrt(num_kernel_points * in_channels)
         nn.init.uniform_(self.weights, -bound, bound)
+        # The kernel's coordinates on the host, read once (on a GPU a read waits for the device): layers
+        # with equal kernels share their graphs inside kernel_graph.shared_graphs().
+        self.graph_key = KernelKeyCache()
 
     def forward(
         self, q_points: torch.Tensor, s_points: torch.Tensor, neighbors: torch.Tensor, features: torch.Tensor
@@ -97,7 +100,14 @@ class KPConv(nn.Module):
         # bfloat16's 3 digits, and the sparse sums accumulate in the features' dtype.
         compute = torch.float64 if features.dtype == torch.float64 else torch.float32
         graph = kernel_graph(
-            q_points, s_points, neighbors, self.kernel, self.extent, compute, SHADOW_DISTANCE
+            q_points,
+            s_points,
+            neighbors,
+            self.kernel,
+            self.extent,
+            compute,
+            SHADOW_DISTANCE,
+            key=self.graph_key(self.kernel),
         )
         with torch.autocast(device_type=features.device.type, enabled=False):
             out = KPConvFunction.apply(features.to(compute), self.weights.to(compute), graph)

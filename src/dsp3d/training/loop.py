@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -61,6 +62,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def use_deterministic_algorithms(enabled: bool) -> None:
+    """train.deterministic: torch's deterministic algorithms from here on in this process, so that a run
+    resumed on CUDA reaches the bits of an uninterrupted one (index_add_ becomes a sorted sum, cuBLAS gets
+    the fixed workspace this needs: set before the process's first CUDA matrix product). An operation
+    with no deterministic version warns rather than stops the run. False leaves torch's setting alone;
+    the CPU's operations are deterministic either way."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA when present; under torchrun, ``cuda`` is the rank's own GPU (cuda:LOCAL_RANK)."""
     if name == "auto":
@@ -85,6 +97,7 @@ def train(
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
+    use_deterministic_algorithms(config.train.deterministic)
     model = build_model(config, scenes.feature_dim, scenes.num_classes).to(device)
     stages = METHOD_STAGES[config.train.method]
     state, reports, resumed = StageState(stage=0), [], None
