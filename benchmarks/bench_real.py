@@ -39,8 +39,8 @@ def dataset_config(name: str, args: argparse.Namespace, extra: list[str] | None 
     from dsp3d.config import load_config
 
     path, root = DATASETS[name]
-    overrides = [f"data.root={root}", f"data.ratio={args.ratio}", "train.num_workers=1", *args.overrides]
-    return load_config(path, overrides + (extra or []))
+    overrides = [f"data.root={root}", f"data.ratio={args.ratio}", "train.num_workers=1", *(extra or [])]
+    return load_config(path, overrides + args.overrides)  # the command line's --set last: it wins
 
 
 def per_class_markdown(out: Path, modes: list[str], seeds: int, class_names: list[str]) -> str:

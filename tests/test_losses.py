@@ -95,3 +95,54 @@ def test_balanced_cross_entropy_gives_every_labelled_class_the_same_total_weight
     assert balanced.seg.item() == pytest.approx(plain.seg.item())  # the basic branch is never balanced
     assert balanced.seg_intra.item() == pytest.approx(weak_cross_entropy(intra, labels, mask, True).item())
     assert balanced.seg_intra.item() != pytest.approx(plain.seg_intra.item())
+
+
+# The losses of the other weak-supervision methods, on small exact inputs.
+
+
+def test_confident_pseudo_labels_count_only_where_the_teacher_is_sure():
+    from dsp3d.losses import confident_pseudo_label_loss
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 3.0]], requires_grad=True)
+    teacher = torch.tensor([[0.95, 0.05], [0.6, 0.4], [0.05, 0.95]])
+    rows = torch.tensor([True, True, True])
+    loss, kept = confident_pseudo_label_loss(logits, teacher, rows, threshold=0.9)
+    # points 0 and 2 are confident (targets 0 and 1); point 1 adds 0 but counts in the mean
+    expected = (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-3))) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6) and kept.item() == pytest.approx(2 / 3)
+    loss.backward()
+    assert torch.count_nonzero(logits.grad[1]) == 0 and torch.count_nonzero(logits.grad[0]) == 2
+    none, share = confident_pseudo_label_loss(logits, teacher, torch.zeros(3, dtype=torch.bool), 0.9)
+    assert none.item() == 0.0 and share.item() == 0.0
+
+
+def test_soft_cross_entropy_is_h_p_q_and_trains_both_sides():
+    from dsp3d.losses import soft_cross_entropy
+
+    logits = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, -5.0]], requires_grad=True)
+    probs = torch.tensor([[0.25, 0.75], [1.0, 0.0], [0.5, 0.5]], requires_grad=True)
+    rows = torch.tensor([True, True, False])  # point 2 is labelled: not part of the loss
+    loss = soft_cross_entropy(logits, probs, rows)
+    expected = (math.log(2) + math.log(1 + math.exp(-1))) / 2  # H(p, q) of points 0 and 1
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert torch.count_nonzero(logits.grad[:2]) == 4 and torch.count_nonzero(logits.grad[2]) == 0
+    assert torch.count_nonzero(probs.grad[:2]) == 4  # no stop-gradient on the pseudo-labels (ERDA)
+
+
+def test_prototypes_start_at_the_first_mean_then_move_by_momentum():
+    from dsp3d.losses import prototype_probabilities, updated_prototypes
+
+    embeddings = torch.tensor([[3.0, 0.0], [0.0, 2.0], [0.0, 5.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1, 1, 0])
+    rows = torch.tensor([True, True, True, False])
+    prototypes, seen = updated_prototypes(
+        torch.zeros(3, 2), embeddings, labels, rows, momentum=0.9, seen=torch.zeros(3, dtype=torch.bool)
+    )
+    torch.testing.assert_close(prototypes, torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    assert seen.tolist() == [True, True, False]
+    again, _ = updated_prototypes(prototypes, torch.tensor([[0.0, 4.0]]), labels[:1], rows[:1], 0.9, seen)
+    torch.testing.assert_close(again[0], torch.tensor([0.9, 0.1]))
+    probs = prototype_probabilities(torch.tensor([[2.0, 0.0]]), prototypes[:2], temperature=0.5)
+    # cosine 1 to class 0, 0 to class 1: softmax([2, 0])
+    torch.testing.assert_close(probs, torch.softmax(torch.tensor([[2.0, 0.0]]), dim=1))

@@ -163,7 +163,7 @@ class ERDAObjective(StageObjective):
         options, width = self.config.erda, model.backbone.widths[0]
         device = next(model.parameters()).device
         generator = torch.Generator().manual_seed(self.config.train.seed)
-        projection = nn.Linear(width, options.dimension)
+        projection = torch.nn.utils.skip_init(nn.Linear, width, options.dimension)  # no global draw
         bound = 1 / width**0.5  # nn.Linear's own initialisation range
         with torch.no_grad():
             start = torch.empty(options.dimension, width).uniform_(-bound, bound, generator=generator)
