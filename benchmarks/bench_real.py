@@ -72,7 +72,7 @@ def run_tables(args: argparse.Namespace) -> int:
         config = dataset_config(name, args, [f"train.steps={args.steps}", "train.val_every=0"])
         out = Path(args.out) / name
         print(f"\n== {name}: {', '.join(modes)} x {args.seeds} seeds, {args.steps} steps per run ==")
-        ablation = run_ablation(config, modes, args.seeds, out, print, jobs=args.jobs, threads=1)
+        ablation = run_ablation(config, modes, args.seeds, out, jobs=args.jobs, threads=1)
         table = (out / "ablation.md").read_text()
         classes = list(
             json.loads((out / next(iter(ablation["rows"])) / "seed0" / "results.json").read_text())[
@@ -111,16 +111,14 @@ def run_curve(args: argparse.Namespace) -> int:
         f"== {name}: baseline, validation every {args.every} of {args.curve_steps} steps, "
         f"{args.seeds} seeds =="
     )
-    run_ablation(long, ("baseline",), args.seeds, out / "long", print, jobs=args.jobs, threads=1)
+    run_ablation(long, ("baseline",), args.seeds, out / "long", jobs=args.jobs, threads=1)
     curve = {
         seed: validation_records(out / "long" / "baseline" / f"seed{seed}") for seed in range(args.seeds)
     }
     budgets = {}
     for steps in args.budgets:
         config = dataset_config(name, args, [f"train.steps={steps}", f"train.val_every={steps}"])
-        run_ablation(
-            config, ("baseline",), args.seeds, out / f"budget{steps}", print, jobs=args.jobs, threads=1
-        )
+        run_ablation(config, ("baseline",), args.seeds, out / f"budget{steps}", jobs=args.jobs, threads=1)
         budgets[steps] = [
             validation_records(out / f"budget{steps}" / "baseline" / f"seed{seed}")[-1][1]
             for seed in range(args.seeds)
@@ -180,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    from dsp3d import progress
+
+    progress.setup()  # dsp3d's messages and progress lines on this terminal or log
     args.datasets = ["scannet", "s3dis"] if args.dataset == "both" else [args.dataset]
     args.budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
     missing = [str(DATASETS[name][1]) for name in args.datasets if not DATASETS[name][1].is_dir()]
