@@ -82,7 +82,8 @@ def test_the_training_line_keeps_the_step_and_the_eta_in_80_columns():
     )
 
 
-def test_off_a_terminal_a_task_logs_a_plain_line_at_intervals(clock, caplog):
+def test_off_a_terminal_a_task_logs_a_plain_line_at_intervals(clock, caplog, monkeypatch):
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 5.0)
     with (
         caplog.at_level(logging.INFO, logger="dsp3d"),
         progress.task("points", total=1000, unit="pts") as task,

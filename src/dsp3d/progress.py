@@ -33,7 +33,7 @@ from rich.live import Live
 from rich.text import Text
 
 log = logging.getLogger("dsp3d")
-PLAIN_INTERVAL_S = 5.0  # off a terminal: a task's line at most this often
+PLAIN_INTERVAL_S = 30.0  # off a terminal (logs, CI): a task's line at most this often
 REFRESH_PER_S = 4
 
 
