@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from dsp3d.config import DSPConfig, load_config
+from dsp3d.config import DEMO_STEPS, DSPConfig, load_config
+from dsp3d.workflow.demo import DEMO_METHODS, demo_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-PAPER = sorted(p for p in CONFIGS.glob("*.yaml") if not p.stem.endswith("_sample"))
+# The rows of the paper's tables: the datasets' configs but their CPU-sized samples.
+PAPER = sorted(
+    p
+    for p in CONFIGS.glob("*.yaml")
+    if p.stem.startswith(("s3dis_", "scannet_")) and not p.stem.endswith("_sample")
+)
 
 
 def test_every_row_of_tables_4_and_5_has_a_config():
@@ -61,3 +68,16 @@ def test_scannet_sample_config():
     assert config.train.method == "csfr-isfr" and config.train.steps == 3000
     s3dis = load_config(CONFIGS / "s3dis_sample.yaml")
     assert s3dis.data.test_scenes == ["Area_6/office_1"] and s3dis.model == config.model
+
+
+def test_synthetic_config_is_the_demos_dsp_run():
+    """configs/synthetic.yaml trains what `dsp3d demo` trains as its dsp run (ratio 0.01, seed 0)."""
+    demo = demo_config(0.01, 0, DEMO_STEPS, 0.0)
+    dsp = dataclasses.replace(demo, train=dataclasses.replace(demo.train, method=DEMO_METHODS["dsp"]))
+    assert load_config(CONFIGS / "synthetic.yaml") == dsp
+    assert dsp.data.dataset == "synthetic" and dsp.train.steps == 600 and dsp.train.method == "csfr-isfr"
+
+
+def test_every_config_file_is_tested():
+    named = {"synthetic", "scannet_sample", "s3dis_sample"}
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == {p.stem for p in PAPER} | named

@@ -34,6 +34,8 @@ from dsp3d.methods import (
 # that every run trains as long on any machine.
 DEMO_STEPS = 600
 DATASETS = ("synthetic", "s3dis", "scannet", "folder")
+# train.loggers: the experiment trackers a run can log to besides metrics.jsonl (dsp3d.training.loggers)
+LOGGERS = ("tensorboard", "wandb")
 # model.neighbour_caps calibrated from data: "auto" (DEFAULT_CAPS_LEVELS levels) or "auto:N" (N levels).
 AUTO_CAPS = re.compile(r"auto(?::(\d+))?")
 DEFAULT_CAPS_LEVELS = 4
@@ -226,6 +228,8 @@ class TrainConfig:
     checkpoint_every: int = 50  # steps between resume checkpoints (checkpoints/last.pt); 0 = stage ends only
     max_bad_steps: int = 5  # non-finite losses in a row before the run stops
     deterministic: bool = False  # CUDA: repeatable sums (torch's deterministic algorithms), for exact resume
+    # experiment trackers fed besides metrics.jsonl: tensorboard, wandb (offline unless WANDB_MODE is set)
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass
@@ -417,6 +421,11 @@ def validate(config: Config) -> Config:
         (t.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0"),
         (t.max_bad_steps > 0, "train.max_bad_steps", "must be > 0"),
         (
+            set(t.loggers) <= set(LOGGERS),
+            "train.loggers",
+            f"entries must be among {', '.join(LOGGERS)}, got {sorted(set(t.loggers) - set(LOGGERS))}",
+        ),
+        (
             t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
             "train.device",
             "must be auto, cpu, cuda or cuda:N",
@@ -585,10 +594,15 @@ def to_dict(config: Config) -> dict:
     return dataclasses.asdict(config)
 
 
+def config_yaml(config: Config) -> str:
+    """The YAML of ``config``, as config.yaml holds it (sections in their order)."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
 def save_config(config: Config, path: str | Path) -> None:
     from dsp3d.io.atomic import atomic_write_text
 
-    atomic_write_text(yaml.safe_dump(to_dict(config), sort_keys=False), path)
+    atomic_write_text(config_yaml(config), path)
 
 
 def field_meanings(cls) -> dict[str, str]:

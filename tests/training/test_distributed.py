@@ -170,4 +170,7 @@ def test_two_gloo_processes_train_one_model_that_loads_in_one_process(small_data
         torch.set_num_threads(threads)
     saved = json.loads((run / "results.json").read_text())
     assert result["confusion"] == saved["confusion"]
-    assert lines[-1]["kind"] == "val" and lines[-1]["miou"] == pytest.approx(saved["miou"])
+    assert lines[-2]["kind"] == "val" and lines[-2]["miou"] == pytest.approx(saved["miou"])
+    # the test scores of every rank's scenes, once: rank 0 writes them as metrics.jsonl's last record
+    assert lines[-1]["kind"] == "test" and lines[-1]["miou"] == saved["miou"]
+    assert [line.get("kind") for line in lines].count("test") == 1

@@ -5,7 +5,9 @@ import logging
 import sys
 
 import pytest
+import yaml
 
+from dsp3d.config import load_config, to_dict
 from dsp3d.training import tensorboard
 from dsp3d.training.run_log import MetricsFile as RunFolder
 
@@ -135,5 +137,102 @@ def test_trained_runs_have_event_files(tiny_demo):
     assert "loss/cross_reg" not in baseline
     assert [step for step, _ in dsp["loss/total"]] == [1, 2, 3, 4]
     assert {"loss/cross_reg", "loss/seg_intra", "loss/self_reg"} <= set(dsp)
-    metrics = [json.loads(line) for line in (tiny_demo / "dsp" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tiny_demo / "dsp" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [r for r in records if "step" in r]
     assert [value for _, value in dsp["loss/total"]] == [round(r["loss"], 5) for r in metrics]
+    # the test scores of results.json close both logs
+    result = json.loads((tiny_demo / "dsp" / "results.json").read_text())
+    assert records[-1]["kind"] == "test" and records[-1]["miou"] == result["miou"]
+    assert records[-1]["per_class_iou"] == result["per_class_iou"]
+    assert dsp["test/miou"] == [(4, round(result["miou"], 5))]
+    assert dsp["test/oa"] == [(4, round(result["oa"], 5))]
+    scored = {name: iou for name, iou in result["per_class_iou"].items() if iou is not None}
+    assert {tag for tag in dsp if tag.startswith("test_iou/")} == {f"test_iou/{name}" for name in scored}
+
+
+def read_text_and_hparams(run_dir):
+    """(the ``config`` text, {hyper-parameter: value}, [metric tags]) of RUN_DIR/tensorboard."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.util import tensor_util
+
+    accumulator = event_accumulator.EventAccumulator(str(run_dir / "tensorboard"))
+    accumulator.Reload()
+    (text_event,) = accumulator.Tensors("config/text_summary")
+    text = tensor_util.make_ndarray(text_event.tensor_proto).item().decode()
+    content = accumulator.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    hparams = {}
+    for name, value in start.session_start_info.hparams.items():
+        kind = value.WhichOneof("kind")
+        hparams[name] = getattr(value, kind)
+    return text, hparams, [info.name.tag for info in experiment.experiment.metric_infos]
+
+
+def test_final_scores_and_config_read_back(tmp_path):
+    config = load_config(None, ["train.method=dsp", "train.lr=0.02"])
+    folder = RunFolder(tmp_path, config=config)
+    for record in (
+        step_record(1, "csfr", 1, 2.0),
+        step_record(1, "csfr", 2, 1.5),
+        step_record(2, "isfr", 2, 1.0),
+    ):
+        folder.write(record)
+    result = {
+        "miou": 42.5,
+        "oa": 88.0,
+        "per_class_iou": {"floor": 80.0, "wall": 5.0, "beam": None},
+        "branches": {"basic": 42.5, "cross": 40.0},
+        "confusion": [[1, 0], [0, 1]],
+        "training": [],
+    }
+    folder.log_final(result, config)
+    folder.close()
+    events = read_events(tmp_path)
+    # at the last step counted across stages (stage 2's step 2 is step 4)
+    assert events["test/miou"] == [(4, 42.5)] and events["test/oa"] == [(4, 88.0)]
+    assert events["test_iou/floor"] == [(4, 80.0)] and events["test_iou/wall"] == [(4, 5.0)]
+    assert "test_iou/beam" not in events
+    assert events["test_branch/cross"] == [(4, 40.0)]
+    text, hparams, metric_tags = read_text_and_hparams(tmp_path)
+    assert yaml.safe_load("\n".join(line[4:] for line in text.splitlines())) == to_dict(config)
+    assert hparams["train.lr"] == 0.02 and hparams["train.method"] == "csfr-isfr"
+    assert hparams["data.synthetic.train_rooms"] == 12 and hparams["data.features"] == "['ones', 'rgb']"
+    assert hparams["train.val_every"] == 0 and hparams["augment.rotate_z"] == 1.0  # torch: bools as numbers
+    assert sorted(metric_tags) == ["test/miou", "test/oa"]
+    # one run in TensorBoard: the hyper-parameters are in the run's own folder, not a sub-folder
+    assert not [path for path in (tmp_path / "tensorboard").iterdir() if path.is_dir()]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1] == {
+        "kind": "test",
+        "method": "csfr-isfr",
+        "miou": 42.5,
+        "oa": 88.0,
+        "per_class_iou": {"floor": 80.0, "wall": 5.0, "beam": None},
+        "branches": {"basic": 42.5, "cross": 40.0},
+    }
+    # A resumed run scores itself again: its earlier test record goes with the trimmed steps.
+    RunFolder(tmp_path).trim(1, 1)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(line["stage"], line["step"]) for line in lines] == [(1, 1), (1, 2)]
+
+
+def test_an_unscored_run_logs_no_test_scalars_and_no_loggers_write_no_events(tmp_path):
+    config = load_config(None, ["train.loggers=[]"])
+    folder = RunFolder(tmp_path, config=config)
+    folder.write(step_record(1, "baseline", 1, 1.0))
+    folder.log_final({"miou": None, "oa": None, "per_class_iou": {"floor": None}, "note": "none"}, config)
+    folder.close()
+    assert not (tmp_path / "tensorboard").exists()
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last == {"kind": "test", "method": "baseline", "miou": None, "oa": None,
+                    "per_class_iou": {"floor": None}, "note": "none"}  # fmt: skip
+
+    config = load_config(None)
+    folder = RunFolder(tmp_path / "scored", config=config)
+    folder.root.mkdir()
+    folder.write(step_record(1, "baseline", 1, 1.0))
+    folder.log_final({"miou": None, "oa": None, "per_class_iou": {"floor": None}}, config)
+    folder.close()
+    events = read_events(tmp_path / "scored")
+    assert "loss/total" in events and not [tag for tag in events if tag.startswith("test")]

@@ -43,10 +43,11 @@ def _ablate_args(tiny: list[str], out, *extra: str) -> list[str]:
 
 
 def _per_step_losses(run_dir) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [
-        {k: v for k, v in json.loads(line).items() if k not in ("points_per_s", "elapsed_s")}
-        for line in lines
+        {k: v for k, v in record.items() if k not in ("points_per_s", "elapsed_s")}
+        for record in records
+        if "step" in record  # not the test scores' record
     ]
 
 

@@ -86,14 +86,35 @@ def train(
     run_dir: str | Path,
     resume: bool = False,
     validate: Validator | None = None,
+    metrics: MetricsFile | None = None,
 ) -> tuple[DSPModel, list[StageReport]]:
     """Train every stage of ``config.train.method`` in ``run_dir``; ``resume`` continues from last.pt.
 
-    Under torchrun (an initialised process group, see dsp3d.training.distributed) every rank calls this:
-    the ranks train one model data-parallel, rank 0 alone writes ``run_dir``.
+    metrics: where the records go; None: ``RUN_DIR/metrics.jsonl`` and the trackers of
+    ``train.loggers``, closed at the end. One given stays open for its owner (dsp3d.workflow.run adds the
+    test scores to it). Under torchrun (an initialised process group, see dsp3d.training.distributed)
+    every rank calls this: the ranks train one model data-parallel, rank 0 alone writes ``run_dir``.
     """
     writes = distributed.current_world().is_main
-    metrics, checkpoints = MetricsFile(run_dir, writes), RunCheckpoints(run_dir, writes)
+    owned = metrics is None
+    metrics = MetricsFile(run_dir, writes, config) if owned else metrics
+    try:
+        return _train_stages(config, scenes, run_dir, resume, validate, metrics)
+    finally:
+        if owned:
+            metrics.close()
+
+
+def _train_stages(
+    config: Config,
+    scenes: SceneSet,
+    run_dir: str | Path,
+    resume: bool,
+    validate: Validator | None,
+    metrics: MetricsFile,
+) -> tuple[DSPModel, list[StageReport]]:
+    writes = distributed.current_world().is_main
+    checkpoints = RunCheckpoints(run_dir, writes)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     seed_everything(config.train.seed)
     device = resolve_device(config.train.device)
@@ -117,7 +138,6 @@ def train(
         state, resumed = StageState(stage=state.stage + 1, best_miou=state.best_miou), None
         # A stage end is a resume point too: the next stage starts from these weights, fresh optimiser.
         checkpoints.save_last(_checkpoint(model, None, {}, state, reports, mode))
-    metrics.close()
     return model, reports
 
 

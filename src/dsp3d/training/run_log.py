@@ -1,10 +1,11 @@
-"""What a training run reports: metrics.jsonl, TensorBoard event files and the terminal.
+"""What a training run reports: metrics.jsonl, the experiment trackers and the terminal.
 
 Every ``train.log_every`` steps (and at a stage's last step) the mean loss terms since the last record, the
 lr, the speed and the time go to ``RUN_DIR/metrics.jsonl`` (a JSON line per record, the file the tools
-read) and to the TensorBoard event log (dsp3d.training.tensorboard); off a terminal the same numbers are
-logged as a plain line. On a terminal a status line shows every step instead (dsp3d.progress). A
-validation adds a record of its own (``"kind": "val"``).
+read) and to the trackers of ``train.loggers`` (TensorBoard, Weights & Biases: dsp3d.training.loggers);
+off a terminal the same numbers are logged as a plain line. On a terminal a status line shows every step
+instead (dsp3d.progress). A validation adds a record of its own (``"kind": "val"``), and the finished
+run's test scores a last one (``"kind": "test"``, without a step).
 """
 
 from __future__ import annotations
@@ -16,35 +17,67 @@ from pathlib import Path
 
 import numpy as np
 
+from dsp3d.config import Config
 from dsp3d.io.atomic import atomic_write_text
 from dsp3d.progress import Field, Task, eta_seconds, format_count, format_duration, is_live
 from dsp3d.training import distributed
 from dsp3d.training.budget import StageState
+from dsp3d.training.loggers import RunLogger, final_record
 from dsp3d.training.tensorboard import TensorBoardLog
+from dsp3d.training.wandb_log import WandbLog
 
 log = logging.getLogger("dsp3d")
 DSP_TERMS = ("cross_reg", "seg_intra", "self_reg")
+# train.loggers -> how each tracker opens for a run folder (None: not available here, it said why)
+LOGGER_OPENERS = {"tensorboard": TensorBoardLog.open, "wandb": WandbLog.open}
+
+
+def open_loggers(run_dir: str | Path, config: Config | None) -> list[RunLogger]:
+    """The trackers of ``config.train.loggers`` (TensorBoard alone without a config) for ``run_dir``."""
+    names = config.train.loggers if config is not None else ["tensorboard"]
+    opened = (LOGGER_OPENERS[name](run_dir, config) for name in dict.fromkeys(names))
+    return [logger for logger in opened if logger is not None]
 
 
 class MetricsFile:
-    """``RUN_DIR/metrics.jsonl`` and the TensorBoard log beside it; writes: False makes every write a
-    no-op (the ranks > 0 of a data-parallel run: rank 0 writes)."""
+    """``RUN_DIR/metrics.jsonl`` and the trackers fed with it (``config.train.loggers``; TensorBoard without
+    a config); writes: False makes every write a no-op (the ranks > 0 of a data-parallel run: rank 0
+    writes)."""
 
-    def __init__(self, root: str | Path, writes: bool = True):
+    def __init__(self, root: str | Path, writes: bool = True, config: Config | None = None):
         self.root = Path(root)
         self.path = self.root / "metrics.jsonl"
         self.writes = writes
-        self.board = None  # TensorBoardLog, opened at the first record (training/tensorboard.py)
+        self.config = config
+        # opened at the first record, when metrics.jsonl says whether the run is fresh or resumed
+        self.loggers: list[RunLogger] | None = None
+
+    def _trackers(self) -> list[RunLogger]:
+        if self.loggers is None:
+            self.loggers = open_loggers(self.root, self.config)
+        return self.loggers
+
+    def _append(self, record: dict) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
 
     def write(self, record: dict) -> None:
         if not self.writes:
             return
-        if self.board is None:
-            self.board = TensorBoardLog.open(self.root) or False  # False: no event log (not installed)
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        if self.board:
-            self.board.write(record)
+        trackers = self._trackers()
+        self._append(record)
+        for tracker in trackers:
+            tracker.write(record)
+
+    def log_final(self, result: dict, config: Config) -> None:
+        """The finished run's test scores (a run's results.json) and its config: metrics.jsonl's last
+        record, and every tracker's final numbers."""
+        if not self.writes:
+            return
+        trackers = self._trackers()
+        self._append(final_record(result, config))
+        for tracker in trackers:
+            tracker.log_final(result, config)
 
     def start_fresh(self) -> None:
         """A new run in a folder: no record of an earlier one stays."""
@@ -52,7 +85,8 @@ class MetricsFile:
             self.path.unlink()
 
     def trim(self, stage: int, step: int) -> None:
-        """Drop records logged after the checkpoint a run resumes from (they will be logged again)."""
+        """Drop records logged after the checkpoint a run resumes from (they will be logged again), and
+        the test scores of a run that got that far (the run will score itself again)."""
         if not self.writes or not self.path.exists():
             return
         kept = []
@@ -61,14 +95,16 @@ class MetricsFile:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by the kill
+            if record.get("kind") == "test":
+                continue
             if (record.get("stage", 0), record.get("step", 0)) <= (stage + 1, step):
                 kept.append(line)
         atomic_write_text("".join(line + "\n" for line in kept), self.path)
 
     def close(self) -> None:
-        if self.board:
-            self.board.close()
-        self.board = None
+        for tracker in self.loggers or []:
+            tracker.close()
+        self.loggers = None
 
 
 class StageLog:

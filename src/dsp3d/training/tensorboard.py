@@ -5,7 +5,10 @@
 - ``loss/total``, ``loss/seg`` and the terms the stage trains (``loss/cross_reg`` with CSFR,
   ``loss/seg_intra`` and ``loss/self_reg`` with ISFR), means over each logging interval;
 - ``train/lr``, ``train/points_per_s``, ``train/stage`` (1, 2: where a stage starts);
-- ``val/miou``, ``val/oa`` and ``val_iou/<class>`` (percent) at each validation.
+- ``val/miou``, ``val/oa`` and ``val_iou/<class>`` (percent) at each validation;
+- at the end of the run, ``test/miou``, ``test/oa`` and ``test_iou/<class>`` (the held-out scenes'
+  scores, as results.json has them) at the last step, the config as text (``config``, its YAML) and as
+  hyper-parameters (TensorBoard's HPARAMS tab: one row per run, the settings beside the test scores).
 
 The x axis is the step counted across stages, as ``dsp3d plot`` draws it: a stage's steps follow the
 last step logged in the stage before it.
@@ -17,77 +20,40 @@ trimmed to its checkpoint) starts a new event file whose first event is TensorBo
 (SummaryWriter's documented ``purge_step``): TensorBoard then drops the events of earlier files from that
 step on, so the steps the killed process logged after the checkpoint are replaced by the replayed ones.
 
-The ``tensorboard`` package is optional: without it training runs as usual and a one-line warning says
-that no event files are written. Under torch.distributed only rank 0 writes.
+``tensorboard`` is a dependency of dsp3d; should it fail to import (a broken environment), training runs
+as usual and a one-line warning says that no event files are written. Under torch.distributed only rank
+0 writes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from pathlib import Path
+
+from dsp3d.config import Config, config_yaml
+from dsp3d.training.loggers import StageSteps, final_scalars, flat_config, is_rank_zero, record_scalars
 
 log = logging.getLogger("dsp3d")
 
 SUBDIR = "tensorboard"
-LOSS_TERMS = ("seg", "cross_reg", "seg_intra", "self_reg")
-OTHER_TERMS = ("pseudo", "erda")
 _warned = False
 
 
 def _summary_writer_class():
-    """torch's SummaryWriter, or None (with one warning per process) when tensorboard is missing."""
+    """torch's SummaryWriter, or None (with one warning per process) when tensorboard cannot be imported."""
     global _warned
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as error:
         if not _warned:
-            log.warning("no TensorBoard event files (%s); metrics.jsonl has the same numbers", error)
+            log.warning(
+                "no TensorBoard event files: tensorboard cannot be imported (%s; pip install tensorboard); "
+                "metrics.jsonl has the same numbers",
+                error,
+            )
             _warned = True
         return None
     return SummaryWriter
-
-
-def _is_rank_zero() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _read_records(metrics: Path) -> list[dict]:
-    records = []
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-            if isinstance(record, dict) and "step" in record:
-                records.append(record)
-    return records
-
-
-def _active_terms(mode: str) -> tuple[str, ...]:
-    from dsp3d.methods import STAGE_MODES, StageMode
-
-    stage = STAGE_MODES.get(mode, StageMode(cross=True, intra=True))
-    cross, intra = stage.cross, stage.intra
-    return ("seg",) + (("cross_reg",) if cross else ()) + (("seg_intra", "self_reg") if intra else ())
-
-
-class StageSteps:
-    """Global steps: a stage's steps offset by the last step logged in each stage before it."""
-
-    def __init__(self):
-        self.offsets: dict[int, int] = {}
-        self.last: dict[int, int] = {}
-
-    def add(self, stage: int, step: int) -> int:
-        if stage not in self.offsets:
-            self.offsets[stage] = sum(self.last.get(s, 0) for s in self.offsets)
-        self.last[stage] = max(self.last.get(stage, 0), step)
-        return self.offsets[stage] + step
 
 
 class TensorBoardLog:
@@ -98,51 +64,49 @@ class TensorBoardLog:
         self.steps = steps
 
     @classmethod
-    def open(cls, run_dir: str | Path) -> TensorBoardLog | None:
+    def open(cls, run_dir: str | Path, config: Config | None = None) -> TensorBoardLog | None:
         """The event log of ``run_dir``, continuing its metrics.jsonl (see the module docstring); None when
-        tensorboard is not installed or this process is not rank 0."""
-        if not _is_rank_zero():
+        tensorboard cannot be imported or this process is not rank 0. ``config``: unused (the config is
+        logged at the end, with the scores)."""
+        if not is_rank_zero():
             return None
         writer_class = _summary_writer_class()
         if writer_class is None:
             return None
         root = Path(run_dir)
         folder = root / SUBDIR
-        records = _read_records(root / "metrics.jsonl")
-        steps = StageSteps()
-        last = max((steps.add(int(r.get("stage", 1)), int(r["step"])) for r in records), default=None)
-        if last is None and folder.is_dir():  # a fresh run in an old folder starts a fresh log
+        steps = StageSteps.of_metrics(root / "metrics.jsonl")
+        if steps.top is None and folder.is_dir():  # a fresh run in an old folder starts a fresh log
             for old in folder.glob("events.out.tfevents.*"):
                 old.unlink()
         # purge_step: events at or after it, written before this process, no longer count
-        writer = writer_class(str(folder), purge_step=None if last is None else last + 1, flush_secs=30)
-        return cls(writer, steps)
+        purge = None if steps.top is None else steps.top + 1
+        return cls(writer_class(str(folder), purge_step=purge, flush_secs=30), steps)
 
     def write(self, record: dict) -> None:
         """One metrics.jsonl record (a logged step or a validation), flushed to disk."""
-        step = self.steps.add(int(record.get("stage", 1)), int(record["step"]))
-        scalars: dict[str, float | None] = {}
-        if record.get("kind") == "val":
-            scalars["val/miou"] = record.get("miou")
-            scalars["val/oa"] = record.get("oa")
-            for name, iou in (record.get("per_class_iou") or {}).items():
-                scalars[f"val_iou/{name}"] = iou
-        else:
-            scalars["loss/total"] = record.get("loss")
-            for term in _active_terms(str(record.get("mode", ""))):
-                scalars[f"loss/{term}"] = record.get(term)
-            for term in OTHER_TERMS:  # the losses of other methods on the unlabelled points
-                if term in record:
-                    scalars[f"loss/{term}"] = record[term]
-            if "pseudo_kept" in record:
-                scalars["train/pseudo_kept"] = record["pseudo_kept"]
-            scalars["train/lr"] = record.get("lr")
-            scalars["train/points_per_s"] = record.get("points_per_s")
-            scalars["train/stage"] = record.get("stage")
-        for tag, value in scalars.items():
-            if value is not None and math.isfinite(float(value)):
-                self.writer.add_scalar(tag, float(value), step)
+        step = self.steps.add_record(record)
+        for tag, value in record_scalars(record).items():
+            self.writer.add_scalar(tag, value, step)
         self.writer.flush()  # a killed run keeps every line it logged, as metrics.jsonl does
+
+    def log_final(self, result: dict, config: Config) -> None:
+        """The test scores at the run's last step, the config as YAML text and as hyper-parameters."""
+        from torch.utils.tensorboard.summary import hparams
+
+        step = self.steps.top or 0
+        scalars = final_scalars(result)
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
+        # Indented four spaces: TensorBoard's text tab renders Markdown, and this keeps YAML as it is.
+        text = "\n".join("    " + line for line in config_yaml(config).splitlines())
+        self.writer.add_text("config", text, step)
+        # The HPARAMS tab's row of this run, in this run's own event file: SummaryWriter.add_hparams would
+        # write it into a new sub-folder, which TensorBoard lists as a second run.
+        metrics = {tag: scalars[tag] for tag in ("test/miou", "test/oa") if tag in scalars}
+        for summary in hparams(flat_config(config), metrics):
+            self.writer.file_writer.add_summary(summary, step)
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()

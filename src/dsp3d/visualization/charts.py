@@ -32,7 +32,7 @@ def figure_png(figure: Figure, dpi: int = 100, indexed: bool = False) -> bytes:
     figure.savefig(buffer, format="png", dpi=dpi)
     if not indexed:
         return buffer.getvalue()
-    from PIL import Image  # a dependency of matplotlib
+    from PIL import Image  # pillow: a dependency of dsp3d (and of matplotlib)
 
     image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
     # Median cut keeps the most frequent colours exact (the points); the rare antialiased text edges are

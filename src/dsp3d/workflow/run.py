@@ -17,6 +17,7 @@ from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
 from dsp3d.training.export import InferenceMeta, export_inference_model
 from dsp3d.training.loop import resolve_device, train
+from dsp3d.training.run_log import MetricsFile
 from dsp3d.workflow.prepare import PreparedData, labelled_test_points, write_weak_labels
 
 log = logging.getLogger("dsp3d")
@@ -53,8 +54,10 @@ def run_method(config: Config, data: PreparedData, run_dir: str | Path, resume: 
 
     resume: continue an interrupted run in ``run_dir`` (its config and weak labels are already there).
     With ``train.val_every`` > 0 the validation scenes are scored during training (metrics.jsonl,
-    best.pt). Without labelled test points (a folder dataset without data.test_scenes) the model is
-    trained and exported but not scored: results.json has mIoU and OA null, never 0 (docs/reliability.md).
+    best.pt). The test scores go to metrics.jsonl's last record and, with the config, to the trackers of
+    ``train.loggers`` (TensorBoard, W&B). Without labelled test points (a folder dataset without
+    data.test_scenes) the model is trained and exported but not scored: results.json has mIoU and OA
+    null, never 0 (docs/reliability.md).
     Under torchrun every rank calls this (dsp3d.training.distributed): each scores its share of the
     held-out scenes, the confusion matrices are summed, and rank 0 alone writes files.
     """
@@ -83,13 +86,18 @@ def run_method(config: Config, data: PreparedData, run_dir: str | Path, resume: 
         return merge_results(result, data.class_names, world)
 
     scenes = fully_labelled(data.train) if method == "full" else data.train
-    model, reports = train(config, scenes, run_dir, resume=resume, validate=validate)
+    metrics = MetricsFile(run_dir, world.is_main, config)  # open until the test scores are in
+    try:
+        model, reports = train(config, scenes, run_dir, resume, validate, metrics)
+        if world.is_main:
+            export_inference_model(model.backbone, inference_meta(config, data), run_dir / "model.pt")
+        result = score_run(model, config, data, scorer)
+        result["training"] = [_stage_summary(report) for report in reports]
+        metrics.log_final(result, config)
+    finally:
+        metrics.close()
     if world.is_main:
-        export_inference_model(model.backbone, inference_meta(config, data), run_dir / "model.pt")
-    result = score_run(model, config, data, scorer)
-    result["training"] = [_stage_summary(report) for report in reports]
-    if world.is_main:
-        atomic_write_json(result, run_dir / "results.json")
+        atomic_write_json(result, run_dir / "results.json")  # last: a run with results.json is finished
     return result
 
 
