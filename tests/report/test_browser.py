@@ -43,7 +43,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 CLASSES = ["ceiling", "floor", "chair"]
-PALETTE = label_palette(3)
+PALETTE = label_palette(CLASSES)
 RGB = np.array([10, 120, 200], dtype=np.uint8)
 
 

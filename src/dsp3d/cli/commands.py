@@ -143,7 +143,7 @@ def _predictions_summary(checkpoint: str, class_names: list[str], files: dict) -
     return {
         "checkpoint": str(checkpoint),
         "classes": list(class_names),
-        "palette": label_palette(len(class_names)).tolist(),
+        "palette": label_palette(class_names).tolist(),
         "files": files,
         "points_per_class": totals,
     }

@@ -47,8 +47,8 @@ def scene_figure(
     points, truth, prediction = scene.points[keep], scene.truth[keep], scene.predictions[run][keep]
     num_classes = len(scene.class_names)
     colourings = [
-        ("ground truth", label_colors(truth, num_classes)),
-        (f"{run}: prediction", label_colors(prediction, num_classes)),
+        ("ground truth", label_colors(truth, scene.class_names)),
+        (f"{run}: prediction", label_colors(prediction, scene.class_names)),
         (
             f"{run}: errors ({100 - scene_accuracy(truth, prediction):.1f}% wrong)",
             error_colors(truth, prediction),
@@ -78,7 +78,7 @@ def scene_figure(
 
 def _legend(class_names: list[str], truth: np.ndarray, prediction: np.ndarray) -> list[Patch]:
     """Patches for the classes that appear in the ground truth or the prediction, and the error colours."""
-    palette = label_palette(len(class_names))
+    palette = label_palette(class_names)
     present = set(np.unique(truth).tolist()) | set(np.unique(prediction).tolist())
     handles = [
         Patch(color=palette[c] / 255.0, label=name) for c, name in enumerate(class_names) if c in present
@@ -123,7 +123,6 @@ def affinity_figure(
     """One row per module: its affinity over the target sphere (left), the query sphere with the chosen
     point in red (right), as in the paper's Fig. 4."""
     width, height = 420, 320
-    num_classes = len(class_names)
     figure = Figure(figsize=(2 * width / 100 + 1.0, len(maps) * height / 100 + 0.6), layout="constrained")
     axes = figure.subplots(len(maps), 2, squeeze=False)
     for row, amap in enumerate(maps):
@@ -140,7 +139,7 @@ def affinity_figure(
         bar.set_label("affinity (softmax weight, log scale)", fontsize=8)
         bar.ax.tick_params(labelsize=7)
         # Ground-truth colours, paled so that the red query stands out, say what the affinity follows.
-        pale = (label_colors(amap.query_labels, num_classes) * 0.45 + 255 * 0.55).astype(np.uint8)
+        pale = (label_colors(amap.query_labels, class_names) * 0.45 + 255 * 0.55).astype(np.uint8)
         query_ax.imshow(render(amap.query_points, pale, ANGLE, width, height, point_px=5, shade=0.15))
         _mark(query_ax, amap.query_points, amap.query, width, height, face="red")
         query_ax.set_title(f"chosen point {amap.query} (red); sphere by ground truth", fontsize=9)
@@ -150,7 +149,7 @@ def affinity_figure(
     present = set(
         np.unique(np.concatenate([m.query_labels for m in maps] + [m.target_labels for m in maps])).tolist()
     )
-    palette = label_palette(num_classes)
+    palette = label_palette(class_names)
     handles = [Patch(color=palette[c] / 255.0, label=n) for c, n in enumerate(class_names) if c in present]
     figure.legend(
         handles=handles,
