@@ -12,6 +12,7 @@ from dsp3d.cli.commands import evaluate_command
 from dsp3d.config import load_config
 from dsp3d.data.types import Cloud
 from dsp3d.datasets.s3dis import S3DIS_CLASSES
+from dsp3d.evaluation.metrics import ConfusionMatrix
 from dsp3d.io.clouds import write_cloud
 from dsp3d.io.errors import DataError
 from dsp3d.training.checkpoint import CheckpointError
@@ -83,6 +84,13 @@ def test_labelled_folder(tmp_path):
     summary = evaluate_command(str(model), config, None)
     assert np.array(summary["runs"]["baseline"]["confusion"]).sum() == int((labels >= 0).sum())
     assert (tmp_path / "evaluation.json").is_file()
+    # Beside the results, the predicted class of every point of the scored scene (b), which they count.
+    with np.load(tmp_path / "predictions" / "b.npz") as saved:
+        predicted = saved["labels"].astype(np.int64)
+    assert len(predicted) == 600
+    matrix = ConfusionMatrix(3)
+    matrix.update(labels, predicted)
+    assert matrix.matrix.tolist() == summary["runs"]["baseline"]["confusion"]
 
 
 @pytest.mark.parametrize(

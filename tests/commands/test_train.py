@@ -148,9 +148,12 @@ def test_a_run_folder_is_not_overwritten_without_force(tmp_path, config_file, ca
         in capsys.readouterr().err
     )
     (out / "checkpoints" / "old-notes.txt").write_text("mine")
+    (out / "predictions" / "old-scene.npz").write_bytes(b"old")
     assert run_train(config_file, args + ["--set", "train.seed=1"], out, "--force") == 0
     assert (out / "model.pt").read_bytes() != model  # replaced, as asked
     assert not (out / "checkpoints" / "old-notes.txt").exists()  # the old run's checkpoints went with it
+    # and so did its test predictions: only the new model's are left
+    assert not (out / "predictions" / "old-scene.npz").exists() and any((out / "predictions").iterdir())
 
 
 def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path, config_file, capsys, monkeypatch):

@@ -1,11 +1,16 @@
-"""Tiled test spheres: every point is covered within its own tile, and votes are averaged probabilities."""
+"""Tiled test spheres: every point is covered within its own tile, and votes are averaged probabilities;
+the class palette of predictions."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from dsp3d.data.types import Cloud
+from dsp3d.datasets.s3dis import S3DIS_CLASSES
+from dsp3d.datasets.scannet import SCANNET_CLASSES
+from dsp3d.datasets.synthetic import SYNTHETIC_CLASSES
 from dsp3d.inference.predict import iter_tile_spheres, label_palette, tile_order, tiled_probabilities
 from dsp3d.levels import make_levels
 from dsp3d.preprocessing.subsample import grid_subsample
@@ -54,7 +59,51 @@ def test_votes_are_probabilities_of_every_point():
 
 
 def test_palette_is_distinct_and_stable():
-    palette = label_palette(20)
-    assert palette.shape == (20, 3) and palette.dtype == np.uint8
-    assert len({tuple(c) for c in palette.tolist()}) == 20
+    palette = label_palette(30)
+    assert palette.shape == (30, 3) and palette.dtype == np.uint8
+    assert len({tuple(c) for c in palette.tolist()}) == 30
     np.testing.assert_array_equal(label_palette(20)[:5], label_palette(5))
+    names = [f"class {k}" for k in range(7)]
+    np.testing.assert_array_equal(label_palette(names), label_palette(7))  # names unknown to S3DIS: by index
+
+
+def test_s3dis_classes_get_the_colours_the_field_uses():
+    palette = dict(zip(S3DIS_CLASSES, label_palette(S3DIS_CLASSES).tolist(), strict=True))
+    assert palette["wall"] == [0, 255, 255] and palette["bookcase"] == [10, 200, 100]
+    assert palette["chair"] == [255, 0, 0] and palette["floor"] == [0, 0, 255]
+    # Wall and bookcase, side by side in every office, are told apart at a glance.
+    assert np.linalg.norm(np.subtract(palette["wall"], palette["bookcase"])) > 120
+    # A class keeps its colour in a subset or another order of S3DIS's names (a folder of scans).
+    assert label_palette(["Chair", "wall"]).tolist() == [palette["chair"], palette["wall"]]
+    np.testing.assert_array_equal(label_palette(list(SYNTHETIC_CLASSES)), label_palette(S3DIS_CLASSES))
+
+
+# Machado, Oliveira and Fernandes (2009): what a dichromat sees, as a matrix on linear RGB.
+DICHROMATS = {
+    "protanopia": [
+        [0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]
+    ],
+    "deuteranopia": [
+        [0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]
+    ],
+}  # fmt: skip
+
+
+def _seen(colours: np.ndarray, matrix) -> np.ndarray:
+    """sRGB colours (0-255) as a dichromat sees them (0-255)."""
+    c = colours / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    seen = np.clip(linear @ np.asarray(matrix).T, 0, 1)
+    return 255 * np.where(seen <= 0.0031308, seen * 12.92, 1.055 * seen ** (1 / 2.4) - 0.055)
+
+
+def _closest_pair(colours: np.ndarray) -> float:
+    gaps = np.linalg.norm(colours[:, None] - colours[None], axis=-1)
+    return float(gaps[np.triu_indices(len(colours), 1)].min())
+
+
+@pytest.mark.parametrize("deficiency", DICHROMATS)
+def test_other_class_lists_stay_apart_for_colour_blind_readers(deficiency):
+    scannet = label_palette(SCANNET_CLASSES).astype(np.float64)
+    assert _closest_pair(_seen(scannet[:8], DICHROMATS[deficiency])) > 45  # the eight base colours
+    assert _closest_pair(_seen(scannet[:16], DICHROMATS[deficiency])) > 20  # their darker shades too

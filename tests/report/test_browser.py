@@ -43,7 +43,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 CLASSES = ["ceiling", "floor", "chair"]
-PALETTE = label_palette(3)
+PALETTE = label_palette(CLASSES)
 RGB = np.array([10, 120, 200], dtype=np.uint8)
 
 
@@ -131,6 +131,44 @@ def test_viewer_draws_and_switches_colourings(tmp_path):
         assert _count(browser.screenshot("#viewer canvas"), PALETTE[0]) > 2000
         legend = browser.evaluate("document.querySelector('.viewer-legend').textContent")
         assert legend == "ceilingfloor"
+    assert browser.problems == []
+
+
+def _room() -> ScenePrediction:
+    """A 10 m x 8 m room, 3 m high (floor and four walls): chair-coloured at the west end (x < 1.5),
+    ceiling-coloured at the east end (x > 8.5), floor between."""
+    rng = np.random.default_rng(0)
+    floor = rng.random((30_000, 3)) * [10, 8, 0]
+    walls = rng.random((40_000, 3)) * [10, 8, 3]
+    side = rng.integers(0, 4, len(walls))
+    walls[side == 0, 0], walls[side == 1, 0], walls[side == 2, 1], walls[side == 3, 1] = 0, 10, 0, 8
+    points = np.concatenate([floor, walls]).astype(np.float32)
+    truth = np.where(points[:, 0] < 1.5, 2, np.where(points[:, 0] > 8.5, 0, 1))
+    return ScenePrediction("room", points, None, truth, CLASSES, predictions={"r": truth.copy()})
+
+
+def test_first_view_shows_the_whole_room(tmp_path):
+    url = _page(tmp_path, _room(), cut=None)
+    with browser_module.Browser(EXECUTABLE) as browser:
+        browser.open(url)
+        browser.wait_until("document.querySelector('#viewer canvas').dataset.drawn")
+        shot = browser.screenshot("#viewer canvas")
+        pixels = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(np.int64)
+        drawn = (pixels < 245).any(axis=2)  # anything but the white background
+        rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
+        height, width = drawn.shape
+        # Nothing reaches the canvas's edge: the room is not cropped...
+        assert rows.min() > 2 and rows.max() < height - 3 and cols.min() > 2 and cols.max() < width - 3
+        # ... both of its ends are in view ...
+        assert _count(shot, PALETTE[2]) > 300 and _count(shot, PALETTE[0]) > 300
+        # ... and it is not lost in the distance: it spans most of the canvas's height or width.
+        assert max(np.ptp(rows) / height, np.ptp(cols) / width) > 0.6
+        # A double click after zooming in and turning returns to the first view.
+        camera = "JSON.stringify(window.dsp3dViewer.camera)"
+        first = browser.evaluate(camera)
+        browser.evaluate("window.dsp3dViewer.camera.distance /= 4; window.dsp3dViewer.camera.yaw += 1")
+        browser.evaluate("document.querySelector('#viewer canvas').dispatchEvent(new MouseEvent('dblclick'))")
+        assert browser.evaluate(camera) == first
     assert browser.problems == []
 
 

@@ -36,7 +36,38 @@ def test_table4_rows_bold_the_best_weak_label_value(tmp_path):
         ["dsp", "csfr-isfr", "*35.0", "58.0", "70.0", "*5.0"],
         ["full", "full", "60.0", "90.0", "95.0", "40.0"],  # the full-label bound is not ranked
     ]
-    assert _rows(training_table_html(runs))[1] == ["dsp", "1", "csfr", "10", "2.2", "2.500", "1.250"]
+
+
+def test_table4_bolds_no_tie_at_zero(tmp_path):
+    _run(tmp_path / "a", ["baseline"], 9.2, {"wall": 51.3, "beam": 0.0, "board": 0.04})
+    _run(tmp_path / "b", ["csfr", "isfr"], 7.3, {"wall": 48.0, "beam": 0.0, "board": 0.0})
+    html = table4_html(find_runs([tmp_path / "a", tmp_path / "b"]))
+    # beam: every run at 0.0; board: 0.04 shows as 0.0 too. Neither has a best to mark.
+    assert [row[4:] for row in _rows(html)] == [["*51.3", "0.0", "0.0"], ["48.0", "0.0", "0.0"]]
+
+
+def test_training_table_compares_the_segmentation_loss_and_labels_dsp_total(tmp_path):
+    _run(tmp_path / "baseline", ["baseline"], 30.0, {"floor": 80.0})
+    _run(tmp_path / "dsp", ["csfr", "isfr"], 35.0, {"floor": 70.0})
+    # results.json alone: a stage's total is known, its segmentation term only where it is the total
+    rows = _rows(training_table_html(find_runs([tmp_path / "baseline", tmp_path / "dsp"])))
+    assert rows[0] == ["baseline", "1", "baseline", "10", "2.2", "2.500", "1.250", "", ""]
+    assert rows[1] == ["dsp", "1", "csfr", "10", "2.2", "-", "-", "2.500", "1.250"]
+    # metrics.jsonl: each stage's first and last records, seg side by side, the total apart
+    records = [
+        {"stage": 1, "mode": "csfr", "step": 5, "seg": 2.0, "loss": 2.1},
+        {"stage": 1, "mode": "csfr", "step": 10, "seg": 1.5, "loss": 1.55},
+        {"kind": "val", "stage": 1, "mode": "csfr", "step": 10, "miou": 20.0},
+        {"stage": 2, "mode": "isfr", "step": 5, "seg": 1.4, "loss": 2.9},
+        {"stage": 2, "mode": "isfr", "step": 10, "seg": 1.2, "loss": 2.5},
+    ]
+    (tmp_path / "dsp" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = _rows(training_table_html(find_runs([tmp_path / "baseline", tmp_path / "dsp"])))
+    assert [row[5:] for row in rows] == [
+        ["2.500", "1.250", "", ""],
+        ["2.000", "1.500", "2.100", "1.550"],
+        ["1.400", "1.200", "2.900", "2.500"],
+    ]
 
 
 def test_table4_uses_the_paper_order_for_s3dis_classes():

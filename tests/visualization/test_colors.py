@@ -1,12 +1,14 @@
 import numpy as np
+import pytest
 
 from dsp3d.inference.predict import label_palette
 from dsp3d.visualization.colors import CORRECT, UNLABELLED, WRONG, error_colors, heat_colors, label_colors
 
 
-def test_label_colors_use_the_predict_palette_and_mark_unlabelled_points():
-    colors = label_colors(np.array([2, -1, 0, 7]), 3)
-    palette = label_palette(3)
+@pytest.mark.parametrize("classes", [3, ["ground", "tree", "house"], ["floor", "wall", "bookcase"]])
+def test_label_colors_use_the_predict_palette_and_mark_unlabelled_points(classes):
+    colors = label_colors(np.array([2, -1, 0, 7]), classes)
+    palette = label_palette(classes)
     assert colors.dtype == np.uint8 and colors.shape == (4, 3)
     assert (colors[0] == palette[2]).all() and (colors[2] == palette[0]).all()
     assert (colors[1] == UNLABELLED).all() and (colors[3] == UNLABELLED).all()

@@ -46,7 +46,7 @@ def test_export_writes_truth_prediction_and_errors_that_read_back(tmp_path):
         "property uchar blue",
         "property int label",
     ]
-    palette = label_palette(3)
+    palette = label_palette(["floor", "wall", "chair"])
     prediction = read_ply(written[1])
     np.testing.assert_array_equal(
         np.stack([prediction["x"], prediction["y"], prediction["z"]], 1), _scene().points

@@ -72,7 +72,8 @@ def ablate_command(
 
 
 def evaluate_command(checkpoint: str, config: Config, out: str | None) -> dict:
-    """Score an inference model on the test scenes of ``config``'s dataset; writes evaluation.json."""
+    """Score an inference model on the test scenes of ``config``'s dataset; writes evaluation.json and,
+    in the folder beside it, the predicted class of every test point (predictions/<scene>.npz)."""
     device = resolve_device(config.train.device)
     model, meta = load_inference_model(checkpoint, device)
     # The checkpoint fixes the input resolution and features; the config only chooses the data.
@@ -90,7 +91,8 @@ def evaluate_command(checkpoint: str, config: Config, out: str | None) -> dict:
     scorer = Scorer(
         meta.feature_names, meta.class_names, meta.levels, meta.sphere_radius, config.eval, device
     )
-    result = scorer.evaluate(model, data.test)
+    # The predictions beside the results: dsp3d plot / report / export of a run folder read them.
+    result = scorer.evaluate(model, data.test, save_to=path.parent)
     summary = {"dataset": config.data.dataset, "ratio": config.data.ratio, "runs": {meta.method: result}}
     atomic_write_json(summary, path)
     log.info("%s", per_class_table({meta.method: result}, meta.class_names))
@@ -141,7 +143,7 @@ def _predictions_summary(checkpoint: str, class_names: list[str], files: dict) -
     return {
         "checkpoint": str(checkpoint),
         "classes": list(class_names),
-        "palette": label_palette(len(class_names)).tolist(),
+        "palette": label_palette(class_names).tolist(),
         "files": files,
         "points_per_class": totals,
     }

@@ -190,7 +190,9 @@ def _add_evaluate(sub) -> None:
         "evaluate",
         "score an inference model at full resolution on a config's test scenes",
         "mIoU, OA and per-class IoU over every original point of the test scenes (voting over overlapping\n"
-        "test spheres), written to evaluation.json beside the model unless --out says otherwise.",
+        "test spheres), written to evaluation.json beside the model unless --out says otherwise; the\n"
+        "predicted class of every test point goes to predictions/ beside it (what plot, report and export\n"
+        "of a run folder read instead of predicting again).",
     )
     evaluate.add_argument("checkpoint", help="model.pt written by train / demo")
     _add_config_args(evaluate, required=True)
@@ -224,6 +226,11 @@ def _add_scene_args(parser: argparse.ArgumentParser, count: int) -> None:
         "--scene-count", type=int, default=count, help=f"scenes when none named (default {count})"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--recompute",
+        action="store_true",
+        help="predict the scenes again instead of reading the predictions each run saved at evaluation",
+    )
 
 
 def _add_figure_args(parser: argparse.ArgumentParser) -> None:
@@ -258,7 +265,9 @@ def _add_picture_commands(sub) -> None:
 
 
 def _picture_command(args: argparse.Namespace) -> None:
-    scenes = dict(scenes=args.scenes, scene_count=args.scene_count, device=args.device)
+    scenes = dict(
+        scenes=args.scenes, scene_count=args.scene_count, device=args.device, recompute=args.recompute
+    )
     if args.command == "plot":
         from dsp3d.visualization.commands import plot_command
 

@@ -7,6 +7,7 @@ to every original point through the reprojection index; one confusion matrix spa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,6 +17,7 @@ from dsp3d.batching.loader import iter_test_batches
 from dsp3d.config import EvalConfig
 from dsp3d.data.types import SubsampledCloud, TestScene
 from dsp3d.evaluation.metrics import ConfusionMatrix
+from dsp3d.evaluation.predictions import save_prediction
 from dsp3d.levels import LevelSpec
 
 BRANCHES = ("basic", "cross", "intra")
@@ -77,9 +79,16 @@ class Scorer:
         return outputs.cross if branch == "cross" else outputs.intra
 
     def evaluate(
-        self, model: torch.nn.Module, scenes: list[TestScene], branch: str = "basic", what: str = "evaluating"
+        self,
+        model: torch.nn.Module,
+        scenes: list[TestScene],
+        branch: str = "basic",
+        what: str = "evaluating",
+        save_to: str | Path | None = None,
     ) -> dict:
-        """The results.json entry of one run: mIoU, OA (percent) and per-class IoU over all ``scenes``."""
+        """The results.json entry of one run: mIoU, OA (percent) and per-class IoU over all ``scenes``.
+        save_to: a folder that keeps each scene's predicted classes (evaluation.predictions), so that
+        pictures of the run need not predict them again."""
         was_training = model.training
         model.eval()
         matrix = ConfusionMatrix(len(self.class_names))
@@ -87,7 +96,10 @@ class Scorer:
         with progress.task(what, total=total, unit="pts") as task:
             for scene in scenes:
                 probs = self.vote(model, scene.cloud, branch, task)
-                matrix.update(scene.full_labels, probs.argmax(axis=1)[scene.cloud.reprojection])
+                predicted = probs.argmax(axis=1)[scene.cloud.reprojection]
+                matrix.update(scene.full_labels, predicted)
+                if save_to is not None:
+                    save_prediction(save_to, scene, predicted, self.class_names)
                 task.update(len(scene.cloud), note=f"{scene.cloud.name}, running mIoU {matrix.miou_text()}")
         model.train(was_training)
         result = matrix.summary(self.class_names)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import colorsys
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,13 +50,63 @@ class Prediction:
     probabilities: np.ndarray
 
 
-def label_palette(num_classes: int) -> np.ndarray:
-    """uint8 [C, 3]: distinct, stable colours per class (golden-ratio hues, alternating brightness)."""
-    colours = [
-        colorsys.hsv_to_rgb((c * 0.618033988749895) % 1.0, 0.75, 0.95 if c % 2 == 0 else 0.7)
-        for c in range(num_classes)
+# S3DIS's class colours as the field draws them (PointNet's indoor3d_util, and after it PointNeXt and
+# mmdetection3d): a cyan wall, a green bookcase, a red chair, as readers of S3DIS papers know them.
+S3DIS_COLOURS = {
+    "ceiling": (0, 255, 0),
+    "floor": (0, 0, 255),
+    "wall": (0, 255, 255),
+    "beam": (255, 255, 0),
+    "column": (255, 0, 255),
+    "window": (100, 100, 255),
+    "door": (200, 200, 100),
+    "table": (170, 120, 200),
+    "chair": (255, 0, 0),
+    "sofa": (200, 100, 100),
+    "bookcase": (10, 200, 100),
+    "board": (200, 200, 200),
+    "clutter": (50, 50, 50),
+}
+# Other class lists: Okabe and Ito's eight colours, told apart with each common colour-vision deficiency
+# (protanopia, deuteranopia); then the seven hues darker and lighter (told apart by lightness as well).
+OKABE_ITO = (
+    (230, 159, 0),  # orange
+    (86, 180, 233),  # sky blue
+    (0, 158, 115),  # bluish green
+    (240, 228, 66),  # yellow
+    (0, 114, 178),  # blue
+    (213, 94, 0),  # vermillion
+    (204, 121, 167),  # reddish purple
+    (0, 0, 0),  # black
+)
+
+
+def _safe_colours() -> np.ndarray:
+    """float64 [22, 3]: OKABE_ITO, its seven hues at 60% brightness, then mixed 55% with white."""
+    base = np.array(OKABE_ITO, dtype=np.float64)
+    hues = base[:7]
+    return np.vstack([base, hues * 0.6, hues * 0.45 + 255 * 0.55])
+
+
+def label_palette(classes: Sequence[str] | int) -> np.ndarray:
+    """uint8 [C, 3]: the colour of each class, the same in every file and picture dsp3d writes.
+
+    classes: the class names, or only their number. Names that are all S3DIS classes (S3DIS, the generated
+    rooms, a folder that uses S3DIS's names) get S3DIS_COLOURS; any other list gets the colour-blind-safe
+    set by index (a class keeps its colour when classes are added after it), and past its 22 colours,
+    golden-ratio hues.
+    """
+    names = None if isinstance(classes, int) else [str(name).lower() for name in classes]
+    if names and all(name in S3DIS_COLOURS for name in names):
+        return np.array([S3DIS_COLOURS[name] for name in names], dtype=np.uint8).reshape(-1, 3)
+    count = len(names) if names is not None else int(classes)
+    safe = _safe_colours()
+    extra = [
+        np.array(colorsys.hsv_to_rgb((c * 0.618033988749895) % 1.0, 0.75, 0.95 if c % 2 else 0.7)) * 255
+        for c in range(max(0, count - len(safe)))
     ]
-    return np.round(np.array(colours, dtype=np.float64) * 255).astype(np.uint8).reshape(num_classes, 3)
+    colours = np.vstack([safe[:count], *extra]) if extra else safe[:count]
+    return np.round(colours).astype(np.uint8).reshape(count, 3)
 
 
 def tile_order(points: np.ndarray, tile_size: float) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +227,7 @@ class Predictor:
         votes = self.vote(sub, summary.count)
         del sub
         num_classes = len(self.meta.class_names)
-        palette = label_palette(num_classes)
+        palette = label_palette(self.meta.class_names)
         totals = np.zeros(num_classes, dtype=np.int64)
         labels = votes.labels.astype(np.int32)
         confidence = votes.confidence.astype(np.float32)

@@ -55,8 +55,10 @@ def report_command(
     cut: float | None = None,
     device: str = "auto",
     title: str = "dsp3d report",
+    recompute: bool = False,
 ) -> Path:
-    """Write the report of the runs in ``paths`` to ``out`` (scene_count 0: no scenes, no viewer)."""
+    """Write the report of the runs in ``paths`` to ``out`` (scene_count 0: no scenes, no viewer). The
+    scenes show the predictions each run saved at evaluation; ``recompute`` predicts them again."""
     runs = find_runs(paths)
     out = prepare_output_file(out)  # before the scenes are predicted
     log.info("report on %d run(s): %s", len(runs), ", ".join(run.name for run in runs))
@@ -65,7 +67,7 @@ def report_command(
     plots = chart_plots(runs)
     viewer, notes = None, []
     if scene_count > 0 or scenes:
-        predicted = predict_scenes(runs, scenes, scene_count, device)
+        predicted = predict_scenes(runs, scenes, scene_count, device, recompute)
         run_cut = default_cut(runs, cut)
         log.info("rendering the scenes")
         plots += scene_plots(predicted, run_cut)

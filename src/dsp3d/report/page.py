@@ -109,6 +109,12 @@ def render_page(content: ReportContent) -> str:
     )
     parts.append('<h2 id="training">Training</h2>')
     parts.append('<div class="scroll">' + training_table_html(content.runs) + "</div>")
+    parts.append(
+        '<p class="hint">seg.: the segmentation loss on the points a run trains on, the term every '
+        "method has, so runs compare on it. total: what a stage that adds terms minimised (DSP: seg. "
+        "plus the cross / intra branches' losses and the regularisers), empty where seg. is all. "
+        "First / last: the first and last records of metrics.jsonl.</p>"
+    )
     parts.append(_plot_section("Training curves", by_kind.get("curves", []), "curves"))
     parts.append(_plot_section("Per-class IoU", by_kind.get("iou", []), "iou"))
     parts.append(_plot_section("Confusion matrices", by_kind.get("confusion", []), "confusion"))

@@ -51,9 +51,12 @@ def _cell(value: float | None, best: float | None, digits: int = 1) -> str:
     return f"<td><b>{text}</b></td>" if bold else f"<td>{text}</td>"
 
 
-def _best(values: list[float | None]) -> float | None:
+def _best(values: list[float | None], digits: int = 1) -> float | None:
+    """The column's best (highest) value; None when there is none or it is 0 as shown (every run at
+    zero, nothing to single out: bolding the tie would mark them all)."""
     present = [v for v in values if v is not None and not math.isnan(v)]
-    return max(present) if present else None
+    best = max(present) if present else None
+    return None if best is None or round(best, digits) == 0 else best
 
 
 def table1_html(rows: list[AblationRow], ratio: float | None = None) -> str:
@@ -124,18 +127,29 @@ def table4_html(runs: list[RunRecord]) -> str:
 
 
 def training_table_html(runs: list[RunRecord]) -> str:
-    """Per run and stage: mode, steps, seconds and the loss at the start and the end."""
+    """Per run and stage: mode, steps, seconds, the segmentation loss at the start and the end (the term
+    every method has: runs compare on it) and, for a stage that adds other terms (DSP's), its total."""
     lines = [
         '<table class="results">',
         "<thead><tr><th>run</th><th>stage</th><th>mode</th><th>steps</th><th>seconds</th>"
-        "<th>first loss</th><th>last loss</th></tr></thead><tbody>",
+        "<th>seg. loss, first</th><th>seg. loss, last</th>"
+        "<th>total loss, first</th><th>total loss, last</th></tr></thead><tbody>",
     ]
     for run in runs:
-        for index, stage in enumerate(run.stages):
+        for index, (stage, losses) in enumerate(zip(run.stages, run.stage_losses(), strict=True)):
+            totals = ("", "") if losses.only_seg else (losses.total_first, losses.total_last)
             lines.append(
                 f"<tr><td>{escape(run.name)}</td><td>{index + 1}</td><td>{escape(stage.mode)}</td>"
                 f"<td>{stage.steps}</td><td>{stage.seconds:.1f}</td>"
-                f"<td>{stage.first_loss:.3f}</td><td>{stage.last_loss:.3f}</td></tr>"
+                + "".join(_loss_cell(v) for v in (losses.seg_first, losses.seg_last, *totals))
+                + "</tr>"
             )
     lines.append("</tbody></table>")
     return "\n".join(lines)
+
+
+def _loss_cell(value: float | str) -> str:
+    """A loss to three decimals; '-' when unknown; empty ("") where the stage has no such loss."""
+    if isinstance(value, str):
+        return "<td></td>"
+    return "<td>-</td>" if math.isnan(value) else f"<td>{value:.3f}</td>"

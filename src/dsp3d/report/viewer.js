@@ -139,11 +139,24 @@
 
   // ---- camera: orbit around a target, z up ------------------------------------------------------
   var camera = { yaw: -0.6, pitch: 0.7, distance: 10, target: [0, 0, 0] };
+  var FIELD_OF_VIEW = (45 * Math.PI) / 180; // vertical
+  var MARGIN = 1.05; // a little room around the scene
 
+  // The distance at which a sphere of ``radius`` fills the narrower of the two fields of view: seen
+  // from any direction, the sphere (and so everything inside it) is then in view, uncropped.
+  function fitDistance(radius, aspect) {
+    var half = Math.atan(Math.tan(FIELD_OF_VIEW / 2) * Math.min(1, aspect));
+    return (MARGIN * radius) / Math.sin(half);
+  }
+
+  // The first view, and the view a double click returns to: the whole scene, whatever its shape,
+  // around the centre of its bounding box, within the box's bounding sphere.
   function resetCamera() {
     var e = scene(state.scene).info.extent, m = scene(state.scene).info.min;
     camera.target = [m[0] + e[0] / 2, m[1] + e[1] / 2, m[2] + e[2] / 2];
-    camera.distance = 1.25 * Math.max(e[0], e[1], e[2], 1e-3);
+    var radius = Math.max(Math.sqrt(e[0] * e[0] + e[1] * e[1] + e[2] * e[2]) / 2, 1e-3);
+    resize(); // the aspect ratio of the canvas as it is shown
+    camera.distance = fitDistance(radius, canvas.width / Math.max(1, canvas.height));
     camera.yaw = -0.6;
     camera.pitch = 0.7;
   }
@@ -174,7 +187,7 @@
     var a = axes(), e = eye();
     var aspect = canvas.width / Math.max(1, canvas.height);
     var near = camera.distance / 100, far = camera.distance * 10;
-    var f = 1 / Math.tan((45 * Math.PI) / 360);
+    var f = 1 / Math.tan(FIELD_OF_VIEW / 2);
     var view = [
       a.right[0], a.up[0], a.back[0], 0,
       a.right[1], a.up[1], a.back[1], 0,

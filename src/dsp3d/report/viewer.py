@@ -114,7 +114,7 @@ def viewer_data(
     runs = list(scenes[0].predictions) if scenes else []
     return {
         "classes": list(class_names),
-        "palette": label_palette(len(class_names)).tolist(),
+        "palette": label_palette(class_names).tolist(),
         "noLabel": NO_LABEL,
         "correct": CORRECT.tolist(),
         "wrong": WRONG.tolist(),

@@ -1,10 +1,13 @@
 """The colours every picture, PLY export and the HTML viewer share.
 
 Class colours are ``label_palette``'s, the palette ``dsp3d predict --colors`` writes, so a class has the
-same colour in a prediction file, an export, a plot and the report.
+same colour in a prediction file, an export, a plot and the report: S3DIS's usual colours for S3DIS's
+classes, a colour-blind-safe set for other class lists.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,11 +31,12 @@ WRONG = np.array([220, 30, 30], dtype=np.uint8)
 UNLABELLED = np.array([90, 120, 200], dtype=np.uint8)
 
 
-def label_colors(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """uint8 [N, 3]: each point's class colour; labels outside [0, C) (IGNORE) get UNLABELLED."""
-    palette = label_palette(num_classes)
+def label_colors(labels: np.ndarray, classes: Sequence[str] | int) -> np.ndarray:
+    """uint8 [N, 3]: each point's class colour (``classes``: the class names, or their number, as
+    label_palette takes them); labels outside [0, C) (IGNORE) get UNLABELLED."""
+    palette = label_palette(classes)
     labels = np.asarray(labels)
-    valid = (labels >= 0) & (labels < num_classes)
+    valid = (labels >= 0) & (labels < len(palette))
     colors = np.broadcast_to(UNLABELLED, (len(labels), 3)).copy()
     colors[valid] = palette[labels[valid]]
     return colors

@@ -42,14 +42,16 @@ def plot_command(
     cut: float | None = None,
     device: str = "auto",
     with_scenes: bool = True,
+    recompute: bool = False,
 ) -> list[Path]:
-    """Write every plot of the runs in ``paths`` to ``out``; returns the PNG paths."""
+    """Write every plot of the runs in ``paths`` to ``out``; returns the PNG paths. The scenes show the
+    predictions each run saved at evaluation; ``recompute`` predicts them again (predict_scenes)."""
     runs = find_runs(paths)
     prepare_output_folder(out)  # before the scenes are predicted
     log.info("plotting %d run(s): %s", len(runs), ", ".join(run.name for run in runs))
     plots = chart_plots(runs)
     if with_scenes:
-        predicted = predict_scenes(runs, scenes, scene_count, device)
+        predicted = predict_scenes(runs, scenes, scene_count, device, recompute)
         plots += scene_plots(predicted, default_cut(runs, cut))
         if predicted:
             plots += affinity_plots(runs, AffinityOptions(predicted[0].name, pair, point))
@@ -65,12 +67,14 @@ def export_command(
     scenes: list[str] | None = None,
     scene_count: int = 1,
     device: str = "auto",
+    recompute: bool = False,
 ) -> list[Path]:
-    """Coloured PLY files of test scenes: ground truth, and each run's prediction and errors."""
+    """Coloured PLY files of test scenes: ground truth, and each run's prediction (the saved one unless
+    ``recompute``) and errors."""
     runs = find_runs(paths)
     prepare_output_folder(out)  # before the scenes are predicted
     written = []
-    for scene in predict_scenes(runs, scenes, scene_count, device):
+    for scene in predict_scenes(runs, scenes, scene_count, device, recompute):
         for path in export_scene(scene, out):
             log.info("  wrote %s", path)
             written.append(path)

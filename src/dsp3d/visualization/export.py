@@ -38,20 +38,19 @@ def export_scene(scene: ScenePrediction, out_dir: str | Path) -> list[Path]:
     unlabelled, ``label`` = predicted class, ``truth``, ``correct`` = 1 / 0 / -1 unlabelled)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    num_classes = len(scene.class_names)
     xyz = coordinate_fields(scene.points, scene.offset)
     classes = "classes: " + " ".join(f"{k}={name}" for k, name in enumerate(scene.class_names))
     truth = scene.truth.astype(np.int32)
     written = []
     path = out_dir / f"{scene.file_stem}_truth.ply"
-    fields = {**xyz, **_colour_fields(label_colors(truth, num_classes)), "label": truth}
+    fields = {**xyz, **_colour_fields(label_colors(truth, scene.class_names)), "label": truth}
     write_ply(path, fields, comments=(f"dsp3d ground truth of {scene.name}", classes))
     written.append(path)
     for run, prediction in scene.predictions.items():
         stem = f"{scene.file_stem}_{safe_name(run)}"
         label = prediction.astype(np.int32)
         path = out_dir / f"{stem}_prediction.ply"
-        fields = {**xyz, **_colour_fields(label_colors(label, num_classes)), "label": label}
+        fields = {**xyz, **_colour_fields(label_colors(label, scene.class_names)), "label": label}
         write_ply(path, fields, comments=(f"dsp3d prediction of {run} on {scene.name}", classes))
         written.append(path)
         correct = np.where(truth < 0, -1, (label == truth).astype(np.int32)).astype(np.int32)

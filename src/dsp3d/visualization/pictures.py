@@ -47,8 +47,8 @@ def scene_figure(
     points, truth, prediction = scene.points[keep], scene.truth[keep], scene.predictions[run][keep]
     num_classes = len(scene.class_names)
     colourings = [
-        ("ground truth", label_colors(truth, num_classes)),
-        (f"{run}: prediction", label_colors(prediction, num_classes)),
+        ("ground truth", label_colors(truth, scene.class_names)),
+        (f"{run}: prediction", label_colors(prediction, scene.class_names)),
         (
             f"{run}: errors ({100 - scene_accuracy(truth, prediction):.1f}% wrong)",
             error_colors(truth, prediction),
@@ -78,7 +78,7 @@ def scene_figure(
 
 def _legend(class_names: list[str], truth: np.ndarray, prediction: np.ndarray) -> list[Patch]:
     """Patches for the classes that appear in the ground truth or the prediction, and the error colours."""
-    palette = label_palette(len(class_names))
+    palette = label_palette(class_names)
     present = set(np.unique(truth).tolist()) | set(np.unique(prediction).tolist())
     handles = [
         Patch(color=palette[c] / 255.0, label=name) for c, name in enumerate(class_names) if c in present
@@ -120,37 +120,40 @@ def _mark(ax, points: np.ndarray, index: int, width: int, height: int, face: str
 def affinity_figure(
     maps: list[AffinityMap], run: str, scene: str, pair: int, class_names: list[str]
 ) -> Figure:
-    """One row per module: its affinity over the target sphere (left), the query sphere with the chosen
-    point in red (right), as in the paper's Fig. 4."""
+    """One row per module, as in the paper's Fig. 4: its affinity over the sphere it weighs (left) and
+    that same sphere by ground truth (right), so that a glance tells whether the affinity follows the
+    classes. CSFR weighs the paired sphere, ISFR the chosen point's own sphere, where the point is
+    marked in red."""
     width, height = 420, 320
-    num_classes = len(class_names)
     figure = Figure(figsize=(2 * width / 100 + 1.0, len(maps) * height / 100 + 0.6), layout="constrained")
     axes = figure.subplots(len(maps), 2, squeeze=False)
     for row, amap in enumerate(maps):
         t, low, high = log_scale(amap.weights)
-        heat_ax, query_ax = axes[row]
+        heat_ax, truth_ax = axes[row]
         heat_ax.imshow(
             render(amap.target_points, heat_colors(t), ANGLE, width, height, point_px=5, shade=0.15)
         )
-        partner = "the paired sphere" if amap.module == "CSFR" else "its own sphere"
-        if amap.module == "ISFR":  # the query is one of the target points: ring it
+        own = amap.module == "ISFR"  # ISFR weighs the query's own sphere: the query is a target point
+        partner = "its own sphere" if own else "the paired sphere"
+        if own:
             _mark(heat_ax, amap.target_points, amap.query, width, height, face="none")
         heat_ax.set_title(f"{amap.module} affinity over {partner} ({amap.checkpoint})", fontsize=9)
         bar = figure.colorbar(_scalar_mappable(low, high), ax=heat_ax, shrink=0.8)
         bar.set_label("affinity (softmax weight, log scale)", fontsize=8)
         bar.ax.tick_params(labelsize=7)
-        # Ground-truth colours, paled so that the red query stands out, say what the affinity follows.
-        pale = (label_colors(amap.query_labels, num_classes) * 0.45 + 255 * 0.55).astype(np.uint8)
-        query_ax.imshow(render(amap.query_points, pale, ANGLE, width, height, point_px=5, shade=0.15))
-        _mark(query_ax, amap.query_points, amap.query, width, height, face="red")
-        query_ax.set_title(f"chosen point {amap.query} (red); sphere by ground truth", fontsize=9)
-        for ax in (heat_ax, query_ax):
+        pale = _pale(amap.target_labels, class_names)
+        truth_ax.imshow(render(amap.target_points, pale, ANGLE, width, height, point_px=5, shade=0.15))
+        if own:
+            _mark(truth_ax, amap.target_points, amap.query, width, height, face="red")
+            title = f"its own sphere by ground truth, chosen point {amap.query} in red"
+        else:  # the chosen point is in the other sphere of the pair: say what it is
+            title = f"the paired sphere by ground truth (the chosen point: {_class_of(amap, class_names)})"
+        truth_ax.set_title(title, fontsize=9)
+        for ax in (heat_ax, truth_ax):
             ax.set_axis_off()
     figure.suptitle(f"{run}: affinity of one point, {scene}, test-sphere pair {pair}", fontsize=10)
-    present = set(
-        np.unique(np.concatenate([m.query_labels for m in maps] + [m.target_labels for m in maps])).tolist()
-    )
-    palette = label_palette(num_classes)
+    present = set(np.unique(np.concatenate([m.target_labels for m in maps])).tolist())
+    palette = label_palette(class_names)
     handles = [Patch(color=palette[c] / 255.0, label=n) for c, n in enumerate(class_names) if c in present]
     figure.legend(
         handles=handles,
@@ -162,6 +165,16 @@ def affinity_figure(
         title_fontsize=7,
     )
     return figure
+
+
+def _pale(labels: np.ndarray, class_names: list[str]) -> np.ndarray:
+    """Ground-truth colours paled towards white, so that the red chosen point stands out."""
+    return (label_colors(labels, class_names) * 0.45 + 255 * 0.55).astype(np.uint8)
+
+
+def _class_of(amap: AffinityMap, class_names: list[str]) -> str:
+    label = int(amap.query_labels[amap.query])
+    return class_names[label] if 0 <= label < len(class_names) else "unlabelled"
 
 
 def _scalar_mappable(low: float, high: float):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dsp3d.data.types import SubsampledCloud
 from dsp3d.io.atomic import atomic_write_bytes
-from dsp3d.visualization.affinity import affinity_maps
+from dsp3d.visualization.affinity import TRAINED_BY, affinity_maps
 from dsp3d.visualization.charts import confusion_figure, figure_png, iou_bars_figure, training_curves_figure
 from dsp3d.visualization.pictures import affinity_figure, scene_figure
 from dsp3d.visualization.runs import RunRecord
@@ -68,7 +68,7 @@ def scene_plots(scenes: list[ScenePrediction], cut: float | None) -> list[Plot]:
 
 def test_cloud(run: RunRecord, scene: str) -> SubsampledCloud:
     """The run's subsampled copy of test scene ``scene`` (what its network saw)."""
-    data = prepare_data(run.config(), lambda message: None, test_only=True)
+    data = prepare_data(run.config(), test_only=True)
     for test in data.test:
         if test.cloud.name == scene:
             return test.cloud
@@ -79,7 +79,9 @@ def affinity_plots(runs: list[RunRecord], options: AffinityOptions) -> list[Plot
     """Fig. 4 for every run that trained CSFR or ISFR (none for baseline / full runs)."""
     plots = []
     for run in runs:
-        maps = affinity_maps(run, test_cloud(run, options.scene), options.pair, options.point)
+        # Only a run that trained a module needs its test cloud (preparing it takes seconds).
+        trained = any(stage.mode in modes for stage in run.stages for modes in TRAINED_BY.values())
+        maps = trained and affinity_maps(run, test_cloud(run, options.scene), options.pair, options.point)
         if not maps:
             log.info("  %s: trained neither CSFR nor ISFR, no affinity map", run.name)
             continue

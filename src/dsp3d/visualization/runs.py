@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dsp3d.config import Config, load_run_config
+from dsp3d.methods import STAGE_MODES
 
 
 @dataclass
@@ -26,6 +27,22 @@ class StageSummary:
     seconds: float
     first_loss: float
     last_loss: float
+
+
+@dataclass
+class StageLosses:
+    """A stage's loss at its start and at its end: ``seg``, the basic branch's segmentation loss (the
+    term every method has, so runs compare on it), and ``total``, what the stage minimised (seg plus its
+    other terms: DSP's cross-entropies and regularisers, another method's loss on unlabelled points).
+    From metrics.jsonl, the stage's first and last records (each a mean over ``train.log_every`` steps);
+    without it, results.json's totals (means of the first / last steps), where seg is known only for a
+    stage whose total is seg alone. NaN where unknown."""
+
+    seg_first: float
+    seg_last: float
+    total_first: float
+    total_last: float
+    only_seg: bool  # the stage trains the segmentation loss alone (total == seg)
 
 
 @dataclass
@@ -105,6 +122,24 @@ class RunRecord:
 
     def config(self) -> Config:
         return load_run_config(self.path)
+
+    def stage_losses(self) -> list[StageLosses]:
+        """Per stage (in self.stages' order), its StageLosses."""
+        metrics = self.path / "metrics.jsonl"
+        records = stage_end_records(metrics) if metrics.is_file() else []
+        found = []
+        for index, stage in enumerate(self.stages):
+            mode = STAGE_MODES.get(stage.mode)
+            only_seg = mode is not None and not (mode.cross or mode.intra or mode.unlabelled)
+            if index < len(records):
+                first, last = records[index]
+                seg = (float(first.get("seg", math.nan)), float(last.get("seg", math.nan)))
+                total = (float(first.get("loss", math.nan)), float(last.get("loss", math.nan)))
+            else:
+                total = (stage.first_loss, stage.last_loss)
+                seg = total if only_seg else (math.nan, math.nan)
+            found.append(StageLosses(*seg, *total, only_seg))
+        return found
 
     def curve(self) -> TrainingCurve:
         metrics = self.path / "metrics.jsonl"
@@ -214,6 +249,20 @@ def read_metrics(path: Path) -> TrainingCurve:
         val_steps=np.array([offsets[k] + s for k, s in val_order], dtype=np.int64),
         val_miou=np.array([vals[k] for k in val_order], dtype=np.float64),
     )
+
+
+def stage_end_records(path: Path) -> list[tuple[dict, dict]]:
+    """(first, last) step record of each stage in a metrics.jsonl, in stage order (validation records
+    and lines that do not parse left out; a step logged twice keeps its latest record)."""
+    stages: dict[object, dict[int, dict]] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row and "loss" in row and row.get("kind") != "val":
+            stages.setdefault(row.get("stage", row.get("mode", 0)), {})[int(row["step"])] = row
+    return [(steps[min(steps)], steps[max(steps)]) for steps in stages.values()]
 
 
 def summary_curve(stages: list[StageSummary]) -> TrainingCurve:

@@ -1,24 +1,27 @@
 """Test scenes at full resolution with every run's prediction, for renders, the viewer and exports.
 
-Each run is scored as evaluation scores it (dsp3d.evaluation.evaluate.vote_scene on the run's own
-subsampled cloud, projected back to every original point), so the pictures show the predictions that
-the run's mIoU counts.
+A run's predictions are those its evaluation saved (dsp3d.evaluation.predictions: the classes its mIoU
+counts). A scene without them (a run evaluated by an older dsp3d, or a file that does not match the
+scene), or every scene when asked (``recompute``), is predicted again as evaluation predicts it
+(Scorer.vote on the run's own subsampled cloud, projected back to every original point), so the pictures
+show the same predictions either way.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from dsp3d.data.types import TestScene
 from dsp3d.datasets.registry import dataset_split
 from dsp3d.evaluation.evaluate import Scorer
+from dsp3d.evaluation.predictions import load_prediction, safe_name
 from dsp3d.training.export import load_inference_model
 from dsp3d.training.loop import resolve_device
 from dsp3d.visualization.runs import RunRecord
-from dsp3d.workflow.prepare import prepare_data
+from dsp3d.workflow.prepare import PreparedData, prepare_data
 
 log = logging.getLogger("dsp3d")
 
@@ -65,12 +68,6 @@ class ScenePrediction:
         return self.subset(np.sort(rng.choice(len(self.points), size=max_points, replace=False)))
 
 
-def safe_name(name: str) -> str:
-    """A scene or run name as part of a file name (S3DIS scenes are 'Area_5/office_1', ablation runs
-    'csfr/seed0')."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "unnamed"
-
-
 def select_indices(names: list[str], wanted: list[str] | None, count: int) -> list[int]:
     """Indices of the scenes to show: ``wanted`` by name or index, else the first ``count``."""
     if not wanted:
@@ -91,12 +88,13 @@ def predict_scenes(
     wanted: list[str] | None = None,
     count: int = 1,
     device: str = "auto",
+    recompute: bool = False,
 ) -> list[ScenePrediction]:
     """The chosen test scenes of the first run's dataset, each with every run's full-resolution
-    prediction. Runs must have been tested on the same scenes (the same dataset and split)."""
+    prediction: the one its evaluation saved, else (or with ``recompute``) predicted again. Runs must
+    have been tested on the same scenes (the same dataset and split)."""
     if not runs:
         return []
-    torch_device = resolve_device(device)
     first_config = runs[0].config()
     reference = prepare_data(first_config, test_only=True)
     names = [scene.cloud.name for scene in reference.test]
@@ -113,21 +111,53 @@ def predict_scenes(
         scenes.append(
             ScenePrediction(names[index], full.points, rgb, test.full_labels, class_names, full.offset)
         )
+    chosen = [reference.test[index] for index in indices]
     for run in runs:
-        config = run.config()
-        data = reference if run is runs[0] else prepare_data(config, test_only=True)
-        run_names = [scene.cloud.name for scene in data.test]
-        if run_names != names:
-            raise ValueError(
-                f"{run.name} was tested on other scenes than {runs[0].name}; compare runs of one dataset"
-            )
-        model, meta = load_inference_model(run.path / "model.pt", torch_device)
-        scorer = Scorer(
-            meta.feature_names, meta.class_names, meta.levels, meta.sphere_radius, config.eval, torch_device
-        )
-        for scene, index in zip(scenes, indices, strict=True):
-            log.info("  predicting %s with %s", scene.name, run.name)
-            cloud = data.test[index].cloud
-            probs = scorer.vote(model, cloud)
-            scene.predictions[run.name] = probs.argmax(axis=1).astype(np.int64)[cloud.reprojection]
+        missing = list(range(len(chosen))) if recompute else _read_saved(run, chosen, scenes)
+        if missing:
+            _predict_again(run, runs[0], reference, indices, missing, scenes, device)
     return scenes
+
+
+def _read_saved(run: RunRecord, chosen: list[TestScene], scenes: list[ScenePrediction]) -> list[int]:
+    """Fill ``scenes`` with the predictions ``run`` saved at evaluation; the positions of the scenes
+    whose predictions are missing or do not match (an info line says which and why)."""
+    missing = []
+    for position, (test, scene) in enumerate(zip(chosen, scenes, strict=True)):
+        labels, why = load_prediction(run.path, test, scene.class_names)
+        if labels is None:
+            log.info("  %s, %s: %s; predicting the scene again", run.name, scene.name, why)
+            missing.append(position)
+        else:
+            scene.predictions[run.name] = labels
+    return missing
+
+
+def _predict_again(
+    run: RunRecord,
+    first: RunRecord,
+    reference: PreparedData,
+    indices: list[int],
+    missing: list[int],
+    scenes: list[ScenePrediction],
+    device: str,
+) -> None:
+    """Predict ``scenes[k]`` (test scene ``indices[k]`` of ``first``'s data ``reference``) for k in
+    ``missing`` with ``run``'s model, as its evaluation did."""
+    config = run.config()
+    data = reference if run is first else prepare_data(config, test_only=True)
+    if [scene.cloud.name for scene in data.test] != [scene.cloud.name for scene in reference.test]:
+        raise ValueError(
+            f"{run.name} was tested on other scenes than {first.name}; compare runs of one dataset"
+        )
+    torch_device = resolve_device(device)
+    model, meta = load_inference_model(run.path / "model.pt", torch_device)
+    scorer = Scorer(
+        meta.feature_names, meta.class_names, meta.levels, meta.sphere_radius, config.eval, torch_device
+    )
+    for position in missing:
+        scene = scenes[position]
+        log.info("  predicting %s with %s", scene.name, run.name)
+        cloud = data.test[indices[position]].cloud
+        probs = scorer.vote(model, cloud)
+        scene.predictions[run.name] = probs.argmax(axis=1).astype(np.int64)[cloud.reprojection]

@@ -91,7 +91,7 @@ def run_method(config: Config, data: PreparedData, run_dir: str | Path, resume: 
         model, reports = train(config, scenes, run_dir, resume, validate, metrics)
         if world.is_main:
             export_inference_model(model.backbone, inference_meta(config, data), run_dir / "model.pt")
-        result = score_run(model, config, data, scorer)
+        result = score_run(model, config, data, scorer, run_dir)
         result["training"] = [_stage_summary(report) for report in reports]
         metrics.log_final(result, config)
     finally:
@@ -131,9 +131,13 @@ def inference_meta(config: Config, data: PreparedData) -> InferenceMeta:
     )
 
 
-def score_run(model, config: Config, data: PreparedData, scorer: Scorer) -> dict:
+def score_run(
+    model, config: Config, data: PreparedData, scorer: Scorer, run_dir: str | Path | None = None
+) -> dict:
     """The test scenes' scores of a trained model (and, with eval.branches, of the branches it trained);
-    mIoU and OA null with a note when no test point is labelled."""
+    mIoU and OA null with a note when no test point is labelled. With ``run_dir``, the basic branch's
+    predicted class of every test point is kept in ``run_dir/predictions`` (evaluation.predictions; each
+    process of a data-parallel run writes the scenes it scored)."""
     method, world = config.train.method, distributed.current_world()
     if not labelled_test_points(data.test):
         log.info(
@@ -144,11 +148,11 @@ def score_run(model, config: Config, data: PreparedData, scorer: Scorer) -> dict
     log.info("evaluating %s on %d held-out scenes", method, len(data.test))
     test_share = distributed.shard(data.test, world)
 
-    def score(network, branch: str = "basic") -> dict:
-        result = scorer.evaluate(network, test_share, branch=branch, what=f"evaluating {branch}")
+    def score(network, branch: str = "basic", save_to: str | Path | None = None) -> dict:
+        result = scorer.evaluate(network, test_share, branch, f"evaluating {branch}", save_to)
         return merge_results(result, data.class_names, world)
 
-    result = score(model.backbone)
+    result = score(model.backbone, save_to=run_dir)
     if config.eval.branches:
         result["branches"] = {"basic": result["miou"]}
         modes = [STAGE_MODES[stage] for stage in METHOD_STAGES[method]]

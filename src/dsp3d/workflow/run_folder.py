@@ -12,7 +12,7 @@ from pathlib import Path
 
 # What a run writes into its folder (workflow.run.run_method, training.loop), and --force removes.
 RUN_FILES = ("model.pt", "results.json", "config.yaml", "metrics.jsonl", "best.pt", "evaluation.json")
-RUN_FOLDERS = ("checkpoints", "weak_labels", "tensorboard", "wandb")
+RUN_FOLDERS = ("checkpoints", "weak_labels", "tensorboard", "wandb", "predictions")
 RUN_PATTERNS = ("stage*.pt",)
 
 
