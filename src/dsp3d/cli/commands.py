@@ -12,8 +12,9 @@ from dsp3d.datasets.folder import load_folder_spec
 from dsp3d.datasets.registry import dataset_split
 from dsp3d.evaluation.evaluate import Scorer
 from dsp3d.evaluation.table import per_class_table
-from dsp3d.inference.predict import Predictor, label_palette
+from dsp3d.inference.predict import Predictor
 from dsp3d.io.atomic import atomic_write_json, prepare_output_file, prepare_output_folder
+from dsp3d.io.classes import label_palette
 from dsp3d.io.clouds import cloud_format
 from dsp3d.io.errors import DataError
 from dsp3d.training.checkpoint import CheckpointError

@@ -1,8 +1,9 @@
 """Prediction on clouds of any size: tiled test spheres, voting, reprojection to every original point.
 
-Files are predicted in chunks (``Predictor.predict_file``, what ``dsp3d predict`` runs): the file is
-read chunk by chunk into its grid-subsampled cloud, and written again chunk by chunk with the label of
-each point's voxel (``dsp3d.inference.streamed``), so that the full cloud is never in memory.
+``Predictor`` runs a model on a subsampled cloud: ``vote`` averages its probabilities over test spheres;
+``predict_cloud`` is the in-memory path (subsample, vote, reproject); ``predict_file`` is the path of
+files of any size, read and written in chunks (``dsp3d.inference.pipeline``, what ``dsp3d predict``
+runs).
 
 Memory: the cloud is grid-subsampled once (M points); the votes are one float32 [M, C] array. Test
 spheres are made and used tile by tile (square tiles of the xy plane), so what the spheres themselves
@@ -14,7 +15,6 @@ the whole cloud, so spheres at a tile's edge see their full neighbourhood and th
 
 from __future__ import annotations
 
-import colorsys
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,10 +26,9 @@ from scipy.spatial import cKDTree
 from dsp3d import progress
 from dsp3d.batching.pyramid import build_batch
 from dsp3d.data.types import Cloud, SubsampledCloud
-from dsp3d.inference.streamed import stream_subsample, summarize_source
-from dsp3d.io.errors import DataError
+from dsp3d.inference import pipeline
 from dsp3d.io.fields import FieldSpec
-from dsp3d.io.stream import DEFAULT_CHUNK_POINTS, open_source
+from dsp3d.io.interface import DEFAULT_CHUNK_POINTS
 from dsp3d.preprocessing.subsample import grid_subsample
 from dsp3d.sampling.sample import extract_sample
 from dsp3d.sampling.spheres import test_sphere_centers
@@ -48,15 +47,6 @@ class Prediction:
     labels: np.ndarray
     confidence: np.ndarray
     probabilities: np.ndarray
-
-
-def label_palette(num_classes: int) -> np.ndarray:
-    """uint8 [C, 3]: distinct, stable colours per class (golden-ratio hues, alternating brightness)."""
-    colours = [
-        colorsys.hsv_to_rgb((c * 0.618033988749895) % 1.0, 0.75, 0.95 if c % 2 == 0 else 0.7)
-        for c in range(num_classes)
-    ]
-    return np.round(np.array(colours, dtype=np.float64) * 255).astype(np.uint8).reshape(num_classes, 3)
 
 
 def tile_order(points: np.ndarray, tile_size: float) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +136,7 @@ class Predictor:
 
     def predict_cloud(self, cloud: Cloud) -> Prediction:
         """Subsample at the model's grid, vote over tiled spheres, project back to every original point."""
-        check_inputs(cloud, self.meta, cloud.name)
+        pipeline.check_features(self.meta, cloud.name, cloud.colors is not None, cloud.intensity is not None)
         sub = grid_subsample(cloud, self.meta.grid_size)
         votes = self.vote(sub, len(cloud))
         return Prediction(
@@ -164,39 +154,9 @@ class Predictor:
         colors: bool = False,
         chunk_points: int = DEFAULT_CHUNK_POINTS,
     ) -> np.ndarray:
-        """Label every point of the file ``path`` and write it again at ``out`` (its own format, its
-        fields plus ``pred``, optionally ``prob`` and ``pred_red/green/blue``), reading and writing
-        ``chunk_points`` points at a time: besides one chunk, memory holds the subsampled cloud and
-        its votes, never the full cloud. Returns the points per predicted class, int64 [C]."""
-        source = open_source(path)
-        summary = summarize_source(source, spec, chunk_points)
-        reading = summary.reading()
-        check_features(self.meta, path, reading.colors is not None, reading.intensity is not None)
-        grid = self.meta.grid_size
-        sub, voxels = stream_subsample(source, reading, grid, chunk_points, summary.low, summary.high)
-        votes = self.vote(sub, summary.count)
-        del sub
-        num_classes = len(self.meta.class_names)
-        palette = label_palette(num_classes)
-        totals = np.zeros(num_classes, dtype=np.int64)
-        labels = votes.labels.astype(np.int32)
-        confidence = votes.confidence.astype(np.float32)
-        del votes
-
-        def extra(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            voxel = voxels.find(reading.points(fields))
-            pred = labels[voxel]
-            totals[:] += np.bincount(pred, minlength=num_classes)
-            result = {"pred": pred}
-            if probabilities:
-                result["prob"] = confidence[voxel]
-            if colors:
-                rgb = palette[pred]
-                result.update(pred_red=rgb[:, 0], pred_green=rgb[:, 1], pred_blue=rgb[:, 2])
-            return result
-
-        source.write_like(out, extra, chunk_points)
-        return totals
+        """Label every point of the file ``path`` and write it again at ``out``, in chunks: see
+        ``dsp3d.inference.pipeline.predict_file``. Returns the points per predicted class, int64 [C]."""
+        return pipeline.predict_file(self, path, out, spec, probabilities, colors, chunk_points)
 
 
 @dataclass
@@ -226,23 +186,3 @@ def predict_cloud(
 ) -> Prediction:
     """``Predictor(model, meta, device, *args, **options).predict_cloud(cloud)``: the in-memory path."""
     return Predictor(model, meta, device, *args, **options).predict_cloud(cloud)
-
-
-def check_features(meta: InferenceMeta, path, colors: bool, intensity: bool) -> None:
-    """DataError when a cloud (with or without ``colors`` and ``intensity``) lacks a field the model was
-    trained with."""
-    if "rgb" in meta.feature_names and not colors:
-        raise DataError(
-            f"{path}: no colour (red/green/blue) in this cloud, but the model was trained with colour "
-            f"(input features {', '.join(meta.feature_names)}); use a model trained without 'rgb'"
-        )
-    if "intensity" in meta.feature_names and not intensity:
-        raise DataError(
-            f"{path}: no intensity in this cloud, but the model was trained with it "
-            f"(input features {', '.join(meta.feature_names)})"
-        )
-
-
-def check_inputs(cloud: Cloud, meta: InferenceMeta, path) -> None:
-    """DataError when the cloud lacks a field the model was trained with."""
-    check_features(meta, path, cloud.colors is not None, cloud.intensity is not None)

@@ -1,4 +1,5 @@
-"""Files read and re-written in chunks give what the whole-file functions give."""
+"""Files read and re-written in chunks (every format's reader and writer) give what the whole-file
+functions give; an interrupted write leaves no output."""
 
 from __future__ import annotations
 
@@ -6,17 +7,24 @@ import numpy as np
 import pytest
 
 from dsp3d.data.types import Cloud
-from dsp3d.io.clouds import read_cloud, read_fields, write_cloud, write_cloud_like
+from dsp3d.io.clouds import read_cloud, read_fields, reader_for, write_cloud, write_cloud_like, writer_for
 from dsp3d.io.errors import DataError
 from dsp3d.io.fields import CloudSummary, FieldSpec
 from dsp3d.io.ply import write_ply
-from dsp3d.io.stream import open_source, write_cloud_like_chunked
 
 N, CHUNK = 700, 64
 
 
 def extra(fields):
     return {"pred": (fields["x"] * 7).astype(np.int32) % 5, "prob": (fields["y"] / 10).astype(np.float32)}
+
+
+def write_cloud_like_chunked(src, out, extra, size: int = CHUNK) -> None:
+    """``write_cloud_like`` in chunks: ``extra`` maps the fields of each chunk to its new fields."""
+    reader = reader_for(src)
+    with writer_for(reader, out) as writer:
+        for chunk in reader.chunks(size):
+            writer.write(chunk, extra(chunk.fields))
 
 
 def make_files(tmp_path) -> list:
@@ -35,19 +43,23 @@ def make_files(tmp_path) -> list:
         ("s.npy", {}),
         ("h.txt", {}),
         ("c.csv", {}),
+        ("m.npz", {}),
     ]:
         write_cloud(tmp_path / name, cloud, extra_fields=keep, **options)
         files.append(tmp_path / name)
     np.save(tmp_path / "plain.npy", np.column_stack([points, rng.random((N, 3))]))
+    np.save(tmp_path / "fortran.npy", np.asfortranarray(np.column_stack([points, rng.random((N, 3))])))
+    np.savez(tmp_path / "one.npz", table=np.column_stack([points, rng.random((N, 3))]))
     np.savetxt(tmp_path / "plain.txt", np.column_stack([points, rng.random(N)]), fmt="%.6f")
     with open(tmp_path / "plain.txt", "ab") as f:
         f.write(b"\n  \n")  # blank lines at the end
-    return [*files, tmp_path / "plain.npy", tmp_path / "plain.txt"]
+    others = ["plain.npy", "fortran.npy", "one.npz", "plain.txt"]
+    return [*files, *[tmp_path / name for name in others]]
 
 
 def test_chunks_and_chunked_writes_equal_the_whole_file_functions(tmp_path):
     for src in make_files(tmp_path):
-        source = open_source(src)
+        source = reader_for(src)
         whole = read_fields(src)
         chunks = list(source.chunks(CHUNK))
         assert len(chunks) > 5
@@ -60,21 +72,66 @@ def test_chunks_and_chunked_writes_equal_the_whole_file_functions(tmp_path):
         (tmp_path / "chunked").mkdir(exist_ok=True)
         write_cloud_like(src, tmp_path / "whole" / src.name, extra(whole))
         write_cloud_like_chunked(src, tmp_path / "chunked" / src.name, extra, CHUNK)
-        assert (tmp_path / "chunked" / src.name).read_bytes() == (tmp_path / "whole" / src.name).read_bytes()
+        chunked, whole_file = tmp_path / "chunked" / src.name, tmp_path / "whole" / src.name
+        if src.name == "fortran.npy":  # written whole in Fortran order, in chunks in C order
+            for name, values in read_fields(whole_file).items():
+                np.testing.assert_array_equal(read_fields(chunked)[name], values, err_msg=name)
+        else:
+            assert chunked.read_bytes() == whole_file.read_bytes(), src.name
 
 
-def test_ply_elements_around_the_vertices_are_kept(tmp_path):
+@pytest.mark.parametrize("binary", [True, False])
+def test_ply_elements_around_the_vertices_are_kept(tmp_path, binary):
     src = tmp_path / "mesh.ply"
-    write_ply(src, {"x": np.arange(200, dtype=np.float32), "y": np.zeros(200), "z": np.ones(200)})
+    xyz = {"x": np.arange(200, dtype=np.float32), "y": np.zeros(200), "z": np.ones(200)}
+    write_ply(src, xyz, binary=binary, comments=("scanned by hand",))
     data = src.read_bytes()
     head, body = data.split(b"end_header\n")
     head = head.replace(b"element vertex", b"element camera 1\nproperty float f\nelement vertex")
     head += b"element face 1\nproperty list uchar int vertex_indices\n"
-    face = np.array([3], np.uint8).tobytes() + np.array([0, 1, 2], "<i4").tobytes()
-    src.write_bytes(head + b"end_header\n" + np.float32(2.5).tobytes() + body + face)
+    if binary:
+        camera = np.float32(2.5).tobytes()
+        face = np.array([3], np.uint8).tobytes() + np.array([0, 1, 2], "<i4").tobytes()
+    else:
+        camera, face = b"2.5\n", b"3 0 1 2\n"
+    src.write_bytes(head + b"end_header\n" + camera + body + face)
     write_cloud_like(src, tmp_path / "whole.ply", extra(read_fields(src)))
     write_cloud_like_chunked(src, tmp_path / "chunked.ply", extra, 33)
-    assert (tmp_path / "chunked.ply").read_bytes() == (tmp_path / "whole.ply").read_bytes()
+    written = (tmp_path / "chunked.ply").read_bytes()
+    assert written == (tmp_path / "whole.ply").read_bytes()
+    assert b"comment scanned by hand\n" in written and written.endswith(face)
+    assert camera + body[:9] in written  # the camera, then the first vertex's coordinates
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", ["scan.ply", "scan.npy", "scan.las", "scan.txt", "scan.npz"])
+def test_an_interrupted_write_leaves_no_output(tmp_path, name):
+    if name.endswith(".las"):
+        pytest.importorskip("laspy", reason="LAS needs laspy")
+    src = tmp_path / name
+    write_cloud(src, Cloud(points=np.random.default_rng(0).random((1000, 3)).astype(np.float32)))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    calls = []
+
+    def extra(fields):
+        calls.append(len(fields["x"]))
+        if len(calls) == 3:
+            raise Interrupted
+        return {"pred": np.zeros(len(fields["x"]), dtype=np.int32)}
+
+    with pytest.raises(Interrupted):
+        write_cloud_like_chunked(src, out_dir / name, extra, 97)
+    assert list(out_dir.iterdir()) == []  # neither the output nor a temporary file
+
+    (out_dir / name).write_bytes(b"previous")  # an existing output stays as it was
+    calls.clear()
+    with pytest.raises(Interrupted):
+        write_cloud_like_chunked(src, out_dir / name, extra, 97)
+    assert [p.name for p in out_dir.iterdir()] == [name] and (out_dir / name).read_bytes() == b"previous"
 
 
 def test_las_chunked_write_keeps_every_field(tmp_path):
@@ -109,11 +166,8 @@ def test_chunked_summary_reads_the_cloud_as_read_cloud(tmp_path):
     write_ply(tmp_path / "t.ply", fields)
     for spec in (None, FieldSpec(color_range=(10, 100), intensity="scalar_intensity", intensity_range=4095)):
         cloud = read_cloud(tmp_path / "t.ply", spec)
-        source = open_source(tmp_path / "t.ply")
-        summary = CloudSummary(source.dtypes, source.path, spec)
-        for chunk in source.chunks(CHUNK):
-            summary.update(chunk.fields)
-        reading = summary.reading()
+        source = reader_for(tmp_path / "t.ply")
+        reading = source.summary(spec, CHUNK).reading()
         np.testing.assert_array_equal(reading.offset, cloud.offset)
         parts = [
             (reading.points(c.fields), reading.point_colors(c.fields), reading.point_intensity(c.fields))
@@ -127,7 +181,7 @@ def test_chunked_summary_reads_the_cloud_as_read_cloud(tmp_path):
 def test_chunked_errors_name_the_file(tmp_path):
     fields = {"x": np.array([0.0, np.nan, 1.0] * 50), "y": np.zeros(150), "z": np.zeros(150)}
     write_ply(tmp_path / "nan.ply", fields)
-    source = open_source(tmp_path / "nan.ply")
+    source = reader_for(tmp_path / "nan.ply")
     summary = CloudSummary(source.dtypes, source.path)
     for chunk in source.chunks(16):
         summary.update(chunk.fields)

@@ -1,5 +1,5 @@
 """Prediction of files in chunks: the same subsampled cloud, labels and output as the in-memory path,
-with chunks much smaller than the cloud; an interrupted write leaves no output."""
+with chunks much smaller than the cloud."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import torch
 
 from dsp3d.data.types import Cloud
 from dsp3d.inference.predict import Predictor
-from dsp3d.inference.streamed import stream_subsample, summarize_source
-from dsp3d.io.clouds import read_cloud, read_fields, write_cloud
-from dsp3d.io.stream import open_source
+from dsp3d.inference.voxels import subsample_in_chunks
+from dsp3d.io.clouds import read_cloud, read_fields, reader_for, write_cloud
 from dsp3d.levels import make_levels
 from dsp3d.preprocessing.subsample import grid_subsample
 from dsp3d.training.export import InferenceMeta
@@ -59,10 +58,10 @@ def test_streamed_prediction_equals_the_in_memory_one(tmp_path, name, origin):
     expected = predictor().predict_cloud(cloud)
 
     # the same subsampled cloud, and every point finds its voxel again from its coordinates
-    source = open_source(src)
-    summary = summarize_source(source, None, CHUNK)
+    source = reader_for(src)
+    summary = source.summary(None, CHUNK)
     reading = summary.reading()
-    sub, voxels = stream_subsample(source, reading, GRID, CHUNK, summary.low, summary.high)
+    sub, voxels = subsample_in_chunks(source, reading, summary, GRID, CHUNK)
     reference = grid_subsample(cloud, GRID)
     np.testing.assert_array_equal(reading.offset, cloud.offset)
     np.testing.assert_allclose(sub.points, reference.points, atol=1e-5)
@@ -81,34 +80,3 @@ def test_streamed_prediction_equals_the_in_memory_one(tmp_path, name, origin):
     assert {"pred_red", "pred_green", "pred_blue"} <= set(after)
     np.testing.assert_array_equal(totals, np.bincount(expected.labels, minlength=3))
     assert len(np.unique(expected.labels)) > 1  # the model's labels really vary
-
-
-class Interrupted(Exception):
-    pass
-
-
-@pytest.mark.parametrize("name", ["scan.ply", "scan.npy", "scan.las", "scan.txt"])
-def test_an_interrupted_write_leaves_no_output(tmp_path, name):
-    if name.endswith(".las"):
-        pytest.importorskip("laspy", reason="LAS needs laspy")
-    src = tmp_path / name
-    write_cloud(src, scan(1000))
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    calls = []
-
-    def extra(fields):
-        calls.append(len(fields["x"]))
-        if len(calls) == 3:
-            raise Interrupted
-        return {"pred": np.zeros(len(fields["x"]), dtype=np.int32)}
-
-    with pytest.raises(Interrupted):
-        open_source(src).write_like(out_dir / name, extra, CHUNK)
-    assert list(out_dir.iterdir()) == []  # neither the output nor a temporary file
-
-    (out_dir / name).write_bytes(b"previous")  # an existing output stays as it was
-    calls.clear()
-    with pytest.raises(Interrupted):
-        open_source(src).write_like(out_dir / name, extra, CHUNK)
-    assert [p.name for p in out_dir.iterdir()] == [name] and (out_dir / name).read_bytes() == b"previous"
