@@ -189,3 +189,102 @@ def test_chunked_errors_name_the_file(tmp_path):
         summary.reading()
     with pytest.raises(DataError, match=r"must have the format of its source"):
         write_cloud_like_chunked(tmp_path / "nan.ply", tmp_path / "nan.npy", extra)
+
+
+def test_new_fields_of_an_existing_name_replace_it_in_place(tmp_path):
+    rng = np.random.default_rng(3)
+    cloud = Cloud(points=rng.random((N, 3)).astype(np.float32), colors=rng.random((N, 3)).astype(np.float32))
+
+    def recolour(fields):
+        n = len(fields["x"])
+        return {
+            "pred": (fields["x"] * 7).astype(np.int32) % 3,
+            "red": np.full(n, 7, np.uint8),
+            "orig_red": fields["red"],
+        }
+
+    for name in ("b.ply", "a.ply", "s.npy", "h.csv", "m.npz"):
+        src = tmp_path / name
+        write_cloud(src, cloud, binary=name != "a.ply") if name.endswith(".ply") else write_cloud(src, cloud)
+        write_cloud_like_chunked(src, tmp_path / f"chunked_{name}", recolour, CHUNK)
+        write_cloud_like(src, tmp_path / f"whole_{name}", recolour(read_fields(src)))
+        assert (tmp_path / f"chunked_{name}").read_bytes() == (tmp_path / f"whole_{name}").read_bytes(), name
+        before, after = read_fields(src), read_fields(tmp_path / f"chunked_{name}")
+        assert list(after) == [*before, "pred", "orig_red"], name  # red kept its place
+        assert (after["red"] == 7).all() and (after["orig_red"] == before["red"]).all(), name
+        np.testing.assert_array_equal(after["green"], before["green"], err_msg=name)
+    # tables without names: the columns of the default names (x y z red green blue) are replaced
+    table = np.column_stack([cloud.points, cloud.colors * 255]).astype(np.float64)
+    np.save(tmp_path / "plain.npy", table)
+    np.savetxt(tmp_path / "plain.txt", table, fmt="%.3f")
+    for name in ("plain.npy", "plain.txt"):
+        write_cloud_like_chunked(tmp_path / name, tmp_path / f"chunked_{name}", recolour, CHUNK)
+        write_cloud_like(tmp_path / name, tmp_path / f"whole_{name}", recolour(read_fields(tmp_path / name)))
+        got = (
+            np.load(tmp_path / f"chunked_{name}")
+            if name.endswith(".npy")
+            else np.loadtxt(tmp_path / f"chunked_{name}")
+        )
+        whole = (
+            np.load(tmp_path / f"whole_{name}")
+            if name.endswith(".npy")
+            else np.loadtxt(tmp_path / f"whole_{name}")
+        )
+        np.testing.assert_array_equal(got, whole, err_msg=name)
+        assert got.shape == (N, 8), name
+        np.testing.assert_allclose(
+            got[:, [0, 1, 2, 4, 5]], table[:, [0, 1, 2, 4, 5]], atol=5e-4, err_msg=name
+        )
+        assert (got[:, 3] == 7).all() and np.allclose(got[:, 7], table[:, 3], atol=5e-4), name
+
+
+def test_class_names_go_into_a_ply_comment_replacing_an_earlier_one(tmp_path):
+    xyz = {"x": np.arange(5, dtype=np.float32), "y": np.zeros(5), "z": np.zeros(5)}
+    write_ply(tmp_path / "in.ply", xyz, comments=("scanned", "classes: 0=old"))
+    reader = reader_for(tmp_path / "in.ply")
+    with writer_for(reader, tmp_path / "out.ply", ["low vegetation", "roof"]) as writer:
+        for chunk in reader.chunks(2):
+            writer.write(chunk, {"pred": np.ones(len(chunk), np.int32)})
+    data = (tmp_path / "out.ply").read_bytes()
+    comments = [
+        line for line in data[: data.index(b"end_header")].split(b"\n") if line.startswith(b"comment")
+    ]
+    assert comments == [b"comment scanned", b"comment classes: 0=low_vegetation 1=roof"]
+    assert (read_fields(tmp_path / "out.ply")["pred"] == 1).all()
+
+
+def test_las_gets_its_classes_in_a_vlr_meanings_in_extra_bytes_and_colours_in_16_bits(tmp_path):
+    laspy = pytest.importorskip("laspy", reason="LAS needs laspy")
+    rng = np.random.default_rng(4)
+    cloud = Cloud(points=rng.random((N, 3)).astype(np.float32))  # no colour: point format 1
+    write_cloud(tmp_path / "grey.las", cloud, extra_fields={"keep": np.arange(N, dtype=np.int32)})
+    reader = reader_for(tmp_path / "grey.las")
+    assert reader.header.point_format.id == 1
+
+    def fields(chunk):
+        n = len(chunk)
+        return {
+            "pred": np.full(n, 2, np.int32),
+            "red": np.full(n, 255, np.uint8),
+            "green": np.zeros(n, np.uint8),
+        }
+
+    for round_, classes in enumerate((["ground", "tree", "house"], ["a", "b", "c"])):
+        src = tmp_path / ("grey.las" if round_ == 0 else "out0.las")
+        reader = reader_for(src)
+        with writer_for(reader, tmp_path / f"out{round_}.las", classes) as writer:
+            for chunk in reader.chunks(CHUNK):
+                writer.write(chunk, {**fields(chunk), "blue": np.full(len(chunk), 1, np.uint8)})
+        las = laspy.read(tmp_path / f"out{round_}.las")
+        ours = [v for v in las.header.vlrs if v.user_id == "dsp3d"]
+        assert len(ours) == 1 and ours[0].record_id == 1  # a second prediction replaces the first's
+        assert (
+            ours[0].record_data
+            == ("classes: " + " ".join(f"{k}={c}" for k, c in enumerate(classes))).encode()
+        )
+    assert las.header.point_format.id == 3  # the twin of format 1 with colour
+    assert las.point_format.dimension_by_name("pred").description == "predicted class index"
+    assert (np.asarray(las.red) == 65535).all() and (np.asarray(las.green) == 0).all()
+    assert (np.asarray(las.blue) == 257).all() and (np.asarray(las["pred"]) == 2).all()
+    np.testing.assert_array_equal(np.asarray(las["keep"]), np.arange(N))
+    np.testing.assert_allclose(las.x, read_fields(tmp_path / "grey.las")["x"])

@@ -9,7 +9,8 @@
 4. reproject: every original point takes its voxel's class, found again from its coordinates
    (``Reprojection``);
 5. write back: a third read writes the file again, chunk by chunk and atomically, in its own format with
-   its fields plus the prediction's (``write_back``).
+   its fields plus the prediction's (``write_back``: names in ``dsp3d.io.classes``), then the sidecar
+   ``<output>.classes.json`` (class names, colours, the fields written).
 
 Passes 4 and 5 run together, chunk by chunk. The file is met only through ``dsp3d.io``'s reader and
 writer: its format is never looked at here. Memory: one chunk, the subsampled cloud and its votes, never
@@ -18,6 +19,7 @@ the full cloud.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from dsp3d import progress
 from dsp3d.inference.voxels import VoxelIndex, subsample_in_chunks
-from dsp3d.io.classes import label_palette
+from dsp3d.io.classes import COLOR_MODES, ORIG_RGB, PRED, PRED_RGB, PROB, RGB, label_palette, write_sidecar
 from dsp3d.io.clouds import reader_for, writer_for
 from dsp3d.io.errors import DataError
 from dsp3d.io.fields import CloudReading, FieldSpec
@@ -42,23 +44,26 @@ def predict_file(
     out,
     spec: FieldSpec | None = None,
     probabilities: bool = False,
-    colors: bool = False,
+    colors: str = "keep",
     chunk_points: int = DEFAULT_CHUNK_POINTS,
 ) -> np.ndarray:
     """Label every point of the file ``path`` with ``predictor`` and write it again at ``out`` (its own
-    format, its fields plus ``pred``, optionally ``prob`` and ``pred_red/green/blue``), reading and
-    writing ``chunk_points`` points at a time. Returns the points per predicted class, int64 [C]."""
+    format, its fields plus ``prediction_fields``), reading and writing ``chunk_points`` points at a
+    time. Returns the points per predicted class, int64 [C]."""
+    if colors not in COLOR_MODES:
+        raise ValueError(f"colors must be one of {', '.join(COLOR_MODES)}, got {colors!r}")
+    meta = predictor.meta
     reader = reader_for(path)
     summary = reader.summary(spec, chunk_points)  # 1. summarise
     reading = summary.reading()
-    check_features(predictor.meta, path, reading.colors is not None, reading.intensity is not None)
-    grid = predictor.meta.grid_size
-    sub, voxels = subsample_in_chunks(reader, reading, summary, grid, chunk_points)  # 2. subsample
+    check_features(meta, path, reading.colors is not None, reading.intensity is not None)
+    sub, voxels = subsample_in_chunks(reader, reading, summary, meta.grid_size, chunk_points)  # 2. subsample
     votes = predictor.vote(sub, summary.count)  # 3. vote over tiled spheres
     del sub
-    reprojection = Reprojection(votes, voxels, reading, len(predictor.meta.class_names))  # 4. reproject
+    reprojection = Reprojection(votes, voxels, reading, len(meta.class_names))  # 4. reproject
     del votes
-    write_back(reader, out, reprojection, probabilities, colors, chunk_points, summary.count)  # 5.
+    names = meta.class_names
+    write_back(reader, out, reprojection, names, probabilities, colors, chunk_points, summary.count)  # 5.
     return reprojection.totals
 
 
@@ -85,26 +90,53 @@ def write_back(
     reader: CloudReader,
     out,
     reprojection: Reprojection,
+    class_names: Sequence[str],
     probabilities: bool,
-    colors: bool,
+    colors: str,
     chunk_points: int,
-    count: int,
+    points: int,
 ) -> None:
-    """The file of ``reader`` again at ``out`` with, per point, ``pred`` (its class), with
-    ``probabilities`` ``prob`` (that class's probability), with ``colors`` ``pred_red/green/blue`` (the
-    class colour): one read, chunk by chunk, atomic."""
-    palette = label_palette(len(reprojection.totals))
-    with writer_for(reader, Path(out)) as writer, progress.task("writing", total=count, unit="pts") as meter:
+    """The file of ``reader`` (of ``points`` points) again at ``out`` with the ``prediction_fields`` of
+    every point (one read, chunk by chunk, atomic; the format names the classes where it can), then its
+    sidecar."""
+    palette = label_palette(len(class_names))
+    names: list[str] = []
+    with (
+        writer_for(reader, Path(out), class_names) as writer,
+        progress.task("writing", total=points, unit="pts") as meter,
+    ):
         for chunk in reader.chunks(chunk_points):
             labels, confidence = reprojection.chunk(chunk.fields)
-            fields = {"pred": labels}
-            if probabilities:
-                fields["prob"] = confidence
-            if colors:
-                rgb = palette[labels]
-                fields.update(pred_red=rgb[:, 0], pred_green=rgb[:, 1], pred_blue=rgb[:, 2])
+            fields = prediction_fields(chunk.fields, labels, confidence, palette, probabilities, colors)
             writer.write(chunk, fields)
+            names = list(fields)
             meter.update(len(chunk))
+    write_sidecar(out, class_names, names)
+
+
+def prediction_fields(
+    own: dict[str, np.ndarray],
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    palette: np.ndarray,
+    probabilities: bool,
+    colors: str,
+) -> dict[str, np.ndarray]:
+    """What a prediction adds to points whose own fields are ``own``: ``pred`` (their class), with
+    ``probabilities`` ``prob`` (its probability), and by ``colors`` the class colour (uint8) in
+    ``pred_red/green/blue`` ("keep") or in ``red/green/blue`` ("prediction", the scan's own red / green /
+    blue moving to ``orig_red/green/blue``), or none ("none")."""
+    fields = {PRED: labels}
+    if probabilities:
+        fields[PROB] = confidence
+    if colors == "none":
+        return fields
+    if colors == "prediction":
+        fields.update({orig: own[name] for name, orig in zip(RGB, ORIG_RGB, strict=True) if name in own})
+    rgb = palette[labels]
+    targets = RGB if colors == "prediction" else PRED_RGB
+    fields.update({name: rgb[:, k] for k, name in enumerate(targets)})
+    return fields
 
 
 def check_features(meta: InferenceMeta, path, colors: bool, intensity: bool) -> None:

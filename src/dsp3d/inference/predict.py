@@ -151,11 +151,12 @@ class Predictor:
         out,
         spec: FieldSpec | None = None,
         probabilities: bool = False,
-        colors: bool = False,
+        colors: str = "keep",
         chunk_points: int = DEFAULT_CHUNK_POINTS,
     ) -> np.ndarray:
-        """Label every point of the file ``path`` and write it again at ``out``, in chunks: see
-        ``dsp3d.inference.pipeline.predict_file``. Returns the points per predicted class, int64 [C]."""
+        """Label every point of the file ``path`` and write it again at ``out``, in chunks, with
+        ``prob`` when ``probabilities`` and class colours by ``colors`` ("keep", "prediction", "none"):
+        see ``dsp3d.inference.pipeline.predict_file``. Returns the points per predicted class, int64 [C]."""
         return pipeline.predict_file(self, path, out, spec, probabilities, colors, chunk_points)
 
 

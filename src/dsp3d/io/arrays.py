@@ -123,15 +123,22 @@ def structured(fields: dict[str, np.ndarray], path) -> np.ndarray:
 
 
 def append_columns(table: np.ndarray, extra: dict[str, np.ndarray], src) -> np.ndarray:
-    """``table`` (structured, or [N, F]) with the 1-D ``extra`` fields added (or replacing fields of the
-    same name): structured tables get new fields, plain ones new columns of a common dtype."""
+    """``table`` (structured, or [N, F]) with the 1-D ``extra`` fields added: structured tables get new
+    fields, plain ones new columns of a common dtype. A field of an existing name (in plain tables, of
+    ``default_column_names``) replaces it in place."""
     if table.dtype.names:
-        kept = {name: table[name] for name in table.dtype.names if name not in extra}
+        kept = {name: extra.get(name, table[name]) for name in table.dtype.names}
         return structured({**kept, **extra}, src)
     if table.ndim != 2:
         raise DataError(f"{src}: cannot add fields to an array of shape {table.shape}")
-    columns = [table, *[np.asarray(v)[:, None] for v in extra.values()]]
-    return np.concatenate(columns, axis=1, dtype=np.result_type(*columns))
+    names = default_column_names(table.shape[1])
+    new = [np.asarray(v)[:, None] for name, v in extra.items() if name not in names]
+    dtype = np.result_type(table, *extra.values())
+    result = np.concatenate([table, *new], axis=1, dtype=dtype)
+    for name, values in extra.items():
+        if name in names:
+            result[:, names.index(name)] = values
+    return result
 
 
 def save_npy(path, array: np.ndarray) -> None:

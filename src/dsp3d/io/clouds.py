@@ -9,6 +9,7 @@ per-point fields (predictions), keeping its original fields, points and order. E
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -136,12 +137,13 @@ def reader_for(path) -> CloudReader:
     return _CHUNKED[fmt][0](path)
 
 
-def writer_for(reader: CloudReader, out) -> CloudWriter:
-    """The writer of ``reader``'s file again at ``out`` with new fields, in chunks (see
-    ``dsp3d.io.interface``). ``out`` must have the source's format and not be the source."""
+def writer_for(reader: CloudReader, out, class_names: Sequence[str] = ()) -> CloudWriter:
+    """The writer of ``reader``'s file again at ``out`` with new fields, in chunks, naming
+    ``class_names`` where the format can (see ``dsp3d.io.interface``). ``out`` must have the source's
+    format and not be the source."""
     out = Path(out)
     if cloud_format(out) != cloud_format(reader.path):
         raise DataError(f"{out}: must have the format of its source {reader.path.name} ({reader.fmt})")
     if out.resolve() == reader.path.resolve():
         raise DataError(f"{out}: a chunked write cannot replace its own source")
-    return _CHUNKED[reader.fmt][1](reader, out)
+    return _CHUNKED[reader.fmt][1](reader, out, class_names)

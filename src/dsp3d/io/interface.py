@@ -9,7 +9,9 @@ A ``CloudWriter`` writes a reader's file again at another path, in its own forma
 to its own (a new field with the name of an existing one replaces it): used as a context manager, it is
 given every chunk of one pass of ``reader.chunks(n)``, in order, with the new fields of its rows; the
 output appears, atomically, when the block ends without an exception. The result equals the whole-file
-``write_cloud_like`` with the concatenated new fields.
+``write_cloud_like`` with the concatenated new fields. Given ``class_names`` (those of a ``pred`` field,
+``dsp3d.io.classes``), a writer also names the classes where its format has a place for it: a PLY header
+comment, a LAS VLR (other formats: only the sidecar, which is not the writer's).
 
 ``dsp3d.io.clouds`` finds the reader and the writer of a file by its suffix (``reader_for``,
 ``writer_for``); the formats (``ply``, ``las``, ``arrays``, ``text``) implement them.
@@ -17,7 +19,7 @@ output appears, atomically, when the block ends without an exception. The result
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,8 +79,8 @@ class CloudWriter:
     fields)`` (the chunk's rows with their 1-D new fields, of checked lengths), ``finish()`` (what follows
     the last row; not called after an exception) and ``close()`` (always called)."""
 
-    def __init__(self, reader: CloudReader, out) -> None:
-        self.reader, self.out = reader, Path(out)
+    def __init__(self, reader: CloudReader, out, class_names: Sequence[str] = ()) -> None:
+        self.reader, self.out, self.class_names = reader, Path(out), tuple(class_names)
         self._session = None
 
     def write(self, chunk: Chunk, fields: dict[str, np.ndarray]) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dsp3d.io.atomic import atomic_output
+from dsp3d.io.classes import FIELD_MEANINGS, LAS_VLR_RECORD, LAS_VLR_USER, classes_line
 from dsp3d.io.errors import DataError
 from dsp3d.io.fields import check_lengths, flatten_fields
 from dsp3d.io.interface import DEFAULT_CHUNK_POINTS, Chunk, CloudReader, CloudWriter
@@ -27,6 +28,7 @@ from dsp3d.io.interface import DEFAULT_CHUNK_POINTS, Chunk, CloudReader, CloudWr
 LAS_SUFFIXES = (".las", ".laz")
 _INSTALL = "pip install 'laspy[lazrs]'"
 _XYZ = ("x", "y", "z")
+_RGB = ("red", "green", "blue")
 
 
 def _laspy():
@@ -180,7 +182,12 @@ class LasReader(CloudReader):
 
 class LasWriter(CloudWriter):
     """A LAS / LAZ file again (LAZ by the output's suffix): the source's header and points, new fields
-    as extra dimensions (or into the standard dimension of their name)."""
+    as extra dimensions (described by ``FIELD_MEANINGS``) or into the standard dimension of their name.
+
+    Colours: LAS colours are 16-bit, so 8-bit values written to red / green / blue are scaled (x 257);
+    a point format without colour becomes its twin with colour (0 -> 2, 1 -> 3, 4 -> 5, 6 -> 7, 9 -> 10).
+    Given class names, the file gets the VLR ``dsp3d`` / 1 holding the classes line (replacing an earlier
+    one)."""
 
     reader: LasReader
 
@@ -191,14 +198,22 @@ class LasWriter(CloudWriter):
         """A laspy writer at the temporary path whose point format has ``fields`` (new ones as extra
         dimensions)."""
         laspy, header = self.reader.laspy, self.header
+        if "red" in fields and "red" not in header.point_format.dimension_names:
+            _add_colour(laspy, header)
         existing = set(header.point_format.dimension_names) | set(_XYZ)
         params = [
-            laspy.ExtraBytesParams(name=n, type=_extra_type(v))
+            laspy.ExtraBytesParams(name=n, type=_extra_type(v), description=FIELD_MEANINGS.get(n, ""))
             for n, v in fields.items()
             if n not in existing
         ]
         if params:
             header.add_extra_dims(params)
+        if self.class_names:
+            line = classes_line(self.class_names).encode("ascii")
+            ours = [v for v in header.vlrs if (v.user_id, v.record_id) == (LAS_VLR_USER, LAS_VLR_RECORD)]
+            for vlr in ours:
+                header.vlrs.remove(vlr)
+            header.vlrs.append(laspy.VLR(LAS_VLR_USER, LAS_VLR_RECORD, "class names of pred", line))
         return laspy.open(self.tmp, mode="w", header=header, do_compress=self.out.suffix.lower() == ".laz")
 
     def add(self, chunk: Chunk, fields: dict[str, np.ndarray]) -> None:
@@ -212,6 +227,8 @@ class LasWriter(CloudWriter):
             for name, values in fields.items():
                 if name in _XYZ:
                     setattr(points, name, values)
+                elif name in _RGB and values.dtype == np.uint8:
+                    points[name] = values.astype(np.uint16) * np.uint16(257)  # 255 -> 65535
                 else:
                     points[name] = values
             self.writer.write_points(points)
@@ -228,6 +245,17 @@ class LasWriter(CloudWriter):
     def close(self) -> None:
         if getattr(self, "writer", None) is not None:
             self.writer.close()
+
+
+def _add_colour(laspy, header) -> None:
+    """Give ``header`` the point format with colour that extends its own (same version, same dimensions
+    and extra dimensions, plus red, green and blue)."""
+    wider = {0: 2, 1: 3, 4: 5, 6: 7, 9: 10}.get(header.point_format.id)
+    if wider is None:
+        raise DataError(f"LAS point format {header.point_format.id} cannot hold colours")
+    point_format = laspy.PointFormat(wider)
+    point_format.dimensions.extend(header.point_format.extra_dimensions)
+    header.point_format = point_format
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dsp3d.io.atomic import atomic_output
+from dsp3d.io.classes import CLASSES_PREFIX, classes_line
 from dsp3d.io.errors import DataError
 from dsp3d.io.fields import check_lengths, flatten_fields
 from dsp3d.io.interface import DEFAULT_CHUNK_POINTS, Chunk, CloudReader, CloudWriter
@@ -416,7 +417,8 @@ class PlyReader(CloudReader):
 
 
 class PlyWriter(CloudWriter):
-    """A PLY file again, in its own format (ascii or binary), with its comments and other elements."""
+    """A PLY file again, in its own format (ascii or binary), with its comments and other elements; new
+    fields replace vertex properties of their name in place or follow them."""
 
     reader: PlyReader
 
@@ -433,12 +435,19 @@ class PlyWriter(CloudWriter):
         if chunk.start == 0:
             before, after = reader.elements[: reader.index], reader.elements[reader.index + 1 :]
             count = reader.vertex.count
-            self.file.write(_header_bytes(reader.ply_fmt, reader.comments, before, count, props, after))
+            self.file.write(_header_bytes(reader.ply_fmt, self._comments(), before, count, props, after))
             first = chunk.raw[0] if reader.ply_fmt == "ascii" else reader.start
             _copy_range(reader.path, self.file, reader.body, first)
         if reader.ply_fmt == "ascii":
             self.end = chunk.raw[1]
         self.file.write(data)
+
+    def _comments(self) -> list[str]:
+        """The source's comments; given class names, its classes line is theirs (one per file)."""
+        if not self.class_names:
+            return self.reader.comments
+        kept = [c for c in self.reader.comments if not c.startswith(CLASSES_PREFIX)]
+        return [*kept, classes_line(self.class_names)]
 
     def finish(self) -> None:
         reader = self.reader

@@ -8,7 +8,7 @@ names the file and line of the problem, and that can repair a stray character in
 S3DIS release has a few such lines) with a warning.
 
 In chunks (``TextReader``, ``TextWriter``: ``dsp3d.io.interface``): line by line; written lines are the
-input lines, byte for byte, with the new columns appended.
+input lines, byte for byte, with the new columns appended (new values of an existing column replace it).
 """
 
 from __future__ import annotations
@@ -205,24 +205,41 @@ def write_text(
     write_lines(path, ([sep.join(fields)] if header else []) + lines)
 
 
-def _appended_lines(raw: bytes, n: int, src, sep: str, fields: dict[str, np.ndarray]) -> list[str]:
-    """The ``n`` data lines of ``raw`` (blank ones dropped) with the values of ``fields`` appended.
-    latin-1 maps every byte to one character: the original lines are written back unchanged."""
+def _rewritten_lines(
+    raw: bytes, n: int, src, delimiter: str | None, columns: list[str], fields: dict[str, np.ndarray]
+) -> list[str]:
+    """The ``n`` data lines of ``raw`` (blank ones dropped) with the 1-D ``fields`` of the table's
+    ``columns`` replaced and the others appended. latin-1 maps every byte to one character: lines with no
+    replaced column are written back unchanged (the others are re-joined by the table's separator)."""
     lines = [line.rstrip("\r") for line in raw.decode("latin-1").split("\n") if line.strip()]
     if len(lines) != n:
         raise DataError(f"{src}: {len(lines)} data lines for {n} points")
-    columns = [column_strings(v) for v in fields.values()]
-    return [sep.join(row) for row in zip(lines, *columns, strict=True)]
+    sep = delimiter or " "
+    replaced = {columns.index(k): column_strings(v) for k, v in fields.items() if k in columns}
+    if replaced:
+        tokens = [line.split(delimiter) if delimiter else line.split() for line in lines]
+        for k, strings in replaced.items():
+            for row, value in zip(tokens, strings, strict=True):
+                row[k] = value
+        lines = [sep.join(row) for row in tokens]
+    appended = [column_strings(v) for k, v in fields.items() if k not in columns]
+    return [sep.join(row) for row in zip(lines, *appended, strict=True)]
+
+
+def _header_line(first_line: str, sep: str, columns: list[str], fields: dict[str, np.ndarray]) -> str:
+    """The header line ``first_line`` naming the new fields that are not columns already."""
+    return sep.join([first_line.rstrip("\r\n"), *[name for name in fields if name not in columns]])
 
 
 def write_text_like(src: Path, out: Path, extra: dict[str, np.ndarray]) -> None:
     """The table ``src`` again at ``out``, its lines unchanged, with the 1-D ``extra`` columns appended
-    (and named in its header line, if it has one)."""
-    n = len(next(iter(read_text(src).values())))
+    (and named in its header line, if it has one); a column of an existing name replaces it."""
+    table = read_text(src)
+    columns, n = list(table), len(next(iter(table.values())))
+    del table
     data, delimiter, names, start = read_text_raw(src)
-    sep = delimiter or " "
-    rows = _appended_lines(data[start:], n, src, sep, extra)
-    header = [data[:start].decode("latin-1").rstrip("\r\n") + sep + sep.join(extra)] if names else []
+    rows = _rewritten_lines(data[start:], n, src, delimiter, columns, extra)
+    header = [_header_line(data[:start].decode("latin-1"), delimiter or " ", columns, extra)] if names else []
     write_lines(out, header + rows, encoding="latin-1")
 
 
@@ -276,20 +293,21 @@ class TextReader(CloudReader):
 
 
 class TextWriter(CloudWriter):
-    """A text table again: its lines unchanged, the new columns appended (and named in its header)."""
+    """A text table again: its lines unchanged, the new columns appended (and named in its header); a
+    column of an existing name replaces it."""
 
     reader: TextReader
 
     def begin(self, tmp: Path) -> None:
         self.file = open(tmp, "xb")  # closed by close(), whatever happens
-        self.sep = self.reader.delimiter or " "
 
     def add(self, chunk: Chunk, fields: dict[str, np.ndarray]) -> None:
-        reader, sep = self.reader, self.sep
+        reader = self.reader
         if chunk.start == 0 and reader.names:
-            head = reader.first_line.decode("latin-1").rstrip("\r\n") + sep + sep.join(fields)
+            first = reader.first_line.decode("latin-1")
+            head = _header_line(first, reader.delimiter or " ", reader.columns, fields)
             self.file.write((head + "\n").encode("latin-1"))
-        rows = _appended_lines(chunk.raw, len(chunk), reader.path, sep, fields)
+        rows = _rewritten_lines(chunk.raw, len(chunk), reader.path, reader.delimiter, reader.columns, fields)
         self.file.write(("\n".join(rows) + "\n").encode("latin-1"))
 
     def close(self) -> None:
