@@ -81,7 +81,9 @@ def run_cli(src: Path, model: Path, cloud: Path, out: Path) -> dict:
         "-c",
         "import sys; from dsp3d.cli import main; sys.exit(main())",
     ]
-    command += ["predict", str(model), str(cloud), "-o", str(out)]
+    # a bare --colors writes pred_red/green/blue in every version (a flag before --colors took a mode,
+    # the default since): the same work whichever tree --src names
+    command += ["predict", str(model), str(cloud), "-o", str(out), "--colors"]
     start = time.perf_counter()
     proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start

@@ -318,6 +318,7 @@ def measure_peak(work, device: torch.device) -> dict:
 
 def predict_child(inputs_path: str, device: torch.device, autocast: str) -> dict:
     from dsp3d.inference.predict import Predictor
+    from dsp3d.io.classes import sidecar_path
     from dsp3d.model.kpfcnn import KPFCNN
     from dsp3d.training.export import InferenceMeta
 
@@ -349,11 +350,12 @@ def predict_child(inputs_path: str, device: torch.device, autocast: str) -> dict
         predictor = Predictor(model, meta, device)
         out = cloud_path.with_name("predicted.ply")
         with autocast_context(device, autocast):
-            counts = predictor.predict_file(cloud_path, out, probabilities=True)
+            counts = predictor.predict_file(cloud_path, out, probabilities=True, colors="none")
         sync(device)
         timing["seconds"] = time.perf_counter() - start
         timing["labelled"] = int(counts.sum())
         out.unlink()
+        sidecar_path(out).unlink()
 
     result = measure_peak(work, device)
     result.update(timing)

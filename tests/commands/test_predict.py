@@ -7,6 +7,7 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from dsp3d.cli import main
 from dsp3d.cli.commands import predict_command
 from dsp3d.data.types import Cloud
+from dsp3d.io.classes import label_palette
 from dsp3d.io.clouds import read_fields, write_cloud
 from dsp3d.io.errors import DataError
 from dsp3d.io.ply import write_ply
@@ -36,7 +38,7 @@ def test_round_trip(tmp_path, colour_model, fmt):
     write_cloud(src, make_scan(), extra_fields={"keep": np.arange(1500, dtype=np.int32)})
     before = read_fields(src)
     summary = predict_command(
-        str(colour_model), [str(src)], str(tmp_path / "out"), None, True, True, 20000, "cpu"
+        str(colour_model), [str(src)], str(tmp_path / "out"), None, True, "keep", 20000, "cpu"
     )
     after = read_fields(tmp_path / "out" / src.name)
     for name, values in before.items():  # same points, same order, original fields kept
@@ -52,6 +54,29 @@ def test_round_trip(tmp_path, colour_model, fmt):
         name: int((pred == k).sum()) for k, name in enumerate(CLASSES)
     }
     assert json.loads((tmp_path / "out" / "predictions.json").read_text())["classes"] == CLASSES
+    # every output names its classes: a sidecar for every format, in the file where the format can
+    sidecar = json.loads((tmp_path / "out" / f"scan.{fmt}.classes.json").read_text())
+    assert sidecar["classes"] == CLASSES and sidecar["palette"] == summary["palette"]
+    assert list(sidecar["fields"]) == ["pred", "prob", "pred_red", "pred_green", "pred_blue"]
+    assert in_file_classes(tmp_path / "out" / src.name) == (
+        "classes: 0=ground 1=tree 2=house" if fmt in ("ply", "las") else None
+    )
+
+
+def in_file_classes(path) -> str | None:
+    """The classes line a PLY header comment or a LAS VLR of ``path`` holds (None: none)."""
+    if path.suffix == ".ply":
+        header = path.read_bytes().split(b"end_header")[0].decode().splitlines()
+        lines = [line[len("comment ") :] for line in header if line.startswith("comment classes:")]
+    elif path.suffix == ".las":
+        import laspy
+
+        vlrs = laspy.read(path).header.vlrs
+        lines = [v.record_data.decode() for v in vlrs if (v.user_id, v.record_id) == ("dsp3d", 1)]
+    else:
+        return None
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 def test_colourless_las_with_a_geometry_model(tmp_path, geometry_model):
@@ -63,7 +88,7 @@ def test_colourless_las_with_a_geometry_model(tmp_path, geometry_model):
         str(tmp_path / "o"),
         None,
         False,
-        False,
+        "none",
         20000,
         "cpu",
     )
@@ -80,7 +105,7 @@ def test_las_without_colour_for_a_colour_model(tmp_path, colour_model):
             str(tmp_path / "o"),
             None,
             False,
-            False,
+            "none",
             20000,
             "cpu",
         )
@@ -90,7 +115,7 @@ def test_las_without_colour_for_a_colour_model(tmp_path, colour_model):
 def test_inputs_are_checked_before_any_work(tmp_path, colour_model):
     write_cloud(tmp_path / "a.ply", make_scan(100))
     out = tmp_path / "out"
-    args = (None, False, False, 20000, "cpu")
+    args = (None, False, "none", 20000, "cpu")
     with pytest.raises(DataError, match=r"missing\.ply: file not found"):
         predict_command(
             str(colour_model), [str(tmp_path / "a.ply"), str(tmp_path / "missing.ply")], str(out), *args
@@ -119,7 +144,7 @@ def test_field_spec_classes_must_match_the_checkpoint(tmp_path, colour_model):
             str(tmp_path / "o"),
             str(spec),
             False,
-            False,
+            "none",
             20000,
             "cpu",
         )
@@ -136,7 +161,7 @@ def test_field_spec_reads_a_headerless_table(tmp_path, colour_model):
         str(tmp_path / "o"),
         str(spec),
         False,
-        False,
+        "none",
         20000,
         "cpu",
     )
@@ -208,7 +233,7 @@ def test_predictions_into_one_folder_are_merged_and_never_replaced_silently(tmp_
     for name in ("a", "b"):
         write_cloud(tmp_path / f"{name}.ply", make_scan(200))
     out = tmp_path / "out"
-    args = (None, False, False, 20000, "cpu")
+    args = (None, False, "none", 20000, "cpu")
     predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(out), *args)
     summary = predict_command(str(colour_model), [str(tmp_path / "b.ply")], str(out), *args)
     listing = json.loads((out / "predictions.json").read_text())
@@ -228,7 +253,7 @@ def test_predictions_into_one_folder_are_merged_and_never_replaced_silently(tmp_
 def test_predictions_of_another_class_list_are_not_mixed(tmp_path, colour_model, s3dis_model):
     write_cloud(tmp_path / "a.ply", make_scan(200))
     write_cloud(tmp_path / "b.ply", make_scan(200))
-    args = (None, False, False, 20000, "cpu")
+    args = (None, False, "none", 20000, "cpu")
     predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(tmp_path / "out"), *args)
     with pytest.raises(DataError, match=r"predictions\.json: lists predictions of the classes \['ground'"):
         predict_command(str(s3dis_model), [str(tmp_path / "b.ply")], str(tmp_path / "out"), *args)
@@ -242,10 +267,11 @@ def test_a_batch_failing_half_way_lists_what_it_finished_and_leaves_no_temporary
     out = tmp_path / "out"
     inputs = [str(tmp_path / "good.ply"), str(tmp_path / "cut.ply")]
     with pytest.raises(DataError, match=r"cut\.ply: truncated PLY file"):
-        predict_command(str(colour_model), inputs, str(out), None, False, False, 20000, "cpu")
+        predict_command(str(colour_model), inputs, str(out), None, False, "none", 20000, "cpu")
     assert list(json.loads((out / "predictions.json").read_text())["files"]) == [str(tmp_path / "good.ply")]
     assert hidden_files(out) == [] and sorted(p.name for p in out.iterdir()) == [
         "good.ply",
+        "good.ply.classes.json",
         "predictions.json",
     ]
 
@@ -271,7 +297,8 @@ def test_an_interrupted_write_leaves_no_temporary_and_says_one_line(
     assert main(["--quiet", "predict", str(colour_model), *inputs, "-o", str(out)]) == 130
     err = capsys.readouterr().err.strip()
     assert err == f"interrupted; the files finished so far are listed in {out / 'predictions.json'}"
-    assert sorted(p.name for p in out.iterdir()) == ["a.ply", "predictions.json"]  # no temporary of b.ply
+    # no temporary of b.ply, and no sidecar of an output that was not written
+    assert sorted(p.name for p in out.iterdir()) == ["a.ply", "a.ply.classes.json", "predictions.json"]
     assert list(json.loads((out / "predictions.json").read_text())["files"]) == [inputs[0]]
 
 
@@ -309,7 +336,7 @@ def test_the_next_run_removes_temporaries_of_a_killed_one(tmp_path, colour_model
     killed.wait()
     stale = out / f".a.{killed.pid:08x}1f2e.tmp.ply"  # what a killed predict leaves
     stale.write_bytes(b"\0" * 1000)
-    predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(out), None, False, False, 20000, "cpu")
+    predict_command(str(colour_model), [str(tmp_path / "a.ply")], str(out), None, False, "none", 20000, "cpu")
     assert not stale.exists() and hidden_files(out) == []
 
 
@@ -364,3 +391,116 @@ def test_data_warnings_are_one_line(tmp_path, geometry_model, capsys):
         err.startswith(f"warning: {tmp_path / 'utm.npy'}: coordinates stored as float32 reach")
         and "\n" not in err
     )
+
+
+def test_predict_and_export_write_the_same_fields_colours_and_class_names(tmp_path, colour_model):
+    from dsp3d.visualization.export import export_scene
+    from dsp3d.visualization.scenes import ScenePrediction
+
+    scan = make_scan(300)
+    write_cloud(tmp_path / "scan.ply", scan)
+    predict_command(
+        str(colour_model),
+        [str(tmp_path / "scan.ply")],
+        str(tmp_path / "o"),
+        None,
+        False,
+        "prediction",
+        20000,
+        "cpu",
+    )
+    predicted = read_fields(tmp_path / "o" / "scan.ply")
+    pred = predicted["pred"].astype(int)
+    scene = ScenePrediction(
+        name="scan",
+        points=scan.points,
+        rgb=None,
+        truth=pred,
+        class_names=CLASSES,
+        offset=np.zeros(3),
+        predictions={"run": pred},
+    )
+    exported = read_fields(export_scene(scene, tmp_path / "e")[1])  # the prediction file
+    assert {"pred", "red", "green", "blue"} <= set(predicted) & set(exported)
+    for name in ("pred", "red", "green", "blue"):  # the same class field, in the same colours
+        np.testing.assert_array_equal(predicted[name], exported[name], err_msg=name)
+    assert in_file_classes(tmp_path / "o" / "scan.ply") == in_file_classes(
+        tmp_path / "e" / "scan_run_prediction.ply"
+    )
+
+
+def test_colours_options(tmp_path, colour_model):
+    write_cloud(tmp_path / "scan.ply", make_scan(200))
+    before = read_fields(tmp_path / "scan.ply")
+    fields = {}
+    for mode in ("keep", "prediction", "none"):
+        predict_command(
+            str(colour_model),
+            [str(tmp_path / "scan.ply")],
+            str(tmp_path / mode),
+            None,
+            False,
+            mode,
+            20000,
+            "cpu",
+        )
+        fields[mode] = read_fields(tmp_path / mode / "scan.ply")
+        assert list(fields[mode])[: len(before)] == list(before)  # the scan's fields first, in their order
+    palette = label_palette(CLASSES)
+    keep, shown = fields["keep"], fields["prediction"]
+    assert list(keep)[len(before) :] == ["pred", "pred_red", "pred_green", "pred_blue"]
+    assert list(shown)[len(before) :] == ["pred", "orig_red", "orig_green", "orig_blue"]
+    assert list(fields["none"])[len(before) :] == ["pred"]
+    for k, colour in enumerate(("red", "green", "blue")):
+        np.testing.assert_array_equal(keep[colour], before[colour])  # keep: the scan's colours stay
+        np.testing.assert_array_equal(keep[f"pred_{colour}"], palette[keep["pred"].astype(int), k])
+        np.testing.assert_array_equal(
+            shown[colour], palette[shown["pred"].astype(int), k]
+        )  # what viewers show
+        np.testing.assert_array_equal(shown[f"orig_{colour}"], before[colour])
+    with pytest.raises(DataError, match="--colors must be one of keep, prediction, none, got 'rainbow'"):
+        predict_command(
+            str(colour_model),
+            [str(tmp_path / "scan.ply")],
+            str(tmp_path / "x"),
+            None,
+            False,
+            "rainbow",
+            20000,
+            "cpu",
+        )
+
+
+def test_the_colours_option_on_the_command_line(capsys):
+    from dsp3d.cli.main import build_parser
+    from dsp3d.io.classes import COLOR_MODES
+
+    def colors(*extra: str) -> str:
+        return build_parser().parse_args(["predict", "m.pt", "a.ply", "-o", "o", *extra]).colors
+
+    assert colors() == colors("--colors") == "keep"  # a bare --colors, as before, writes pred_red/green/blue
+    assert [colors("--colors", mode) for mode in COLOR_MODES] == list(COLOR_MODES)
+    with pytest.raises(SystemExit):
+        colors("--colors", "rainbow")
+    assert "invalid choice: 'rainbow'" in capsys.readouterr().err
+
+
+def test_predictions_json_is_compact_and_documented(tmp_path, colour_model):
+    for name in ("a", "b"):
+        write_cloud(tmp_path / f"{name}.ply", make_scan(100, seed=len(name)))
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "a.ply"), str(tmp_path / "b.ply")]
+    predict_command(str(colour_model), inputs, str(out), None, False, "none", 20000, "cpu")
+    text = (out / "predictions.json").read_text()
+    listing = json.loads(text)
+    assert list(listing) == ["classes", "palette", "points_per_class", "files"]
+    assert listing["classes"] == CLASSES and listing["palette"] == label_palette(CLASSES).tolist()
+    entry = listing["files"][inputs[0]]
+    assert list(entry) == ["output", "checkpoint", "points", "points_per_class"]
+    assert entry["output"] == str(out / "a.ply") and entry["points"] == 100
+    assert sum(listing["points_per_class"].values()) == 200
+    lines = text.splitlines()  # a line per key, and a line per file
+    assert len(lines) == 9 and lines[5].startswith(f'  "{inputs[0]}": {{"output": ')
+    documented = (Path(__file__).parents[2] / "docs" / "data.md").read_text()
+    for key in [*listing, *entry]:
+        assert f"`{key}`" in documented, key

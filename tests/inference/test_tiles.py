@@ -11,7 +11,8 @@ from dsp3d.data.types import Cloud
 from dsp3d.datasets.s3dis import S3DIS_CLASSES
 from dsp3d.datasets.scannet import SCANNET_CLASSES
 from dsp3d.datasets.synthetic import SYNTHETIC_CLASSES
-from dsp3d.inference.predict import iter_tile_spheres, label_palette, tile_order, tiled_probabilities
+from dsp3d.inference.predict import iter_tile_spheres, tile_order, tiled_probabilities
+from dsp3d.io.classes import label_palette
 from dsp3d.levels import make_levels
 from dsp3d.preprocessing.subsample import grid_subsample
 from dsp3d.training.export import InferenceMeta

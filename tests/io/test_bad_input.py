@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 
 from dsp3d.data.types import Cloud
-from dsp3d.inference.streamed import summarize_source
-from dsp3d.io.clouds import read_cloud, read_fields, write_cloud
+from dsp3d.io.clouds import read_cloud, read_fields, reader_for, write_cloud
 from dsp3d.io.errors import DataError, DataWarning
 from dsp3d.io.fields import FieldSpec
 from dsp3d.io.ply import write_ply
-from dsp3d.io.stream import open_source
 from dsp3d.io.text import parse_table
 
 
@@ -203,7 +201,7 @@ def test_empty_cloud(tmp_path, suffix):
 def test_an_empty_text_file_says_empty(tmp_path, content):
     path = tmp_path / "empty.txt"
     path.write_text(content)
-    for read in (read_cloud, lambda p: summarize_source(open_source(p)).reading()):  # in memory, streamed
+    for read in (read_cloud, lambda p: reader_for(p).summary().reading()):  # in memory, streamed
         with pytest.raises(DataError, match=r"empty\.txt: empty file \(no points\)"):
             read(path)
 
@@ -218,14 +216,14 @@ def test_a_ply_with_more_vertices_than_its_header_says(tmp_path, binary):
     with pytest.raises(DataError, match=message):
         read_cloud(path)
     with pytest.raises(DataError, match=message):  # what predict reads, before anything is written
-        list(open_source(path).chunks())
+        list(reader_for(path).chunks())
 
 
 def test_trailing_blank_lines_of_an_ascii_ply_are_fine(tmp_path):
     path = tmp_path / "blank.ply"
     write_ply(path, {"x": np.arange(5.0), "y": np.zeros(5), "z": np.zeros(5)}, binary=False)
     path.write_bytes(path.read_bytes() + b"\n\n")
-    assert len(read_cloud(path)) == 5 and sum(len(c) for c in open_source(path).chunks()) == 5
+    assert len(read_cloud(path)) == 5 and sum(len(c) for c in reader_for(path).chunks()) == 5
 
 
 def test_float32_coordinates_too_large_for_centimetres_warn(tmp_path):
@@ -289,7 +287,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ply, "_encode_vertex", explode)
+    monkeypatch.setattr(ply, "encode_vertex", explode)
     with pytest.raises(KeyboardInterrupt):
         write_cloud(tmp_path / "new.ply", small_cloud(5))
     assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dsp3d.inference.predict import label_palette
+from dsp3d.io.classes import label_palette
 from dsp3d.visualization.colors import CORRECT, UNLABELLED, WRONG, error_colors, heat_colors, label_colors
 
 

@@ -49,8 +49,8 @@ def test_export_writes_ply_per_run(tiny_demo, tmp_path):
     truth = read_ply(out / "test_000_truth.ply")
     errors = read_ply(out / "test_000_dsp_errors.ply")
     assert len(truth["x"]) == len(errors["x"]) > 1000
-    assert (errors["truth"] == truth["label"]).all()
-    assert ((errors["label"] == errors["truth"]) == (errors["correct"] == 1)).all()
+    assert (errors["label"] == truth["label"]).all()
+    assert ((errors["pred"] == errors["label"]) == (errors["correct"] == 1)).all()
 
 
 def test_plot_of_a_missing_folder_is_a_clear_error(tmp_path, capsys):

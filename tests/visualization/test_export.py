@@ -1,6 +1,6 @@
 import numpy as np
 
-from dsp3d.inference.predict import label_palette
+from dsp3d.io.classes import label_palette
 from dsp3d.io.ply import read_ply
 from dsp3d.visualization.colors import CORRECT, UNLABELLED, WRONG
 from dsp3d.visualization.export import export_scene
@@ -44,32 +44,34 @@ def test_export_writes_truth_prediction_and_errors_that_read_back(tmp_path):
         "property uchar red",
         "property uchar green",
         "property uchar blue",
-        "property int label",
+        "property int pred",
     ]
     palette = label_palette(["floor", "wall", "chair"])
     prediction = read_ply(written[1])
     np.testing.assert_array_equal(
         np.stack([prediction["x"], prediction["y"], prediction["z"]], 1), _scene().points
     )
-    assert prediction["label"].tolist() == [0, 2, 1]
+    assert prediction["pred"].tolist() == [0, 2, 1]
     rgb = np.stack([prediction["red"], prediction["green"], prediction["blue"]], 1)
     np.testing.assert_array_equal(rgb, palette[[0, 2, 1]])
     errors = read_ply(written[2])
-    assert errors["truth"].tolist() == [0, 1, -1] and errors["correct"].tolist() == [1, 0, -1]
+    assert errors["pred"].tolist() == [0, 2, 1] and errors["label"].tolist() == [0, 1, -1]
+    assert errors["correct"].tolist() == [1, 0, -1]
     rgb = np.stack([errors["red"], errors["green"], errors["blue"]], 1)
     np.testing.assert_array_equal(rgb, np.stack([CORRECT, WRONG, UNLABELLED]))
     # The body, read without dsp3d's reader: packed little-endian rows of exactly these fields.
     data = written[1].read_bytes()
     body = data[data.index(b"end_header\n") + len(b"end_header\n") :]
     row = np.dtype(
-        [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1"), ("label", "<i4")]
+        [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1"), ("pred", "<i4")]
     )
     assert len(body) == 3 * row.itemsize == 3 * 19
     raw = np.frombuffer(body, dtype=row)
-    assert raw["label"].tolist() == [0, 2, 1] and raw["y"].tolist() == [0.0, 0.25, 1.0]
+    assert raw["pred"].tolist() == [0, 2, 1] and raw["y"].tolist() == [0.0, 0.25, 1.0]
     truth = read_ply(written[0])
     assert truth["label"].tolist() == [0, 1, -1]
-    assert any("classes: 0=floor 1=wall 2=chair" in line for line in header)
+    for path in written:  # every file names its classes, as dsp3d predict's outputs do
+        assert "comment classes: 0=floor 1=wall 2=chair" in _header(path)
 
 
 def test_large_offsets_are_written_back_as_doubles(tmp_path):

@@ -12,9 +12,15 @@ from dsp3d.datasets.folder import load_folder_spec
 from dsp3d.datasets.registry import dataset_split
 from dsp3d.evaluation.evaluate import Scorer
 from dsp3d.evaluation.table import per_class_table
-from dsp3d.inference.predict import Predictor, label_palette
-from dsp3d.io.atomic import atomic_write_json, prepare_output_file, prepare_output_folder
-from dsp3d.io.clouds import cloud_format
+from dsp3d.inference.predict import Predictor
+from dsp3d.io.atomic import (
+    atomic_write_json,
+    atomic_write_text,
+    prepare_output_file,
+    prepare_output_folder,
+)
+from dsp3d.io.classes import COLOR_MODES, compact_json, label_palette
+from dsp3d.io.clouds import check_input
 from dsp3d.io.errors import DataError
 from dsp3d.training.checkpoint import CheckpointError
 from dsp3d.training.export import load_inference_model
@@ -102,13 +108,7 @@ def evaluate_command(checkpoint: str, config: Config, out: str | None) -> dict:
 def _check_predict_paths(inputs: list[str], out: Path) -> list[Path]:
     """Every input exists in a supported format and gets its own output file (DataError otherwise),
     checked before any slow work so that a typo in the last name does not cost a run."""
-    paths = []
-    for name in inputs:
-        path = Path(name)
-        cloud_format(path)
-        if not path.is_file():
-            raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
-        paths.append(path)
+    paths = [check_input(name)[0] for name in inputs]
     targets = [out / path.name for path in paths]
     if len(set(targets)) != len(targets):
         raise DataError(f"{out}: two inputs have the same file name; predict them into different folders")
@@ -136,16 +136,17 @@ def _earlier_predictions(path: Path, class_names: list[str]) -> dict:
     return files
 
 
-def _predictions_summary(checkpoint: str, class_names: list[str], files: dict) -> dict:
+def _predictions_summary(class_names: list[str], files: dict) -> dict:
+    """predictions.json (docs/data.md): the classes, their colours, the points per class of every file,
+    and per file (input path -> entry) its output, checkpoint, points and points per class."""
     totals = {
         name: sum(entry["points_per_class"].get(name, 0) for entry in files.values()) for name in class_names
     }
     return {
-        "checkpoint": str(checkpoint),
         "classes": list(class_names),
         "palette": label_palette(class_names).tolist(),
-        "files": files,
         "points_per_class": totals,
+        "files": files,
     }
 
 
@@ -168,21 +169,24 @@ def predict_command(
     outdir: str,
     spec_path: str | None,
     probabilities: bool,
-    colors: bool,
+    colors: str,
     batch_points: int,
     device_name: str,
     force: bool = False,
 ) -> dict:
     """Label every point of every input cloud; write each, in its own format, into ``outdir`` with its
-    original fields plus ``pred`` (class index), optionally ``prob`` (its probability) and
-    ``pred_red/green/blue`` (the class colour). ``outdir/predictions.json`` lists classes, palette and
-    points per class of every file predicted there, by this run and earlier ones (merged; rewritten
-    after each file, so a run that fails half-way still lists the files it finished). An existing
-    output is replaced only with ``force``. Returns that summary."""
+    original fields plus ``pred`` (class index), optionally ``prob`` (its probability), the class colour
+    by ``colors`` (``dsp3d.io.classes.COLOR_MODES``), and the sidecar ``<output>.classes.json``.
+    ``outdir/predictions.json`` lists classes, palette and points per class of every file predicted
+    there, by this run and earlier ones (merged; rewritten after each file, so a run that fails half-way
+    still lists the files it finished). An existing output is replaced only with ``force``. Returns that
+    summary."""
     out = Path(outdir)
     paths = _check_predict_paths(inputs, out)
     if batch_points < 1:
         raise DataError(f"--batch-points must be positive, got {batch_points}")
+    if colors not in COLOR_MODES:
+        raise DataError(f"--colors must be one of {', '.join(COLOR_MODES)}, got {colors!r}")
     _check_predict_outputs(paths, out, force)
     device = resolve_device(device_name)
     model, meta = load_inference_model(checkpoint, device)
@@ -207,9 +211,9 @@ def predict_command(
             "points": int(counts.sum()),
             "points_per_class": {name: int(n) for name, n in zip(meta.class_names, counts, strict=True)},
         }
-        atomic_write_json(_predictions_summary(checkpoint, meta.class_names, files), listing)
+        atomic_write_text(compact_json(_predictions_summary(meta.class_names, files)), listing)
         log.info("  -> %s", target)
-    summary = _predictions_summary(checkpoint, meta.class_names, files)
+    summary = _predictions_summary(meta.class_names, files)
     totals = summary["points_per_class"]
     total = max(sum(totals.values()), 1)
     log.info("points per predicted class (every file in the folder):")

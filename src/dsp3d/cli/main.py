@@ -162,8 +162,9 @@ def _add_predict(sub) -> None:
         sub,
         "predict",
         "label every point of clouds of any size (PLY, LAS/LAZ, NPY, TXT)",
-        "Each cloud is read in chunks, predicted and written into -o in its own format with its fields and\n"
-        "a class per point; predictions.json lists the classes and the points per class of every file.",
+        "Each cloud is read in chunks, predicted and written into -o in its own format with its fields, a\n"
+        "class per point (pred) and its classes beside it (<name>.classes.json); predictions.json lists the\n"
+        "classes and the points per class of every file (docs/data.md, Prediction outputs).",
     )
     predict.add_argument("checkpoint", help="model.pt written by train / demo")
     predict.add_argument("inputs", nargs="+", help="point cloud files")
@@ -176,7 +177,16 @@ def _add_predict(sub) -> None:
     predict.add_argument(
         "--probabilities", action="store_true", help="also write the winning class probability"
     )
-    predict.add_argument("--colors", action="store_true", help="also write a colour per predicted label")
+    predict.add_argument(
+        "--colors",
+        nargs="?",
+        const="keep",
+        default="keep",
+        choices=("keep", "prediction", "none"),  # io.classes.COLOR_MODES, unimported: no numpy at start
+        help="keep (default): the scan's colours stay in red/green/blue, the class colour goes to "
+        "pred_red/green/blue; prediction: red/green/blue show the class colour (what viewers show), the "
+        "scan's colours move to orig_red/green/blue; none: no colour fields",
+    )
     predict.add_argument(
         "--batch-points", type=int, default=60000, help="points per inference batch (memory)"
     )

@@ -1,8 +1,9 @@
 """Prediction on clouds of any size: tiled test spheres, voting, reprojection to every original point.
 
-Files are predicted in chunks (``Predictor.predict_file``, what ``dsp3d predict`` runs): the file is
-read chunk by chunk into its grid-subsampled cloud, and written again chunk by chunk with the label of
-each point's voxel (``dsp3d.inference.streamed``), so that the full cloud is never in memory.
+``Predictor`` runs a model on a subsampled cloud: ``vote`` averages its probabilities over test spheres;
+``predict_cloud`` is the in-memory path (subsample, vote, reproject); ``predict_file`` is the path of
+files of any size, read and written in chunks (``dsp3d.inference.pipeline``, what ``dsp3d predict``
+runs).
 
 Memory: the cloud is grid-subsampled once (M points); the votes are one float32 [M, C] array. Test
 spheres are made and used tile by tile (square tiles of the xy plane), so what the spheres themselves
@@ -14,9 +15,8 @@ the whole cloud, so spheres at a tile's edge see their full neighbourhood and th
 
 from __future__ import annotations
 
-import colorsys
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,10 +26,9 @@ from scipy.spatial import cKDTree
 from dsp3d import progress
 from dsp3d.batching.pyramid import build_batch
 from dsp3d.data.types import Cloud, SubsampledCloud
-from dsp3d.inference.streamed import stream_subsample, summarize_source
-from dsp3d.io.errors import DataError
+from dsp3d.inference import pipeline
 from dsp3d.io.fields import FieldSpec
-from dsp3d.io.stream import DEFAULT_CHUNK_POINTS, open_source
+from dsp3d.io.interface import DEFAULT_CHUNK_POINTS
 from dsp3d.preprocessing.subsample import grid_subsample
 from dsp3d.sampling.sample import extract_sample
 from dsp3d.sampling.spheres import test_sphere_centers
@@ -48,65 +47,6 @@ class Prediction:
     labels: np.ndarray
     confidence: np.ndarray
     probabilities: np.ndarray
-
-
-# S3DIS's class colours as the field draws them (PointNet's indoor3d_util, and after it PointNeXt and
-# mmdetection3d): a cyan wall, a green bookcase, a red chair, as readers of S3DIS papers know them.
-S3DIS_COLOURS = {
-    "ceiling": (0, 255, 0),
-    "floor": (0, 0, 255),
-    "wall": (0, 255, 255),
-    "beam": (255, 255, 0),
-    "column": (255, 0, 255),
-    "window": (100, 100, 255),
-    "door": (200, 200, 100),
-    "table": (170, 120, 200),
-    "chair": (255, 0, 0),
-    "sofa": (200, 100, 100),
-    "bookcase": (10, 200, 100),
-    "board": (200, 200, 200),
-    "clutter": (50, 50, 50),
-}
-# Other class lists: Okabe and Ito's eight colours, told apart with each common colour-vision deficiency
-# (protanopia, deuteranopia); then the seven hues darker and lighter (told apart by lightness as well).
-OKABE_ITO = (
-    (230, 159, 0),  # orange
-    (86, 180, 233),  # sky blue
-    (0, 158, 115),  # bluish green
-    (240, 228, 66),  # yellow
-    (0, 114, 178),  # blue
-    (213, 94, 0),  # vermillion
-    (204, 121, 167),  # reddish purple
-    (0, 0, 0),  # black
-)
-
-
-def _safe_colours() -> np.ndarray:
-    """float64 [22, 3]: OKABE_ITO, its seven hues at 60% brightness, then mixed 55% with white."""
-    base = np.array(OKABE_ITO, dtype=np.float64)
-    hues = base[:7]
-    return np.vstack([base, hues * 0.6, hues * 0.45 + 255 * 0.55])
-
-
-def label_palette(classes: Sequence[str] | int) -> np.ndarray:
-    """uint8 [C, 3]: the colour of each class, the same in every file and picture dsp3d writes.
-
-    classes: the class names, or only their number. Names that are all S3DIS classes (S3DIS, the generated
-    rooms, a folder that uses S3DIS's names) get S3DIS_COLOURS; any other list gets the colour-blind-safe
-    set by index (a class keeps its colour when classes are added after it), and past its 22 colours,
-    golden-ratio hues.
-    """
-    names = None if isinstance(classes, int) else [str(name).lower() for name in classes]
-    if names and all(name in S3DIS_COLOURS for name in names):
-        return np.array([S3DIS_COLOURS[name] for name in names], dtype=np.uint8).reshape(-1, 3)
-    count = len(names) if names is not None else int(classes)
-    safe = _safe_colours()
-    extra = [
-        np.array(colorsys.hsv_to_rgb((c * 0.618033988749895) % 1.0, 0.75, 0.95 if c % 2 else 0.7)) * 255
-        for c in range(max(0, count - len(safe)))
-    ]
-    colours = np.vstack([safe[:count], *extra]) if extra else safe[:count]
-    return np.round(colours).astype(np.uint8).reshape(count, 3)
 
 
 def tile_order(points: np.ndarray, tile_size: float) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +136,7 @@ class Predictor:
 
     def predict_cloud(self, cloud: Cloud) -> Prediction:
         """Subsample at the model's grid, vote over tiled spheres, project back to every original point."""
-        check_inputs(cloud, self.meta, cloud.name)
+        pipeline.check_features(self.meta, cloud.name, cloud.colors is not None, cloud.intensity is not None)
         sub = grid_subsample(cloud, self.meta.grid_size)
         votes = self.vote(sub, len(cloud))
         return Prediction(
@@ -211,42 +151,13 @@ class Predictor:
         out,
         spec: FieldSpec | None = None,
         probabilities: bool = False,
-        colors: bool = False,
+        colors: str = "keep",
         chunk_points: int = DEFAULT_CHUNK_POINTS,
     ) -> np.ndarray:
-        """Label every point of the file ``path`` and write it again at ``out`` (its own format, its
-        fields plus ``pred``, optionally ``prob`` and ``pred_red/green/blue``), reading and writing
-        ``chunk_points`` points at a time: besides one chunk, memory holds the subsampled cloud and
-        its votes, never the full cloud. Returns the points per predicted class, int64 [C]."""
-        source = open_source(path)
-        summary = summarize_source(source, spec, chunk_points)
-        reading = summary.reading()
-        check_features(self.meta, path, reading.colors is not None, reading.intensity is not None)
-        grid = self.meta.grid_size
-        sub, voxels = stream_subsample(source, reading, grid, chunk_points, summary.low, summary.high)
-        votes = self.vote(sub, summary.count)
-        del sub
-        num_classes = len(self.meta.class_names)
-        palette = label_palette(self.meta.class_names)
-        totals = np.zeros(num_classes, dtype=np.int64)
-        labels = votes.labels.astype(np.int32)
-        confidence = votes.confidence.astype(np.float32)
-        del votes
-
-        def extra(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            voxel = voxels.find(reading.points(fields))
-            pred = labels[voxel]
-            totals[:] += np.bincount(pred, minlength=num_classes)
-            result = {"pred": pred}
-            if probabilities:
-                result["prob"] = confidence[voxel]
-            if colors:
-                rgb = palette[pred]
-                result.update(pred_red=rgb[:, 0], pred_green=rgb[:, 1], pred_blue=rgb[:, 2])
-            return result
-
-        source.write_like(out, extra, chunk_points)
-        return totals
+        """Label every point of the file ``path`` and write it again at ``out``, in chunks, with
+        ``prob`` when ``probabilities`` and class colours by ``colors`` ("keep", "prediction", "none"):
+        see ``dsp3d.inference.pipeline.predict_file``. Returns the points per predicted class, int64 [C]."""
+        return pipeline.predict_file(self, path, out, spec, probabilities, colors, chunk_points)
 
 
 @dataclass
@@ -276,23 +187,3 @@ def predict_cloud(
 ) -> Prediction:
     """``Predictor(model, meta, device, *args, **options).predict_cloud(cloud)``: the in-memory path."""
     return Predictor(model, meta, device, *args, **options).predict_cloud(cloud)
-
-
-def check_features(meta: InferenceMeta, path, colors: bool, intensity: bool) -> None:
-    """DataError when a cloud (with or without ``colors`` and ``intensity``) lacks a field the model was
-    trained with."""
-    if "rgb" in meta.feature_names and not colors:
-        raise DataError(
-            f"{path}: no colour (red/green/blue) in this cloud, but the model was trained with colour "
-            f"(input features {', '.join(meta.feature_names)}); use a model trained without 'rgb'"
-        )
-    if "intensity" in meta.feature_names and not intensity:
-        raise DataError(
-            f"{path}: no intensity in this cloud, but the model was trained with it "
-            f"(input features {', '.join(meta.feature_names)})"
-        )
-
-
-def check_inputs(cloud: Cloud, meta: InferenceMeta, path) -> None:
-    """DataError when the cloud lacks a field the model was trained with."""
-    check_features(meta, path, cloud.colors is not None, cloud.intensity is not None)

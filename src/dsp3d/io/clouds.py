@@ -1,12 +1,15 @@
-"""Point cloud files of any supported format <-> ``Cloud``, by suffix.
+"""Point cloud files of any supported format, by suffix: the one registry of formats.
 
 Formats: PLY (.ply), LAS/LAZ (.las, .laz), NPY (.npy), NPZ (.npz), text tables (.txt, .csv, .xyz).
-``write_cloud_like`` re-writes an input file in its own format with new per-point fields (predictions),
-keeping its original fields, points and order; every write is atomic.
+In chunks, in memory bounded by the chunk size: ``reader_for(path)`` and ``writer_for(reader, out)`` (the
+interface of ``dsp3d.io.interface``). Whole files: ``read_fields`` / ``read_cloud`` (file -> ``Cloud``),
+``write_cloud``, and ``write_cloud_like``, which re-writes an input file in its own format with new
+per-point fields (predictions), keeping its original fields, points and order. Every write is atomic.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +17,22 @@ import numpy as np
 from dsp3d.data.types import Cloud
 from dsp3d.io import arrays, las, ply, text
 from dsp3d.io.errors import DataError
-from dsp3d.io.fields import FieldSpec, fields_to_cloud
-from dsp3d.io.text import check_lengths, column_strings, flatten_fields
+from dsp3d.io.fields import FieldSpec, check_lengths, fields_to_cloud, flatten_fields
+from dsp3d.io.interface import CloudReader, CloudWriter
 
 _FORMATS = {".ply": "ply", ".las": "las", ".laz": "las", ".npy": "npy", ".npz": "npz"}
 _FORMATS.update({suffix: "text" for suffix in text.TEXT_SUFFIXES})
 CLOUD_SUFFIXES = tuple(_FORMATS)
 _READERS = {"ply": ply.read_ply, "las": las.read_las, "npy": arrays.read_npy, "npz": arrays.read_npz}
 _READERS["text"] = text.read_text
+# format -> (chunk reader, its writer)
+_CHUNKED: dict[str, tuple[type[CloudReader], type[CloudWriter]]] = {
+    "ply": (ply.PlyReader, ply.PlyWriter),
+    "las": (las.LasReader, las.LasWriter),
+    "npy": (arrays.NpyReader, arrays.NpyWriter),
+    "npz": (arrays.NpzReader, arrays.NpzWriter),
+    "text": (text.TextReader, text.TextWriter),
+}
 
 
 def cloud_format(path) -> str:
@@ -32,7 +43,8 @@ def cloud_format(path) -> str:
     return fmt
 
 
-def _check_input(path) -> tuple[Path, str]:
+def check_input(path) -> tuple[Path, str]:
+    """(path, format) of an existing file of a supported format (DataError otherwise)."""
     path = Path(path)
     fmt = cloud_format(path)
     if not path.exists():
@@ -44,7 +56,7 @@ def _check_input(path) -> tuple[Path, str]:
 
 def read_fields(path) -> dict[str, np.ndarray]:
     """Every per-point field of a file, by name in file order, as stored (1-D arrays)."""
-    path, fmt = _check_input(path)
+    path, fmt = check_input(path)
     return _READERS[fmt](path)
 
 
@@ -98,46 +110,12 @@ def write_cloud(
         text.write_text(path, fields)
 
 
-def _write_text_like(src: Path, out: Path, extra: dict[str, np.ndarray], n: int) -> None:
-    data, delimiter, names, start = text.read_text_raw(src)
-    # latin-1 maps every byte to one character, so the original lines are written back unchanged.
-    lines = [line.rstrip("\r") for line in data[start:].decode("latin-1").split("\n") if line.strip()]
-    if len(lines) != n:
-        raise DataError(f"{src}: {len(lines)} data lines for {n} points")
-    sep = delimiter or " "
-    columns = [column_strings(v) for v in extra.values()]
-    rows = [sep.join(row) for row in zip(lines, *columns, strict=True)]
-    header = [data[:start].decode("latin-1").rstrip("\r\n") + sep + sep.join(extra)] if names else []
-    text.write_lines(out, header + rows, encoding="latin-1")
-
-
-def _write_array_like(src: Path, out: Path, fmt: str, extra_fields: dict[str, np.ndarray]) -> None:
-    key = None
-    if fmt == "npz":
-        members = arrays.read_npz_members(src)
-        fields = arrays.npz_fields(members, src)  # validates the archive
-        if len(members) > 1:  # a field per member: the new fields are new members
-            check_lengths(extra_fields, out, len(next(iter(fields.values()))))
-            arrays.write_npz(out, {**members, **extra_fields})
-            return
-        ((key, table),) = members.items()
-    else:
-        table = arrays.load_array(src)
-    extra = flatten_fields(extra_fields)
-    check_lengths(extra, out, len(table))
-    result = arrays.append_columns(table, extra, src)
-    if key is None:
-        arrays.save_npy(out, result)
-    else:
-        arrays.write_npz(out, {key: result})
-
-
 def write_cloud_like(src_path, out_path, extra_fields: dict[str, np.ndarray]) -> None:
     """Write ``src_path``'s file again at ``out_path``, in its own format, with ``extra_fields`` added
     (name -> [N] or [N, k] values; [N, k] become name_0.. except in NPZ archives). A field with the name
     of an existing one replaces it. Same points, same order; atomic; ``out_path`` may be ``src_path``.
     """
-    src, fmt = _check_input(src_path)
+    src, fmt = check_input(src_path)
     out = Path(out_path)
     if cloud_format(out) != fmt:
         raise DataError(f"{out}: must have the format of its source {src.name} ({fmt})")
@@ -148,7 +126,24 @@ def write_cloud_like(src_path, out_path, extra_fields: dict[str, np.ndarray]) ->
     elif fmt == "las":
         las.write_las(out, extra_fields, like=src)
     elif fmt in ("npy", "npz"):
-        _write_array_like(src, out, fmt, extra_fields)
+        arrays.write_array_like(src, out, extra_fields)
     else:
-        n = len(next(iter(text.read_text(src).values())))
-        _write_text_like(src, out, flatten_fields(extra_fields), n)
+        text.write_text_like(src, out, flatten_fields(extra_fields))
+
+
+def reader_for(path) -> CloudReader:
+    """The chunk reader of a point cloud file, by suffix (DataError for unreadable files)."""
+    path, fmt = check_input(path)
+    return _CHUNKED[fmt][0](path)
+
+
+def writer_for(reader: CloudReader, out, class_names: Sequence[str] = ()) -> CloudWriter:
+    """The writer of ``reader``'s file again at ``out`` with new fields, in chunks, naming
+    ``class_names`` where the format can (see ``dsp3d.io.interface``). ``out`` must have the source's
+    format and not be the source."""
+    out = Path(out)
+    if cloud_format(out) != cloud_format(reader.path):
+        raise DataError(f"{out}: must have the format of its source {reader.path.name} ({reader.fmt})")
+    if out.resolve() == reader.path.resolve():
+        raise DataError(f"{out}: a chunked write cannot replace its own source")
+    return _CHUNKED[reader.fmt][1](reader, out, class_names)

@@ -1,5 +1,6 @@
 """From a file's raw fields to a ``Cloud``: which field is what (``FieldSpec``), value ranges, labels,
-coordinate offset, and the validation of all of it (DataError naming the file).
+coordinate offset, and the validation of all of it (DataError naming the file); and the checks every
+writer makes of the fields it is given (``flatten_fields``, ``check_lengths``).
 
 Decisions, documented in docs/data.md:
 - NaN or infinite coordinates are refused (not dropped), so that a cloud's points are always the file's
@@ -70,6 +71,29 @@ class FieldSpec:
             bad = {k: v for k, v in self.label_map.items() if not 0 <= v < len(self.class_names)}
             if bad:
                 raise DataError(f"label_map sends {bad} outside the {len(self.class_names)} classes")
+
+
+def flatten_fields(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """1-D columns: a [N, k] field becomes ``name_0`` ... ``name_{k-1}``."""
+    flat = {}
+    for name, values in fields.items():
+        values = np.asarray(values)
+        if values.ndim == 2:
+            flat.update({f"{name}_{j}": values[:, j] for j in range(values.shape[1])})
+        elif values.ndim == 1:
+            flat[name] = values
+        else:
+            raise DataError(f"field {name!r}: expected [N] or [N, k] values, got shape {values.shape}")
+    return flat
+
+
+def check_lengths(fields: dict[str, np.ndarray], path, n: int | None = None) -> int:
+    """The common length of all fields (or ``n``); DataError naming the file and the odd field."""
+    for name, values in fields.items():
+        n = len(values) if n is None else n
+        if len(values) != n:
+            raise DataError(f"{path}: field {name!r} has {len(values)} values for {n} points")
+    return n or 0
 
 
 def _resolve(names: list[str], key: Field) -> str | None:

@@ -4,21 +4,31 @@ Fields are the point format's dimensions by laspy's names, as stored: x y z as f
 applied), red/green/blue and intensity as uint16, classification, ..., and the extra dimensions. The
 scaling of colours and intensity to [0, 1] is done by ``dsp3d.io.fields`` (LAS colours are 16-bit by the
 specification, but many writers store 8-bit values in them, so the range is detected there).
+
+In chunks (``LasReader``, ``LasWriter``: ``dsp3d.io.interface``): laspy's chunk reader and writer; the
+writer keeps the header (scales, offsets, VLRs and, in LAS 1.4, the EVLRs) and adds new fields as extra
+dimensions.
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from dsp3d.io.atomic import atomic_output
+from dsp3d.io.classes import FIELD_MEANINGS, LAS_VLR_RECORD, LAS_VLR_USER, classes_line
 from dsp3d.io.errors import DataError
-from dsp3d.io.text import check_lengths, flatten_fields
+from dsp3d.io.fields import check_lengths, flatten_fields
+from dsp3d.io.interface import DEFAULT_CHUNK_POINTS, Chunk, CloudReader, CloudWriter
 
 LAS_SUFFIXES = (".las", ".laz")
 _INSTALL = "pip install 'laspy[lazrs]'"
 _XYZ = ("x", "y", "z")
+_RGB = ("red", "green", "blue")
 
 
 def _laspy():
@@ -125,3 +135,135 @@ def write_las(path, fields: dict[str, np.ndarray], like=None) -> None:
             las.write(tmp, do_compress=path.suffix.lower() == ".laz")
         except Exception as error:
             raise _explain(path, error, "write") from error
+
+
+# ----------------------------------------------------------------------------------------------------------
+# In chunks
+
+
+class LasReader(CloudReader):
+    """The points of a LAS / LAZ file in chunks (each chunk's ``raw``: its laspy point record); after a
+    whole pass, ``evlrs``: the file's extended VLRs, for its writer."""
+
+    fmt = "las"
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        self.laspy = _laspy()
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: file not found")
+        try:
+            with self.laspy.open(self.path) as reader:
+                self.header = copy.deepcopy(reader.header)
+        except Exception as error:  # laspy raises many types for damaged files
+            raise _explain(self.path, error, "read") from error
+        empty = self.laspy.ScaleAwarePointRecord.zeros(0, header=self.header)
+        self.dtypes = {name: values.dtype for name, values in las_fields(empty).items()}
+        self.evlrs: list = []
+
+    def chunks(self, size: int = DEFAULT_CHUNK_POINTS) -> Iterator[Chunk]:
+        path, total = self.path, 0
+        try:
+            with self.laspy.open(path) as reader:
+                for record in reader.chunk_iterator(size):
+                    if not len(record):
+                        break
+                    yield Chunk(total, las_fields(record), record)
+                    total += len(record)
+                # laspy may read the EVLRs (after the points) only once the points were read
+                self.evlrs = list(reader.evlrs or [])
+        except DataError:
+            raise
+        except Exception as error:
+            raise _explain(path, error, "read") from error
+        if total != self.header.point_count:
+            raise DataError(f"{path}: truncated LAS file: {total} of {self.header.point_count} points")
+
+
+class LasWriter(CloudWriter):
+    """A LAS / LAZ file again (LAZ by the output's suffix): the source's header and points, new fields
+    as extra dimensions (described by ``FIELD_MEANINGS``) or into the standard dimension of their name.
+
+    Colours: LAS colours are 16-bit, so 8-bit values written to red / green / blue are scaled (x 257);
+    a point format without colour becomes its twin with colour (0 -> 2, 1 -> 3, 4 -> 5, 6 -> 7, 9 -> 10).
+    Given class names, the file gets the VLR ``dsp3d`` / 1 holding the classes line (replacing an earlier
+    one)."""
+
+    reader: LasReader
+
+    def begin(self, tmp: Path) -> None:
+        self.tmp, self.header, self.writer = tmp, copy.deepcopy(self.reader.header), None
+
+    def _open(self, fields: dict[str, np.ndarray]):
+        """A laspy writer at the temporary path whose point format has ``fields`` (new ones as extra
+        dimensions)."""
+        laspy, header = self.reader.laspy, self.header
+        if "red" in fields and "red" not in header.point_format.dimension_names:
+            _add_colour(laspy, header)
+        existing = set(header.point_format.dimension_names) | set(_XYZ)
+        params = [
+            laspy.ExtraBytesParams(name=n, type=_extra_type(v), description=FIELD_MEANINGS.get(n, ""))
+            for n, v in fields.items()
+            if n not in existing
+        ]
+        if params:
+            header.add_extra_dims(params)
+        if self.class_names:
+            line = classes_line(self.class_names).encode("ascii")
+            ours = [v for v in header.vlrs if (v.user_id, v.record_id) == (LAS_VLR_USER, LAS_VLR_RECORD)]
+            for vlr in ours:
+                header.vlrs.remove(vlr)
+            header.vlrs.append(laspy.VLR(LAS_VLR_USER, LAS_VLR_RECORD, "class names of pred", line))
+        return laspy.open(self.tmp, mode="w", header=header, do_compress=self.out.suffix.lower() == ".laz")
+
+    def add(self, chunk: Chunk, fields: dict[str, np.ndarray]) -> None:
+        record = chunk.raw
+        with _las_errors(self.out):
+            if self.writer is None:
+                self.writer = self._open(fields)
+            points = self.reader.laspy.ScaleAwarePointRecord.zeros(len(record), header=self.header)
+            for name in record.array.dtype.names:
+                points.array[name] = record.array[name]
+            for name, values in fields.items():
+                if name in _XYZ:
+                    setattr(points, name, values)
+                elif name in _RGB and values.dtype == np.uint8:
+                    points[name] = values.astype(np.uint16) * np.uint16(257)  # 255 -> 65535
+                else:
+                    points[name] = values
+            self.writer.write_points(points)
+
+    def finish(self) -> None:
+        if self.writer is None:
+            raise DataError(f"{self.reader.path}: no points to write")
+        with _las_errors(self.out):
+            if self.header.version.minor >= 4 and self.reader.evlrs:
+                self.writer.write_evlrs(self.reader.evlrs)
+            writer, self.writer = self.writer, None
+            writer.close()
+
+    def close(self) -> None:
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+
+
+def _add_colour(laspy, header) -> None:
+    """Give ``header`` the point format with colour that extends its own (same version, same dimensions
+    and extra dimensions, plus red, green and blue)."""
+    wider = {0: 2, 1: 3, 4: 5, 6: 7, 9: 10}.get(header.point_format.id)
+    if wider is None:
+        raise DataError(f"LAS point format {header.point_format.id} cannot hold colours")
+    point_format = laspy.PointFormat(wider)
+    point_format.dimensions.extend(header.point_format.extra_dimensions)
+    header.point_format = point_format
+
+
+@contextmanager
+def _las_errors(path) -> Iterator[None]:
+    """laspy's errors (assorted types: overflow, bad names, ...) as a DataError naming ``path``."""
+    try:
+        yield
+    except DataError as error:
+        raise DataError(f"{path}: {error}") from error
+    except Exception as error:
+        raise _explain(path, error, "write") from error

@@ -3,18 +3,28 @@
 Only the ``vertex`` element is decoded, with any scalar properties. Other elements (faces, edges, ...)
 are skipped on reading; their bytes are kept verbatim in ``PlyData`` so that ``write_ply_like`` can
 re-write a file with new vertex properties and its faces intact.
+
+In chunks (``PlyReader``, ``PlyWriter``: ``dsp3d.io.interface``): binary vertices by offset reads of
+whole rows (not a memory map, whose file pages would count in the process's resident memory), ascii ones
+line by line; the elements before and after the vertices are copied verbatim.
 """
 
 from __future__ import annotations
 
+import itertools
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from dsp3d.io.atomic import atomic_output
+from dsp3d.io.classes import CLASSES_PREFIX, classes_line
 from dsp3d.io.errors import DataError
-from dsp3d.io.text import check_lengths, column_strings, flatten_fields, parse_table
+from dsp3d.io.fields import check_lengths, flatten_fields
+from dsp3d.io.interface import DEFAULT_CHUNK_POINTS, Chunk, CloudReader, CloudWriter
+from dsp3d.io.text import column_strings, parse_table
 
 _TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -26,6 +36,7 @@ _NAMES = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int
 _NAMES.update({"f4": "float", "f8": "double"})
 _FORMATS = {"ascii": "", "binary_little_endian": "<", "binary_big_endian": ">"}
 _MAX_HEADER = 1 << 20
+_COPY_BYTES = 1 << 24
 
 
 @dataclass
@@ -54,6 +65,17 @@ class PlyData:
     comments: list[str]
     before: bytes = b""  # raw data of the elements that precede the vertex element
     after: bytes = b""  # raw data that follows it
+
+
+def _split_header(data: bytes, path) -> tuple[int, list[str]]:
+    """(offset of the data, the header's lines up to end_header) of a file starting with ``data``."""
+    end = data.find(b"end_header", 0, _MAX_HEADER)
+    if not data.startswith(b"ply") or end < 0:
+        raise DataError(f"{path}: not a PLY file (no 'ply' magic line or no end_header)")
+    body = data.find(b"\n", end) + 1
+    if body == 0:
+        raise DataError(f"{path}: truncated PLY file: nothing after end_header")
+    return body, data[:body].decode("ascii", errors="replace").splitlines()
 
 
 def _parse_header(header: list[str], path) -> tuple[str, list[Element], list[str]]:
@@ -120,7 +142,7 @@ def _vertex_element(elements: list[Element], path) -> int:
     return index
 
 
-def check_vertex_count(path, count: int, extra_rows: int, extra_bytes: int = 0) -> None:
+def _check_vertex_count(path, count: int, extra_rows: int, extra_bytes: int = 0) -> None:
     """DataError when data follows the vertices that the header does not count (the vertex element
     being the last): reading would drop those points and writing would copy them as junk."""
     if extra_rows > 0:
@@ -144,7 +166,7 @@ def _read_binary(data: memoryview, elements, index, order, path) -> tuple[dict, 
         )
     if index == len(elements) - 1:  # a shorter tail (a newline) is tolerated and kept
         extra_rows, extra_bytes = divmod(len(data) - end, dtype.itemsize)
-        check_vertex_count(path, elements[index].count, extra_rows, extra_bytes)
+        _check_vertex_count(path, elements[index].count, extra_rows, extra_bytes)
     rows = np.frombuffer(data, dtype, elements[index].count, pos)
     vertex = {name: rows[name].astype(rows.dtype[name].newbyteorder("=")) for name in dtype.names}
     return vertex, bytes(data[:pos]), bytes(data[end:])
@@ -164,7 +186,7 @@ def _read_ascii(data: bytes, elements, index, header_lines: int, path) -> tuple[
     if len(table) != count:
         raise DataError(f"{path}: truncated PLY file: {len(table)} vertex lines, the header says {count}")
     if index == len(elements) - 1:
-        check_vertex_count(path, count, _data_lines(data[end + 1 :]))
+        _check_vertex_count(path, count, _data_lines(data[end + 1 :]))
     vertex = {name: table[:, i].astype(t) for i, (name, t) in enumerate(properties)}
     return vertex, data[:start], data[end + 1 :]
 
@@ -181,13 +203,7 @@ def read_ply_data(path) -> PlyData:
         raw = path.read_bytes()
     except OSError as error:
         raise DataError(f"{path}: cannot read: {error.strerror or error}") from error
-    end = raw.find(b"end_header", 0, _MAX_HEADER)
-    if not raw.startswith(b"ply") or end < 0:
-        raise DataError(f"{path}: not a PLY file (no 'ply' magic line or no end_header)")
-    body = raw.find(b"\n", end) + 1
-    if body == 0:
-        raise DataError(f"{path}: truncated PLY file: nothing after end_header")
-    header = raw[:body].decode("ascii", errors="replace").splitlines()
+    body, header = _split_header(raw, path)
     fmt, elements, comments = _parse_header(header[:-1], path)
     index = _vertex_element(elements, path)
     if fmt == "ascii":
@@ -220,8 +236,8 @@ def _ply_type(name: str, values: np.ndarray, path) -> str:
     raise DataError(f"{path}: field {name!r} has dtype {values.dtype}, which PLY cannot store")
 
 
-def _encode_vertex(fields, path, fmt: str) -> tuple[list[str], bytes]:
-    """Header property lines and the encoded vertex rows."""
+def encode_vertex(fields, path, fmt: str) -> tuple[list[str], bytes]:
+    """Header property lines and the encoded rows of 1-D vertex ``fields`` in format ``fmt``."""
     types = {name: _ply_type(name, v, path) for name, v in fields.items()}
     props = [f"property {_NAMES[t]} {name}" for name, t in types.items()]
     if fmt == "ascii":
@@ -235,7 +251,7 @@ def _encode_vertex(fields, path, fmt: str) -> tuple[list[str], bytes]:
     return props, rows.tobytes()
 
 
-def check_vertex_fields(fields: dict[str, np.ndarray], path) -> int:
+def _check_vertex_fields(fields: dict[str, np.ndarray], path) -> int:
     """The vertex count of 1-D ``fields`` that PLY can name (DataError otherwise)."""
     n = check_lengths(fields, path)
     if not fields:
@@ -245,7 +261,7 @@ def check_vertex_fields(fields: dict[str, np.ndarray], path) -> int:
     return n
 
 
-def header_bytes(fmt: str, comments, elements_before, n: int, props: list[str], elements_after) -> bytes:
+def _header_bytes(fmt: str, comments, elements_before, n: int, props: list[str], elements_after) -> bytes:
     """A PLY header whose vertex element has ``n`` rows and the property lines ``props``."""
     lines = ["ply", f"format {fmt} 1.0", *[f"comment {c}" for c in comments]]
     for element in elements_before:
@@ -257,18 +273,13 @@ def header_bytes(fmt: str, comments, elements_before, n: int, props: list[str], 
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def encode_vertex(fields, path, fmt: str) -> tuple[list[str], bytes]:
-    """Header property lines and the encoded rows of 1-D vertex ``fields`` in format ``fmt``."""
-    return _encode_vertex(fields, path, fmt)
-
-
 def _write(path, fmt: str, fields, comments, elements_before, elements_after, before, after) -> None:
     path = Path(path)
     fields = flatten_fields(fields)
-    n = check_vertex_fields(fields, path)
-    props, data = _encode_vertex(fields, path, fmt)
+    n = _check_vertex_fields(fields, path)
+    props, data = encode_vertex(fields, path, fmt)
     with atomic_output(path) as tmp, open(tmp, "xb") as f:
-        f.write(header_bytes(fmt, comments, elements_before, n, props, elements_after))
+        f.write(_header_bytes(fmt, comments, elements_before, n, props, elements_after))
         for chunk in (before, data, after):
             f.write(chunk)
 
@@ -297,3 +308,172 @@ def write_ply_like(src: PlyData, path, fields: dict[str, np.ndarray]) -> None:
     _write(
         path, src.fmt, fields, src.comments, elements[:index], elements[index + 1 :], src.before, src.after
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# In chunks
+
+
+class PlyReader(CloudReader):
+    """The vertices of a PLY file in chunks; ``comments``, ``elements`` and the data offsets for its
+    writer."""
+
+    fmt = "ply"
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        path = self.path
+        try:
+            with open(path, "rb") as f:
+                head = f.read(_MAX_HEADER)
+            size = path.stat().st_size
+        except OSError as error:
+            raise DataError(f"{path}: cannot read: {error.strerror or error}") from error
+        self.body, header = _split_header(head, path)
+        self.header_lines = len(header)
+        self.ply_fmt, self.elements, self.comments = _parse_header(header[:-1], path)
+        self.index = _vertex_element(self.elements, path)
+        self.vertex = self.elements[self.index]
+        self.dtypes = {name: np.dtype(t) for name, t in self.vertex.scalars}
+        if self.ply_fmt != "ascii":
+            self._locate_binary_vertices(size)
+
+    def _locate_binary_vertices(self, size: int) -> None:
+        """``start`` and ``stop``: the byte range of the vertex rows (DataError when the file is short)."""
+        path = self.path
+        self.order = _FORMATS[self.ply_fmt]
+        self.row = _row_dtype(self.vertex, self.order)
+        pos = 0
+        if self.index:
+            data = memoryview(np.memmap(path, np.uint8, "r", offset=self.body))
+            for element in self.elements[: self.index]:
+                pos = _skip_binary(data, pos, element, self.order, path)
+            del data
+        self.start = self.body + pos
+        self.stop = self.start + self.vertex.count * self.row.itemsize
+        if self.stop > size:
+            raise DataError(
+                f"{path}: truncated PLY file: {self.vertex.count} vertices need {self.stop - self.body} "
+                f"data bytes, the file has {size - self.body}"
+            )
+        if self.index == len(self.elements) - 1:
+            _check_vertex_count(path, self.vertex.count, *divmod(size - self.stop, self.row.itemsize))
+
+    @property
+    def vertex_last(self) -> bool:
+        """Whether no element follows the vertices (then nothing but blank lines or a newline may)."""
+        return self.index == len(self.elements) - 1
+
+    def chunks(self, size: int = DEFAULT_CHUNK_POINTS) -> Iterator[Chunk]:
+        if self.ply_fmt == "ascii":
+            return self._ascii_chunks(size)
+        return self._binary_chunks(size)
+
+    def _binary_chunks(self, size: int) -> Iterator[Chunk]:
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            for start in range(0, self.vertex.count, size):
+                k = min(size, self.vertex.count - start)
+                rows = np.frombuffer(f.read(k * self.row.itemsize), self.row)
+                if len(rows) != k:
+                    raise DataError(f"{self.path}: truncated PLY file")
+                yield Chunk(
+                    start, {n: rows[n].astype(rows.dtype[n].newbyteorder("=")) for n in self.row.names}
+                )
+
+    def _ascii_chunks(self, size: int) -> Iterator[Chunk]:
+        """Vertex rows; each chunk's ``raw`` is the byte range (start, stop) of its lines in the file."""
+        path, count = self.path, self.vertex.count
+        skip = sum(e.count for e in self.elements[: self.index])
+        properties = self.vertex.scalars
+        with open(path, "rb") as f:
+            f.seek(self.body)
+            before = list(itertools.islice(f, skip))
+            if len(before) < skip:
+                raise DataError(f"{path}: truncated PLY file: fewer than {skip + count} data lines")
+            pos = self.body + sum(map(len, before))
+            del before
+            line = self.header_lines + skip + 1
+            for start in range(0, count, size):
+                lines = list(itertools.islice(f, min(size, count - start)))
+                if start + len(lines) < min(start + size, count):
+                    raise DataError(f"{path}: truncated PLY file: fewer than {skip + count} data lines")
+                data = b"".join(lines)
+                span = (pos, pos + len(data))
+                pos += len(data)
+                if lines and not lines[-1].endswith(b"\n"):
+                    data += b"\n"
+                table = parse_table(data, path, ncols=len(properties), first_line=line)
+                if len(table) != len(lines):
+                    raise DataError(
+                        f"{path}: truncated PLY file: {start + len(table)} vertex lines, the header says "
+                        f"{count}"
+                    )
+                line += len(lines)
+                fields = {name: table[:, i].astype(t) for i, (name, t) in enumerate(properties)}
+                yield Chunk(start, fields, span)
+            if self.vertex_last:  # nothing but blank lines may follow
+                _check_vertex_count(path, count, sum(1 for rest in f if rest.strip()))
+
+
+class PlyWriter(CloudWriter):
+    """A PLY file again, in its own format (ascii or binary), with its comments and other elements; new
+    fields replace vertex properties of their name in place or follow them."""
+
+    reader: PlyReader
+
+    def begin(self, tmp: Path) -> None:
+        self.file = open(tmp, "xb")  # closed by close(), whatever happens
+        self.end = None  # byte offset after the last vertex line written (ascii)
+
+    def add(self, chunk: Chunk, fields: dict[str, np.ndarray]) -> None:
+        reader, out = self.reader, self.out
+        fields = {**chunk.fields, **fields}
+        if chunk.start == 0:
+            _check_vertex_fields(fields, out)
+        props, data = encode_vertex(fields, out, reader.ply_fmt)
+        if chunk.start == 0:
+            before, after = reader.elements[: reader.index], reader.elements[reader.index + 1 :]
+            count = reader.vertex.count
+            self.file.write(_header_bytes(reader.ply_fmt, self._comments(), before, count, props, after))
+            first = chunk.raw[0] if reader.ply_fmt == "ascii" else reader.start
+            _copy_range(reader.path, self.file, reader.body, first)
+        if reader.ply_fmt == "ascii":
+            self.end = chunk.raw[1]
+        self.file.write(data)
+
+    def _comments(self) -> list[str]:
+        """The source's comments; given class names, its classes line is theirs (one per file)."""
+        if not self.class_names:
+            return self.reader.comments
+        kept = [c for c in self.reader.comments if not c.startswith(CLASSES_PREFIX)]
+        return [*kept, classes_line(self.class_names)]
+
+    def finish(self) -> None:
+        reader = self.reader
+        if reader.vertex.count == 0:
+            raise DataError(f"{reader.path}: no vertices to write")
+        if reader.ply_fmt != "ascii":
+            _copy_range(reader.path, self.file, reader.stop, None)
+        elif not reader.vertex_last:
+            _copy_range(reader.path, self.file, self.end, None)
+
+    def close(self) -> None:
+        if getattr(self, "file", None) is not None:
+            self.file.close()
+
+
+def _copy_range(src: Path, dst, start: int, stop: int | None) -> None:
+    """Copy bytes start .. stop (None: the end) of ``src`` into the open file ``dst``."""
+    with open(src, "rb") as f:
+        f.seek(start)
+        if stop is None:
+            shutil.copyfileobj(f, dst, _COPY_BYTES)
+            return
+        remaining = stop - start
+        while remaining > 0:
+            block = f.read(min(remaining, _COPY_BYTES))
+            if not block:
+                raise DataError(f"{src}: truncated file")
+            dst.write(block)
+            remaining -= len(block)

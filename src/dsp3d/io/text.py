@@ -6,19 +6,26 @@ can appear in numbers, because loadtxt silently treats some control characters a
 holding any other byte, and whole tables that loadtxt refuses, go through a line-by-line parser that
 names the file and line of the problem, and that can repair a stray character inside a number (the
 S3DIS release has a few such lines) with a warning.
+
+In chunks (``TextReader``, ``TextWriter``: ``dsp3d.io.interface``): line by line; written lines are the
+input lines, byte for byte, with the new columns appended (new values of an existing column replace it).
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from dsp3d.io.atomic import atomic_output
 from dsp3d.io.errors import DataError, DataWarning
+from dsp3d.io.fields import check_lengths, flatten_fields
+from dsp3d.io.interface import DEFAULT_CHUNK_POINTS, Chunk, CloudReader, CloudWriter
 
 TEXT_SUFFIXES = (".txt", ".csv", ".xyz")
 
@@ -177,29 +184,6 @@ def column_strings(values: np.ndarray) -> list[str]:
     return list(map("{:.9g}".format, values.astype(np.float32).tolist()))
 
 
-def flatten_fields(fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """1-D columns: a [N, k] field becomes ``name_0`` ... ``name_{k-1}``."""
-    flat = {}
-    for name, values in fields.items():
-        values = np.asarray(values)
-        if values.ndim == 2:
-            flat.update({f"{name}_{j}": values[:, j] for j in range(values.shape[1])})
-        elif values.ndim == 1:
-            flat[name] = values
-        else:
-            raise DataError(f"field {name!r}: expected [N] or [N, k] values, got shape {values.shape}")
-    return flat
-
-
-def check_lengths(fields: dict[str, np.ndarray], path, n: int | None = None) -> int:
-    """The common length of all fields (or ``n``); DataError naming the file and the odd field."""
-    for name, values in fields.items():
-        n = len(values) if n is None else n
-        if len(values) != n:
-            raise DataError(f"{path}: field {name!r} has {len(values)} values for {n} points")
-    return n or 0
-
-
 def write_lines(path, lines: list[str], encoding: str = "utf-8") -> None:
     with atomic_output(path) as tmp, open(tmp, "x", encoding=encoding, newline="\n") as f:
         f.write("\n".join(lines))
@@ -219,3 +203,113 @@ def write_text(
     columns = [column_strings(v) for v in fields.values()]
     lines = [sep.join(row) for row in zip(*columns, strict=True)]
     write_lines(path, ([sep.join(fields)] if header else []) + lines)
+
+
+def _rewritten_lines(
+    raw: bytes, n: int, src, delimiter: str | None, columns: list[str], fields: dict[str, np.ndarray]
+) -> list[str]:
+    """The ``n`` data lines of ``raw`` (blank ones dropped) with the 1-D ``fields`` of the table's
+    ``columns`` replaced and the others appended. latin-1 maps every byte to one character: lines with no
+    replaced column are written back unchanged (the others are re-joined by the table's separator)."""
+    lines = [line.rstrip("\r") for line in raw.decode("latin-1").split("\n") if line.strip()]
+    if len(lines) != n:
+        raise DataError(f"{src}: {len(lines)} data lines for {n} points")
+    sep = delimiter or " "
+    replaced = {columns.index(k): column_strings(v) for k, v in fields.items() if k in columns}
+    if replaced:
+        tokens = [line.split(delimiter) if delimiter else line.split() for line in lines]
+        for k, strings in replaced.items():
+            for row, value in zip(tokens, strings, strict=True):
+                row[k] = value
+        lines = [sep.join(row) for row in tokens]
+    appended = [column_strings(v) for k, v in fields.items() if k not in columns]
+    return [sep.join(row) for row in zip(lines, *appended, strict=True)]
+
+
+def _header_line(first_line: str, sep: str, columns: list[str], fields: dict[str, np.ndarray]) -> str:
+    """The header line ``first_line`` naming the new fields that are not columns already."""
+    return sep.join([first_line.rstrip("\r\n"), *[name for name in fields if name not in columns]])
+
+
+def write_text_like(src: Path, out: Path, extra: dict[str, np.ndarray]) -> None:
+    """The table ``src`` again at ``out``, its lines unchanged, with the 1-D ``extra`` columns appended
+    (and named in its header line, if it has one); a column of an existing name replaces it."""
+    table = read_text(src)
+    columns, n = list(table), len(next(iter(table.values())))
+    del table
+    data, delimiter, names, start = read_text_raw(src)
+    rows = _rewritten_lines(data[start:], n, src, delimiter, columns, extra)
+    header = [_header_line(data[:start].decode("latin-1"), delimiter or " ", columns, extra)] if names else []
+    write_lines(out, header + rows, encoding="latin-1")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# In chunks
+
+
+class TextReader(CloudReader):
+    """The rows of a text table in chunks (each chunk's ``raw``: the bytes of its lines)."""
+
+    fmt = "text"
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        path = self.path
+        try:
+            with open(path, "rb") as f:
+                first = f.readline()
+                bom = 3 if first.startswith(b"\xef\xbb\xbf") else 0  # UTF-8 byte order mark
+                first = first[bom:]
+                self.delimiter, self.names, start = _layout(first, path)
+                self.data_start = bom + start
+                self.first_line = first[:start]
+                if self.names is None:  # the column count is that of the first data line
+                    f.seek(self.data_start)
+                    line = next((ln for ln in f if ln.strip()), b"")
+        except OSError as error:
+            raise DataError(f"{path}: cannot read: {error.strerror or error}") from error
+        if self.names is None and not line.strip():
+            raise DataError(f"{path}: empty file (no points)")
+        if self.names is None:
+            table = parse_table(line, path, delimiter=self.delimiter) if line else np.zeros((0, 0))
+            self.columns = default_column_names(table.shape[1]) if len(table) else []
+        else:
+            self.columns = self.names
+        self.dtypes = {name: np.dtype(np.float64) for name in self.columns}
+
+    def chunks(self, size: int = DEFAULT_CHUNK_POINTS) -> Iterator[Chunk]:
+        start, line = 0, 2 if self.names else 1
+        with open(self.path, "rb") as f:
+            f.seek(self.data_start)
+            while lines := list(itertools.islice(f, size)):
+                data = b"".join(lines)
+                table = parse_table(
+                    data, self.path, ncols=len(self.columns), delimiter=self.delimiter, first_line=line
+                )
+                line += len(lines)
+                if len(table):
+                    yield Chunk(start, {name: table[:, i] for i, name in enumerate(self.columns)}, data)
+                    start += len(table)
+
+
+class TextWriter(CloudWriter):
+    """A text table again: its lines unchanged, the new columns appended (and named in its header); a
+    column of an existing name replaces it."""
+
+    reader: TextReader
+
+    def begin(self, tmp: Path) -> None:
+        self.file = open(tmp, "xb")  # closed by close(), whatever happens
+
+    def add(self, chunk: Chunk, fields: dict[str, np.ndarray]) -> None:
+        reader = self.reader
+        if chunk.start == 0 and reader.names:
+            first = reader.first_line.decode("latin-1")
+            head = _header_line(first, reader.delimiter or " ", reader.columns, fields)
+            self.file.write((head + "\n").encode("latin-1"))
+        rows = _rewritten_lines(chunk.raw, len(chunk), reader.path, reader.delimiter, reader.columns, fields)
+        self.file.write(("\n".join(rows) + "\n").encode("latin-1"))
+
+    def close(self) -> None:
+        if getattr(self, "file", None) is not None:
+            self.file.close()

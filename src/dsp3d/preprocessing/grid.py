@@ -76,7 +76,7 @@ def _row_slices(n: int) -> list[slice]:
 
 
 @dataclass
-class _Grid:
+class GridBox:
     """The occupied box of the grid: cells lo[k] .. lo[k] + dims[k] - 1 along axis k."""
 
     lo: list[int]
@@ -92,7 +92,7 @@ def _cells_dtype(points: np.ndarray, grid_size: float) -> np.dtype:
     return (points[:1] / grid_size).dtype
 
 
-def _grid_box(points: np.ndarray, grid_size: float, sample_ids: np.ndarray | None) -> _Grid:
+def _grid_box(points: np.ndarray, grid_size: float, sample_ids: np.ndarray | None) -> GridBox:
     """Extent of the cells of non-empty points [N, 3], and check that the keys fit in int64."""
 
     def axis_range(k: int) -> tuple[int, int]:
@@ -105,13 +105,13 @@ def _grid_box(points: np.ndarray, grid_size: float, sample_ids: np.ndarray | Non
 
     ranges = run_concurrently([lambda k=k: axis_range(k) for k in range(3)], len(points))
     num_samples = int(sample_ids.max()) + 1 if sample_ids is not None else 1
-    grid = _Grid([lo for lo, _ in ranges], [hi - lo + 1 for lo, hi in ranges], num_samples)
+    grid = GridBox([lo for lo, _ in ranges], [hi - lo + 1 for lo, hi in ranges], num_samples)
     if grid.num_keys >= 2**62:
         raise ValueError(f"grid of {grid.dims} cells at {grid_size} m is too large to index")
     return grid
 
 
-def _cell_keys(cells: np.ndarray, grid: _Grid, sample_ids: np.ndarray | None, out: np.ndarray) -> None:
+def cell_keys(cells: np.ndarray, grid: GridBox, sample_ids: np.ndarray | None, out: np.ndarray) -> None:
     """Write into out int64 [N] the keys ((s * dx + x) * dy + y) * dz + z of the cells float [N, 3]."""
     dims = grid.dims
     out[:] = cells[:, 0]
@@ -131,7 +131,7 @@ def voxel_keys(points: np.ndarray, grid_size: float, sample_ids: np.ndarray | No
     """
     keys = np.zeros(len(points), dtype=np.int64)
     if len(points):
-        _cell_keys(np.floor(points / grid_size), _grid_box(points, grid_size, sample_ids), sample_ids, keys)
+        cell_keys(np.floor(points / grid_size), _grid_box(points, grid_size, sample_ids), sample_ids, keys)
     return keys
 
 
@@ -252,7 +252,7 @@ def voxel_groups(
         np.divide(points[rows], grid_size, out=part)
         np.floor(part, out=part)
         w = words[rows]
-        _cell_keys(part, grid, sample_ids[rows] if sample_ids is not None else None, w)
+        cell_keys(part, grid, sample_ids[rows] if sample_ids is not None else None, w)
         if packed:
             w <<= minor_bits
             if minor is not None:

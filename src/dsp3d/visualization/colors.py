@@ -1,8 +1,8 @@
 """The colours every picture, PLY export and the HTML viewer share.
 
-Class colours are ``label_palette``'s, the palette ``dsp3d predict --colors`` writes, so a class has the
-same colour in a prediction file, an export, a plot and the report: S3DIS's usual colours for S3DIS's
-classes, a colour-blind-safe set for other class lists.
+Class colours are ``label_palette``'s (``dsp3d.io.classes``), the palette ``dsp3d predict`` writes, so a
+class has the same colour in a prediction file, an export, a plot and the report: S3DIS's usual colours
+for S3DIS's classes, a colour-blind-safe set for other class lists.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dsp3d.inference.predict import label_palette
+from dsp3d.io.classes import label_palette
 
 __all__ = [
     "CORRECT",

@@ -1,8 +1,6 @@
 """The grid-subsampled cloud of a file read chunk by chunk, and the voxel of any point of it.
 
-Pass 1 (``summarize_source``) gathers what turns the file's fields into coordinates and features (the
-coordinate offset, the colour and intensity ranges: ``dsp3d.io.fields.CloudSummary``). Pass 2
-(``stream_subsample``) accumulates per voxel the point count, the coordinate sum (relative to the voxel's
+``subsample_in_chunks`` accumulates per voxel the point count, the coordinate sum (relative to the voxel's
 corner, as ``grid_subsample`` averages) and the colour / intensity sums; the per-chunk partial sums are
 merged whenever they outgrow the merged ones, so memory is one chunk plus a few times the voxels. The
 voxels come out in ``grid_subsample``'s order (by cell key) with the same cells, so the subsampled cloud
@@ -17,26 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsp3d import progress
 from dsp3d.data.types import SubsampledCloud
-from dsp3d.io.errors import DataError
-from dsp3d.io.fields import CloudReading, CloudSummary, FieldSpec
-from dsp3d.io.stream import DEFAULT_CHUNK_POINTS, ChunkSource
-from dsp3d.preprocessing.grid import _cell_keys, _Grid
-
-
-def summarize_source(
-    source: ChunkSource, spec: FieldSpec | None = None, chunk_points: int = DEFAULT_CHUNK_POINTS
-) -> CloudSummary:
-    """The CloudSummary of a whole file (its ``reading()``, point count, coordinate extremes): one pass."""
-    try:
-        summary = CloudSummary(source.dtypes, source.path, spec)
-    except DataError:
-        for _chunk in source.chunks(chunk_points):  # a damaged file is reported as such first
-            pass
-        raise
-    for chunk in source.chunks(chunk_points):
-        summary.update(chunk.fields)
-    return summary
+from dsp3d.io.fields import CloudReading, CloudSummary
+from dsp3d.io.interface import CloudReader
+from dsp3d.preprocessing.grid import GridBox, cell_keys
 
 
 @dataclass
@@ -44,18 +27,18 @@ class VoxelIndex:
     """The occupied voxels of a cloud: sorted int64 cell keys [M] on ``grid`` at ``grid_size``."""
 
     keys: np.ndarray
-    grid: _Grid
+    grid: GridBox
     grid_size: float
 
-    def cell_keys(self, points: np.ndarray) -> np.ndarray:
+    def keys_of(self, points: np.ndarray) -> np.ndarray:
         """int64 [n] cell key of float32 points [n, 3] (``grid_subsample``'s cells and keys)."""
         keys = np.empty(len(points), dtype=np.int64)
-        _cell_keys(np.floor(points / self.grid_size), self.grid, None, keys)
+        cell_keys(np.floor(points / self.grid_size), self.grid, None, keys)
         return keys
 
     def find(self, points: np.ndarray) -> np.ndarray:
         """int64 [n] voxel of each of the float32 points [n, 3] (points of the subsampled cloud's file)."""
-        keys = self.cell_keys(points)
+        keys = self.keys_of(points)
         voxels = np.searchsorted(self.keys, keys)
         if len(keys) and (voxels.max() >= len(self.keys) or (self.keys[voxels] != keys).any()):
             raise RuntimeError("a point outside the voxels of its own cloud: the file changed while read")
@@ -71,7 +54,7 @@ class VoxelIndex:
         return cells
 
 
-def _grid(reading: CloudReading, low: np.ndarray, high: np.ndarray, grid_size: float) -> _Grid:
+def _grid(reading: CloudReading, low: np.ndarray, high: np.ndarray, grid_size: float) -> GridBox:
     """The cell box of points whose (file) coordinates span low .. high, as ``voxel_groups`` finds it
     from the float32 points."""
     lo, dims = [], []
@@ -80,7 +63,7 @@ def _grid(reading: CloudReading, low: np.ndarray, high: np.ndarray, grid_size: f
         cells = np.floor(extremes / grid_size)
         lo.append(int(cells[0]))
         dims.append(int(cells[1]) - int(cells[0]) + 1)
-    grid = _Grid(lo, dims, 1)
+    grid = GridBox(lo, dims, 1)
     if grid.num_keys >= 2**62:
         raise ValueError(f"grid of {grid.dims} cells at {grid_size} m is too large to index")
     return grid
@@ -126,40 +109,32 @@ class _VoxelSums:
         self.sums = merged
 
 
-def stream_subsample(
-    source: ChunkSource,
-    reading: CloudReading,
-    grid_size: float,
-    chunk_points: int = DEFAULT_CHUNK_POINTS,
-    low: np.ndarray | None = None,
-    high: np.ndarray | None = None,
+def subsample_in_chunks(
+    reader: CloudReader, reading: CloudReading, summary: CloudSummary, grid_size: float, chunk_points: int
 ) -> tuple[SubsampledCloud, VoxelIndex]:
     """The file's ``grid_subsample`` (barycentres, mean colour and intensity; no labels, an empty
-    ``reprojection``), and its VoxelIndex, in one pass over the file. ``low`` / ``high``: the extremes
-    of the coordinate fields when known (else found by one more pass)."""
+    ``reprojection``), and its VoxelIndex, in one pass over the file. ``summary``: the file's, for the
+    extremes of its coordinate fields; ``reading``: its ``reading()``."""
     if not grid_size > 0:
-        raise ValueError(f"{source.path}: grid size must be positive, got {grid_size}")
-    if low is None or high is None:
-        low, high = np.full(3, np.inf), np.full(3, -np.inf)
-        for chunk in source.chunks(chunk_points):
-            for k, name in enumerate(reading.xyz):
-                column = chunk.fields[name]
-                low[k], high[k] = min(low[k], float(column.min())), max(high[k], float(column.max()))
+        raise ValueError(f"{reader.path}: grid size must be positive, got {grid_size}")
+    low, high = summary.low, summary.high
     index = VoxelIndex(np.zeros(0, dtype=np.int64), _grid(reading, low, high, grid_size), grid_size)
     has_colors, has_intensity = reading.colors is not None, reading.intensity is not None
     sums = _VoxelSums(3 + 3 * has_colors + has_intensity)
-    for chunk in source.chunks(chunk_points):
-        points = reading.points(chunk.fields)
-        cells = np.floor(points / grid_size)
-        keys = np.empty(len(points), dtype=np.int64)
-        _cell_keys(cells, index.grid, None, keys)
-        cells *= np.float32(grid_size)  # the voxel corners: the subtraction below is exact
-        columns = [points - cells]
-        if has_colors:
-            columns.append(reading.point_colors(chunk.fields))
-        if has_intensity:
-            columns.append(reading.point_intensity(chunk.fields)[:, None])
-        sums.add(keys, np.concatenate(columns, axis=1) if len(columns) > 1 else columns[0])
+    with progress.task("subsampling", total=summary.count, unit="pts") as meter:
+        for chunk in reader.chunks(chunk_points):
+            points = reading.points(chunk.fields)
+            cells = np.floor(points / grid_size)
+            keys = np.empty(len(points), dtype=np.int64)
+            cell_keys(cells, index.grid, None, keys)
+            cells *= np.float32(grid_size)  # the voxel corners: the subtraction below is exact
+            columns = [points - cells]
+            if has_colors:
+                columns.append(reading.point_colors(chunk.fields))
+            if has_intensity:
+                columns.append(reading.point_intensity(chunk.fields)[:, None])
+            sums.add(keys, np.concatenate(columns, axis=1) if len(columns) > 1 else columns[0])
+            meter.update(len(points))
     sums.merge()
     index.keys = sums.keys
     means = sums.sums / sums.counts[:, None]
@@ -176,6 +151,6 @@ def stream_subsample(
         reprojection=np.zeros(0, dtype=np.int64),
         grid_size=float(grid_size),
         offset=np.asarray(reading.offset, dtype=np.float64).copy(),
-        name=source.path.stem,
+        name=reader.path.stem,
     )
     return sub, index
