@@ -120,6 +120,27 @@ def test_on_a_terminal_messages_print_above_the_status_line(monkeypatch):
     assert lines[-1] == "[baseline] step 3/3  done"  # the stage's last state stays on screen
 
 
+def test_a_warning_on_stderr_of_the_same_terminal_never_lands_on_the_status_line(monkeypatch):
+    """The terminal case: stdout and stderr are one screen; a warning mid-run starts a line of its own."""
+    import time
+
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", screen)
+    monkeypatch.setattr(sys, "stderr", screen)
+    monkeypatch.setattr(progress, "REFRESH_PER_S", 1000)
+    progress.setup(live=True)
+    with progress.task("stage 1") as task:
+        task.update(fields=[Field("[baseline] step 1/3", 9), Field("ETA 2s", 8)])
+        time.sleep(0.05)  # the live region is drawn
+        logging.getLogger("dsp3d").warning("a warning mid-run")
+        time.sleep(0.05)
+    progress.teardown()
+    text = ANSI.sub("", screen.getvalue())
+    assert "warning: a warning mid-run" in text
+    for line in re.split(r"[\r\n]", text):
+        assert "warning" not in line or line.startswith("warning: a warning mid-run"), line
+
+
 def test_quiet_prints_no_information_and_no_status():
     stream = io.StringIO()
     progress.setup(quiet=True, stream=stream)

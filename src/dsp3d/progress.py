@@ -222,7 +222,11 @@ class _ConsoleHandler(logging.Handler):
             message = record.getMessage()
             console = self.console
             if record.levelno >= logging.WARNING:
-                message, console = f"{record.levelname.lower()}: {message}", self.errors
+                message = f"{record.levelname.lower()}: {message}"
+                # While a live region is drawn, a write to the terminal's stderr would land on the end of
+                # the status line (rich unwraps its own stderr proxy for a stderr console): print on the
+                # live console, which clears the region, prints above it and redraws it.
+                console = self.console if _live_running() else self.errors
             console.print(Text(message), highlight=False, soft_wrap=True)
         except Exception:  # noqa: BLE001 - logging must never raise into the caller
             self.handleError(record)
@@ -233,6 +237,10 @@ _current: _PlainDisplay | _LiveDisplay = _PlainDisplay()
 
 def _display() -> _PlainDisplay | _LiveDisplay:
     return _current
+
+
+def _live_running() -> bool:
+    return isinstance(_current, _LiveDisplay) and _current.live.is_started
 
 
 def is_live() -> bool:
