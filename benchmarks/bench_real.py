@@ -63,6 +63,7 @@ def _number(value) -> float:
 
 
 def run_tables(args: argparse.Namespace) -> int:
+    from dsp3d.evaluation.table import ratio_text
     from dsp3d.io.atomic import atomic_output
     from dsp3d.workflow.ablate import run_ablation
 
@@ -84,7 +85,8 @@ def run_tables(args: argparse.Namespace) -> int:
         with atomic_output(out / "per_class.md") as tmp:
             tmp.write_text(per_class + "\n")
         summary.append(
-            f"## {name} ({args.ratio:.0%} labels, {args.steps} steps per run)\n\n{table}\n{per_class}\n"
+            f"## {name} ({ratio_text(args.ratio)} labels, {args.steps} steps per run)\n\n"
+            f"{table}\n{per_class}\n"
         )
         if ablation["failed"]:
             print(f"{len(ablation['failed'])} runs failed", file=sys.stderr)
@@ -141,6 +143,8 @@ def draw_curve(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    from dsp3d.evaluation.table import ratio_text
+
     figure, ax = plt.subplots(figsize=(7, 4))
     for seed, points in result["curve"].items():
         steps, mious = zip(*points, strict=True)
@@ -150,7 +154,7 @@ def draw_curve(result: dict, path: Path) -> None:
     ax.scatter([], [], color="black", marker="x", label="final validation of a run of that many steps")
     ax.set_xlabel("training step")
     ax.set_ylabel("validation mIoU (%)")
-    ax.set_title(f"{result['dataset']} sample, baseline at {result['ratio']:.0%} labels")
+    ax.set_title(f"{result['dataset']} sample, baseline at {ratio_text(result['ratio'])} labels")
     ax.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -122,3 +122,21 @@ def test_table_cells_are_escaped(tmp_path):
     _run(tmp_path / "a<b>", ["baseline"], 1.0, {"<x>": 1.0})
     html = table4_html(find_runs([tmp_path / "a<b>"]))
     assert "a&lt;b&gt;" in html and "&lt;x&gt;" in html and "<x>" not in html
+
+
+def test_table1_names_small_ratios_and_groups_the_other_methods():
+    row = {"miou_mean": 30.0, "miou_std": 0.0, "miou": [30.0], "branches": {"basic": 30.0}}
+    data = {"ratio": 0.001, "rows": {"baseline": row, "erda": row, "dsp+mean-teacher": row}}
+    html = table1_html(ablation_rows(data), data["ratio"])
+    assert "mIoU (0.1% labels)" in html
+    assert [cells[:2] for cells in _rows(html)] == [
+        ["", "baseline"],
+        ["other methods", "erda"],
+        ["other methods", "dsp+mean-teacher"],
+    ]
+
+
+def test_ratio_text_keeps_the_digits_a_ratio_needs():
+    from dsp3d.evaluation.table import ratio_text
+
+    assert [ratio_text(r) for r in (1.0, 0.1, 0.01, 0.001, 0.0005)] == ["100%", "10%", "1%", "0.1%", "0.05%"]

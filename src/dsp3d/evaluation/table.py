@@ -20,6 +20,11 @@ S3DIS_TABLE_ORDER = [
 ]
 
 
+def ratio_text(ratio: float) -> str:
+    """A weak-label ratio as a percentage with the digits it needs: 0.01 -> "1%", 0.001 -> "0.1%"."""
+    return f"{ratio * 100:.4g}%"
+
+
 def _columns(class_names: list[str]) -> list[tuple[str, str]]:
     if set(class_names) == {name for name, _ in S3DIS_TABLE_ORDER}:
         return S3DIS_TABLE_ORDER

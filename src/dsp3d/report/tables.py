@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 
-from dsp3d.evaluation.table import S3DIS_TABLE_ORDER
+from dsp3d.evaluation.table import S3DIS_TABLE_ORDER, ratio_text
 from dsp3d.visualization.runs import RunRecord
 from dsp3d.workflow.ablate import REFERENCES, TABLE1_GROUPS, paired_text
 
@@ -62,7 +62,7 @@ def _best(values: list[float | None], digits: int = 1) -> float | None:
 def table1_html(rows: list[AblationRow], ratio: float | None = None) -> str:
     """Table 1: group, mode, mIoU mean +- std over seeds, per seed, the seed-paired differences to the
     baseline and to two-stage (those the ablation has), and Table 3's branch mIoU."""
-    setting = f" ({ratio:.0%} labels)" if ratio is not None else ""
+    setting = f" ({ratio_text(ratio)} labels)" if ratio is not None else ""
     branches = ("basic", "cross", "intra")
     ranked = [r for r in rows if r.mode != "full"]  # the full-label bound is not a competitor
     best_mean = _best([r.miou_mean for r in ranked])

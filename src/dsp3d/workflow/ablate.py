@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from dsp3d.config import Config, ConfigError
+from dsp3d.evaluation.table import ratio_text
 from dsp3d.io.atomic import atomic_write_json, atomic_write_text, prepare_output_folder
-from dsp3d.methods import METHOD_ALIASES, METHODS, TABLE1_MODES
+from dsp3d.methods import METHOD_ALIASES, METHODS, TABLE1_MODES, UNLABELLED_LOSSES
 from dsp3d.workflow import parallel
 from dsp3d.workflow.parallel import RunJob
 from dsp3d.workflow.prepare import prepare_data, require_test_labels
@@ -44,6 +45,12 @@ TABLE1_GROUPS = {
     "isfr-csfr": "two stage",
     "csfr-isfr": "two stage",
     "full": "full labels",
+    # the other weak-supervision methods, alone and on DSP's stages or its control's
+    **{
+        method: "other methods"
+        for loss in UNLABELLED_LOSSES
+        for method in (loss, f"dsp+{loss}", f"two-stage+{loss}")
+    },
 }
 # Every row is compared seed by seed with these rows, when the ablation has them: the baseline, and DSP's
 # own schedule without its modules (a gain two-stage shares is the schedule's, not the modules').
@@ -54,7 +61,7 @@ def ablation_markdown(rows: dict[str, dict], ratio: float, budget: str = "") -> 
     """The table of ablation.md: a row per mode, its seeds, and its paired differences to REFERENCES."""
     present = [ref for ref in REFERENCES if ref in rows]
     refs = "".join(f" vs {ref} (paired) |" for ref in present)
-    title = f"mIoU mean ({ratio:.0%} labels{', ' + budget if budget else ''})"
+    title = f"mIoU mean ({ratio_text(ratio)} labels{', ' + budget if budget else ''})"
     lines = [
         f"| group | mode | {title} | std | per seed |{refs} basic | cross | intra |",
         "|---|---|---|---|---|" + "---|" * len(present) + "---|---|---|",

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dsp3d.config import DEMO_STEPS, Config, ConfigError, load_config, validate
-from dsp3d.evaluation.table import per_class_table
+from dsp3d.evaluation.table import per_class_table, ratio_text
 from dsp3d.io.atomic import atomic_write_json, prepare_output_folder
 from dsp3d.workflow import parallel
 from dsp3d.workflow.parallel import RunJob
@@ -92,7 +92,7 @@ def run_demo(
         "seconds": round(time.perf_counter() - started, 1),
     }
     atomic_write_json(results, out / "results.json")
-    log.info("\n%s", per_class_table(results["runs"], data.class_names, setting=f"{ratio:.0%} label"))
+    log.info("\n%s", per_class_table(results["runs"], data.class_names, setting=f"{ratio_text(ratio)} label"))
     log.info(
         "\nresults: %s; models: %s/<run>/model.pt (%.0f s)", out / "results.json", out, results["seconds"]
     )
