@@ -218,6 +218,10 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path, config_file, capsys, m
     assert (out / "model.pt").is_file() and (out / "results.json").is_file()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals to a process group")
 @pytest.mark.parametrize("how", ["ctrl-c", "kill"])
 def test_a_real_ctrl_c_with_loader_workers_prints_one_line(tmp_path, config_file, how):
@@ -227,7 +231,13 @@ def test_a_real_ctrl_c_with_loader_workers_prints_one_line(tmp_path, config_file
     args += ["--set", "train.checkpoint_every=1"]
     command = [sys.executable, "-c", CLI, "--quiet", "train", "--config", str(config_file), *args]
     process = subprocess.Popen(
-        [*command, "--out", str(out)], stderr=subprocess.PIPE, text=True, start_new_session=True
+        [*command, "--out", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # A terminal's SIGINT, whatever this test runs under: a shell's background job (`make test &`)
+        # starts with SIGINT ignored, which its children inherit, and Python keeps it ignored.
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 120
