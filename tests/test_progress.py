@@ -8,6 +8,7 @@ import logging
 import re
 import shutil
 import sys
+import time
 
 import pytest
 
@@ -122,8 +123,6 @@ def test_on_a_terminal_messages_print_above_the_status_line(monkeypatch):
 
 def test_a_warning_on_stderr_of_the_same_terminal_never_lands_on_the_status_line(monkeypatch):
     """The terminal case: stdout and stderr are one screen; a warning mid-run starts a line of its own."""
-    import time
-
     screen = io.StringIO()
     monkeypatch.setattr(sys, "stdout", screen)
     monkeypatch.setattr(sys, "stderr", screen)

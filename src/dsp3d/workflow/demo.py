@@ -67,7 +67,7 @@ def run_demo(
     base = demo_config(ratio, seed, steps, minutes / slots if timed else 0.0, overrides)
     budget = f"{base.train.minutes:.1f} min" if timed else f"{base.train.steps} steps"
     log.info(
-        "dsp3d demo: %d runs x %s of training, %.0f%% labels, seed %d", len(runs), budget, 100 * ratio, seed
+        "dsp3d demo: %d runs x %s of training, %s labels, seed %d", len(runs), budget, ratio_text(ratio), seed
     )
     log.info("one torch thread per run, %d run(s) at a time", jobs)
     log.info("preparing the generated rooms (cached after the first time)")
