@@ -15,7 +15,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # import name -> distribution, where they differ; torch.utils.tensorboard needs the tensorboard package
-DISTRIBUTIONS = {"yaml": "pyyaml", "PIL": "pillow", "torch.utils.tensorboard": "tensorboard"}
+DISTRIBUTIONS = {
+    "yaml": "pyyaml",
+    "PIL": "pillow",
+    "torch.utils.tensorboard": "tensorboard",
+    "cut_pursuit_py": "cut-pursuit-py",
+}
 EXTRAS = {"laspy": "las", "wandb": "wandb"}  # imported where needed, with a message naming the install
 
 
