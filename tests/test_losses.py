@@ -2,8 +2,16 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from dsp3d.losses import consistency, stage_loss, weak_cross_entropy
+from dsp3d.losses import (
+    consistency,
+    stage_loss,
+    superpoint_consistency,
+    superpoint_means,
+    superpoint_self_training,
+    weak_cross_entropy,
+)
 
 LOGITS = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
 LABELS = torch.tensor([0, 1, 1, -1])
@@ -146,3 +154,63 @@ def test_prototypes_start_at_the_first_mean_then_move_by_momentum():
     probs = prototype_probabilities(torch.tensor([[2.0, 0.0]]), prototypes[:2], temperature=0.5)
     # cosine 1 to class 0, 0 to class 1: softmax([2, 0])
     torch.testing.assert_close(probs, torch.softmax(torch.tensor([[2.0, 0.0]]), dim=1))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Superpoint terms
+
+
+def test_weighted_cross_entropy_is_the_weighted_mean():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    mask = torch.tensor([True, True, False])
+    weights = torch.tensor([1.0, 0.25, 5.0])
+    each = F.cross_entropy(logits, labels, reduction="none")
+    expected = (each[0] * 1.0 + each[1] * 0.25) / 1.25
+    torch.testing.assert_close(weak_cross_entropy(logits, labels, mask, weights=weights), expected)
+    # Balanced: every class present carries the same total weight.
+    both = torch.tensor([True, True, True])
+    expected = 0.5 * (each[0] * 1.0 + each[1] * 0.25) / 1.25 + 0.5 * each[2]
+    torch.testing.assert_close(
+        weak_cross_entropy(logits, labels, both, balanced=True, weights=weights), expected
+    )
+
+
+def test_superpoint_means_over_the_given_rows():
+    values = torch.tensor([[1.0], [3.0], [10.0], [5.0], [7.0]])
+    superpoints = torch.tensor([0, 0, 0, 1, 2])
+    rows = torch.tensor([True, True, False, True, False])
+    means = superpoint_means(values, superpoints, rows)
+    torch.testing.assert_close(means, torch.tensor([[2.0], [2.0], [2.0], [5.0], [0.0]]))
+
+
+def test_superpoint_consistency_value_and_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    superpoints = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    rows = torch.tensor([True, True, True, True, True, False, True])
+    value = superpoint_consistency(logits, superpoints, rows)
+    probs = torch.softmax(logits.detach(), 1)
+    groups = [[0, 1, 2], [3, 4], [6]]
+    expected = sum(((probs[g] - probs[g].mean(0)) ** 2).sum() for g in groups) / (6 * 3)
+    torch.testing.assert_close(value.double(), expected)
+    # The gradient is autograd's of the obvious formula (float64 finite differences agree).
+    assert torch.autograd.gradcheck(
+        lambda x: superpoint_consistency(x, superpoints, rows).double(), (logits,), eps=1e-6, atol=1e-6
+    )
+    # A point outside ``rows`` gets no gradient.
+    value.backward()
+    assert torch.all(logits.grad[5] == 0)
+
+
+def test_superpoint_self_training_labels_confident_superpoints_only():
+    # Superpoint 0: mean probability of class 1 is 0.95 -> pseudo-label 1 for both rows. Superpoint 1: 0.6.
+    probs = torch.tensor([[0.05, 0.95], [0.05, 0.95], [0.4, 0.6], [0.4, 0.6]])
+    logits = probs.log().requires_grad_(True)
+    superpoints = torch.tensor([0, 0, 1, 1])
+    rows = torch.ones(4, dtype=torch.bool)
+    loss, kept = superpoint_self_training(logits, superpoints, rows, threshold=0.9)
+    torch.testing.assert_close(kept, torch.tensor(0.5))
+    expected = 2 * -torch.log(torch.tensor(0.95)) / 4  # two kept rows of four, CE to class 1
+    torch.testing.assert_close(loss, expected)
+    assert superpoint_self_training(logits, superpoints, torch.zeros(4, dtype=torch.bool), 0.9)[0].item() == 0

@@ -209,6 +209,46 @@ class ERDAConfig:
 
 
 @dataclass
+class SuperpointConfig:
+    """Superpoints: each scene's partition into pieces of one shape and colour, cached per scene.
+
+    Computed once per scene on its subsampled cloud (dsp3d.preprocessing.superpoints); used by
+    train.method superpoint (and its compositions) and by `dsp3d superpoints`."""
+
+    # cut-pursuit: computed from each scene's geometry, colour and position; given: the dataset's own
+    # segments (ScanNet's segs.json over-segmentation, a folder's `segment` field)
+    source: str = "cut-pursuit"
+    knn: int = 10  # neighbours of each point in the graph (shape features and edges)
+    # cut-pursuit's edge weight lambda: larger gives fewer, larger superpoints (docs/experiments.md has
+    # the purity / size curve this default was chosen from)
+    regularization: float = 0.01
+    # weight of the shape features (linearity, planarity, scattering, verticality)
+    geometric_weight: float = 0.1
+    color_weight: float = 1.0  # weight of the colour (rgb in [0, 1]); scans without colour leave it out
+    spatial_weight: float = 0.3  # weight of the position (per metre): keeps superpoints compact
+    min_size: int = 1  # superpoints of fewer points join their most connected neighbour
+
+
+@dataclass
+class PropagationConfig:
+    """train.method superpoint (also dsp+superpoint, superpoint+erda): weak labels spread through superpoints.
+
+    The weak labels spread through each scene's superpoints, a consistency term on the superpoints no
+    label reached, and self-training on whole superpoints (docs/method.md, "Superpoints")."""
+
+    # What one weak label may lend: a superpoint whose v weak labels agree gives each of its other n points
+    # the weight min(1, click_weight * v / n) (0: no propagation, the weak labels alone)
+    click_weight: float = 10.0
+    min_agreement: float = 1.0  # share of a superpoint's weak labels its majority needs to propagate
+    consistency_weight: float = 0.0  # weight of the within-superpoint consistency on unreached points
+    self_training_weight: float = 0.0  # weight of the superpoint self-training term (0: off)
+    # a superpoint no label reached is pseudo-labelled when its points' mean probability of a class
+    # reaches this
+    self_training_threshold: float = 0.9
+    rampup: float = 0.2  # share of the stage over which consistency and self-training rise from ~0
+
+
+@dataclass
 class TrainConfig:
     method: str = "baseline"  # what to train: `dsp3d ablate --help` lists them; dsp = csfr-isfr
     # The whole run's budget, for every method: optimiser steps, or with minutes > 0 a time budget
@@ -239,6 +279,9 @@ class EvalConfig:
     sphere_spacing: float = 0.8  # distance between test sphere centres, as a fraction of the radius
     batch_points: int = 40000  # point budget of one test batch
     branches: bool = False  # also score the cross / intra branches (Table 3)
+    # Average each point's voted probabilities over its superpoint (the scene's partition, section
+    # superpoints) before taking the class; results.json keeps the score without it beside
+    superpoint_vote: bool = False
 
 
 @dataclass
@@ -250,6 +293,8 @@ class Config:
     dsp: DSPConfig = field(default_factory=DSPConfig)
     mean_teacher: MeanTeacherConfig = field(default_factory=MeanTeacherConfig)
     erda: ERDAConfig = field(default_factory=ERDAConfig)
+    superpoints: SuperpointConfig = field(default_factory=SuperpointConfig)
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def levels(self) -> list[LevelSpec]:
@@ -417,6 +462,7 @@ def validate(config: Config) -> Config:
         (p.cr_rows in CR_ROWS, "dsp.cr_rows", "must be all or shared"),
         (0 <= p.reg_rampup <= 1, "dsp.reg_rampup", "must be in [0, 1]"),
         *_other_method_checks(config),
+        *_superpoint_checks(config),
         (t.num_workers >= 0, "train.num_workers", "must be >= 0"),
         (t.val_every >= 0, "train.val_every", "must be >= 0"),
         (t.log_every > 0, "train.log_every", "must be > 0"),
@@ -453,6 +499,28 @@ def _other_method_checks(config: Config) -> list[tuple[bool, str, str]]:
         (0 <= erda.momentum < 1, "erda.momentum", "must be in [0, 1)"),
         (erda.dimension >= 1, "erda.dimension", "must be >= 1"),
         (0 <= erda.rampup <= 1, "erda.rampup", "must be in [0, 1]"),
+    ]
+
+
+SUPERPOINT_SOURCES = ("cut-pursuit", "given")
+
+
+def _superpoint_checks(config: Config) -> list[tuple[bool, str, str]]:
+    sp, pr = config.superpoints, config.propagation
+    return [
+        (sp.source in SUPERPOINT_SOURCES, "superpoints.source", "must be cut-pursuit or given"),
+        (1 <= sp.knn <= 64, "superpoints.knn", "must be in [1, 64]"),
+        (sp.regularization > 0, "superpoints.regularization", "must be > 0"),
+        (sp.geometric_weight >= 0, "superpoints.geometric_weight", "must be >= 0"),
+        (sp.color_weight >= 0, "superpoints.color_weight", "must be >= 0"),
+        (sp.spatial_weight >= 0, "superpoints.spatial_weight", "must be >= 0"),
+        (sp.min_size >= 1, "superpoints.min_size", "must be >= 1"),
+        (pr.click_weight >= 0, "propagation.click_weight", "must be >= 0"),
+        (0.5 < pr.min_agreement <= 1, "propagation.min_agreement", "must be in (0.5, 1]"),
+        (pr.consistency_weight >= 0, "propagation.consistency_weight", "must be >= 0"),
+        (pr.self_training_weight >= 0, "propagation.self_training_weight", "must be >= 0"),
+        (0 < pr.self_training_threshold <= 1, "propagation.self_training_threshold", "must be in (0, 1]"),
+        (0 <= pr.rampup <= 1, "propagation.rampup", "must be in [0, 1]"),
     ]
 
 

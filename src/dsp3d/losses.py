@@ -46,23 +46,31 @@ class LossTerms:
 
 
 def weak_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, balanced: bool = False
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    balanced: bool = False,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy over the points where ``mask`` (bool [N]) is True; logits [N, C], labels [N].
 
     balanced: each labelled point weighs 1 / (labelled points of its class in the batch), so every class
     present weighs the same in total.
+    weights: float [N], each point's weight (the superpoint method's propagated labels weigh less than
+    the weak labels themselves): the mean is sum w CE / sum w over ``mask``.
     A batch with no labelled point gives an exact 0 that is still part of the graph (zero gradient).
     """
     if not bool(mask.any()):
         return logits.sum() * 0.0
-    if not balanced:
+    if not balanced and weights is None:
         return F.cross_entropy(logits[mask].float(), labels[mask])
     targets = labels[mask]
-    counts = torch.bincount(targets, minlength=logits.shape[1]).float()
-    weights = 1.0 / counts[targets]  # [M]
+    point_weights = weights[mask].float() if weights is not None else torch.ones_like(targets).float()
+    if balanced:
+        mass = torch.zeros(logits.shape[1], device=logits.device).index_add_(0, targets, point_weights)
+        point_weights = point_weights / mass[targets]
     losses = F.cross_entropy(logits[mask].float(), targets, reduction="none")
-    return (losses * weights).sum() / weights.sum()
+    return (losses * point_weights).sum() / point_weights.sum()
 
 
 def consistency(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -87,6 +95,7 @@ def stage_loss(
     cr_target_detach: bool = False,
     intra_balanced: bool = False,
     lambda_intra: float = 1.0,
+    weights: torch.Tensor | None = None,
 ) -> LossTerms:
     """The loss of DSP's stage mode ``mode`` (a key of dsp3d.methods.STAGE_MODES).
 
@@ -95,13 +104,15 @@ def stage_loss(
     cr_target_detach: stop the gradient of L_CR into the basic branch's logits.
     intra_balanced: class-balance the intra branch's cross-entropy (weak_cross_entropy's ``balanced``).
     lambda_intra: weight of the intra branch's cross-entropy (the paper's eq. 10: 1).
+    weights: float [N_0], each labelled point's weight in both cross-entropies (weak_cross_entropy), or
+    None (every weak label weighs 1).
     """
     if mode not in STAGE_MODES:
         raise ValueError(f"unknown training mode '{mode}'; valid: {', '.join(STAGE_MODES)}")
     uses_cross, uses_intra = STAGE_MODES[mode].cross, STAGE_MODES[mode].intra
     mask = weak_mask & (labels >= 0)
     zero = basic.sum() * 0.0
-    seg = weak_cross_entropy(basic, labels, mask)
+    seg = weak_cross_entropy(basic, labels, mask, weights=weights)
     cross_reg = seg_intra = self_reg = zero
     if uses_cross:
         if cross is None:
@@ -112,7 +123,7 @@ def stage_loss(
     if uses_intra:
         if intra is None:
             raise ValueError(f"mode '{mode}' needs the intra branch's logits")
-        seg_intra = weak_cross_entropy(intra, labels, mask, balanced=intra_balanced)
+        seg_intra = weak_cross_entropy(intra, labels, mask, balanced=intra_balanced, weights=weights)
         self_reg = consistency(intra, basic)
     total = seg + lambda_cr * cross_reg + lambda_intra * seg_intra + lambda_sr * self_reg
     return LossTerms(total, seg, cross_reg, seg_intra, self_reg)
@@ -179,3 +190,47 @@ def updated_prototypes(
         prototypes[c] = momentum * prototypes[c] + (1 - momentum) * mean if seen[c] else mean
         seen[c] = True
     return prototypes, seen
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Superpoint terms (train.method superpoint; docs/method.md, "Superpoints")
+
+
+def superpoint_means(values: torch.Tensor, superpoints: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """[N, D]: for each point, the mean of ``values`` [N, D] over the ``rows`` (bool [N]) of its
+    superpoint (superpoints int64 [N], 0..S-1); rows outside ``rows`` get the mean of their superpoint's
+    rows too (0 where it has none)."""
+    count = int(superpoints.max()) + 1 if len(superpoints) else 0
+    weight = rows.to(values.dtype)
+    sums = values.new_zeros((count, values.shape[1])).index_add_(0, superpoints, values * weight[:, None])
+    sizes = values.new_zeros(count).index_add_(0, superpoints, weight)
+    means = sums / sizes.clamp(min=1)[:, None]
+    return means[superpoints]
+
+
+def superpoint_consistency(
+    logits: torch.Tensor, superpoints: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """Mean over ``rows`` (bool [N]) and classes of (p_i - mean of p over the rows of i's superpoint)^2,
+    p = softmax(logits [N, C]): the spread of the predictions within each superpoint, pulled together
+    with gradients into every point (no stop-gradient). 0 (in the graph) without rows."""
+    if not bool(rows.any()):
+        return logits.sum() * 0.0
+    # at least float32 (half-precision logits under autocast), float64 kept
+    probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
+    spread = probs - superpoint_means(probs, superpoints, rows)
+    return (spread[rows] ** 2).mean()
+
+
+def superpoint_self_training(
+    logits: torch.Tensor, superpoints: torch.Tensor, rows: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-training on whole superpoints (One Thing One Click's idea, within a batch): each superpoint's
+    ``rows`` (bool [N]) take the class of their mean probability (no gradient) where that reaches
+    ``threshold``. Returns (the mean over ``rows`` of CE(logits, that class), counted 0 where not
+    confident; the share of ``rows`` kept), as confident_pseudo_label_loss."""
+    if not bool(rows.any()):
+        return logits.sum() * 0.0, logits.new_zeros(())
+    with torch.no_grad():
+        mean = superpoint_means(torch.softmax(logits.detach().float(), dim=1), superpoints, rows)
+    return confident_pseudo_label_loss(logits, mean, rows, threshold)

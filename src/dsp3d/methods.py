@@ -15,12 +15,14 @@ from dataclasses import dataclass
 class StageMode:
     """pairs: batches of CSFR pairs of spheres; cross / intra: the branches decoded and trained;
     unlabelled: another method's loss on the unlabelled points, added to the stage's own (one of
-    UNLABELLED_LOSSES; "" for none)."""
+    UNLABELLED_LOSSES; "" for none); superpoint: the weak labels spread through the scenes' superpoints
+    supervise with them, plus the superpoint terms (config ``propagation``)."""
 
     pairs: bool = False
     cross: bool = False
     intra: bool = False
     unlabelled: str = ""
+    superpoint: bool = False
 
 
 # Other weak-supervision methods (docs/method.md, "Other methods"): each a method of its own (the
@@ -62,7 +64,27 @@ def _with_unlabelled_losses() -> tuple[dict[str, StageMode], dict[str, tuple[str
     return modes, methods
 
 
-STAGE_MODES, METHOD_STAGES = _with_unlabelled_losses()
+def _with_superpoints(
+    modes: dict[str, StageMode], methods: dict[str, tuple[str, ...]]
+) -> tuple[dict[str, StageMode], dict[str, tuple[str, ...]]]:
+    """``superpoint`` (the baseline's stage with the propagated labels and the superpoint terms), its
+    compositions with DSP's stages (``dsp+superpoint``, read against ``two-stage+superpoint``) and with
+    the other methods' losses (``superpoint+erda``, ``superpoint+mean-teacher``)."""
+    modes, methods = dict(modes), dict(methods)
+    modes["superpoint"] = StageMode(superpoint=True)
+    methods["superpoint"] = ("superpoint",)
+    for name in ("paired", "csfr", "isfr"):
+        base = _DSP_STAGE_MODES[name]
+        modes[f"{name}+superpoint"] = StageMode(base.pairs, base.cross, base.intra, superpoint=True)
+    methods["two-stage+superpoint"] = ("paired+superpoint", "superpoint")
+    methods["dsp+superpoint"] = ("csfr+superpoint", "isfr+superpoint")
+    for loss in UNLABELLED_LOSSES:
+        modes[f"superpoint+{loss}"] = StageMode(unlabelled=loss, superpoint=True)
+        methods[f"superpoint+{loss}"] = (f"superpoint+{loss}",)
+    return modes, methods
+
+
+STAGE_MODES, METHOD_STAGES = _with_superpoints(*_with_unlabelled_losses())
 METHODS = tuple(METHOD_STAGES)
 METHOD_ALIASES = {"dsp": "csfr-isfr"}
 # The rows of the paper's Table 1, in its order, with the control every two-stage row is read against.
@@ -79,6 +101,11 @@ PAIR_PARTNERS = ("potential", "balanced")
 def canonical_method(name: str) -> str:
     """``name`` with aliases resolved (dsp -> csfr-isfr)."""
     return METHOD_ALIASES.get(name, name)
+
+
+def uses_superpoints(method: str) -> bool:
+    """Whether some stage of ``method`` trains on superpoints (its data needs the scenes' partitions)."""
+    return any(STAGE_MODES[mode].superpoint for mode in METHOD_STAGES[canonical_method(method)])
 
 
 def is_two_stage(method: str) -> bool:

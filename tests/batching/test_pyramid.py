@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -129,3 +131,39 @@ def test_calibrate_caps_gives_one_positive_cap_per_level():
     caps = calibrate_caps(scenes, LEVELS, radius=1.0, percentile=90, num_spheres=3)
     assert len(caps) == len(LEVELS) and all(isinstance(c, int) and c > 0 for c in caps)
     assert caps == calibrate_caps(scenes, LEVELS, radius=1.0, percentile=90, num_spheres=3)
+
+
+def test_superpoint_fields_are_numbered_per_sample(batch_and_samples):
+    _, samples = batch_and_samples
+    with_superpoints = []
+    for sample in samples:
+        n = len(sample)
+        # The scene's superpoint of each point: its point index // 7, so samples of one scene share ids.
+        scene_ids = sample.input_indices // 7 + 1000
+        with_superpoints.append(
+            dataclasses.replace(
+                sample,
+                superpoints=scene_ids,
+                propagated_labels=np.where(np.arange(n) % 3 == 0, 2, -1),
+                propagated_weights=np.where(np.arange(n) % 3 == 0, 0.5, 0.0).astype(np.float32),
+            )
+        )
+    batch = build_batch(with_superpoints, LEVELS)
+    first = starts(batch.lengths[0])
+    expected, offset = [], 0
+    for sample in with_superpoints:
+        _, local = np.unique(sample.superpoints, return_inverse=True)
+        expected.append(local + offset)
+        offset += local.max() + 1
+    np.testing.assert_array_equal(batch.superpoints.numpy(), np.concatenate(expected))
+    # Two spheres of scene 0 never share a number, even where their scene superpoints are the same.
+    a = set(batch.superpoints[first[0] : first[1]].tolist())
+    c = set(batch.superpoints[first[2] : first[3]].tolist())
+    assert not a & c
+    assert batch.propagated_labels.dtype == torch.int64 and batch.propagated_weights.dtype == torch.float32
+    np.testing.assert_array_equal(
+        batch.propagated_labels.numpy(), np.concatenate([s.propagated_labels for s in with_superpoints])
+    )
+    # Without superpoints the fields stay None, and a batch moves either way.
+    plain = build_batch(samples, LEVELS)
+    assert plain.superpoints is None and plain.to("cpu").propagated_weights is None

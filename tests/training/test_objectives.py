@@ -105,14 +105,21 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["mean-teacher", "dsp+erda"])
+SUPERPOINT_TERMS = ["propagation.consistency_weight=1", "propagation.self_training_weight=1"]
+
+
+@pytest.mark.parametrize(
+    "method, extra",
+    [("mean-teacher", []), ("dsp+erda", []), ("dsp+superpoint", SUPERPOINT_TERMS)],
+    ids=["mean-teacher", "dsp+erda", "dsp+superpoint"],
+)
 def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(
-    small_synthetic, tmp_path, monkeypatch, method
+    small_synthetic, tmp_path, monkeypatch, method, extra
 ):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bitwise repeatable runs
     try:
-        overrides = ["train.steps=8", "train.checkpoint_every=2", "train.spheres_per_batch=2"]
+        overrides = ["train.steps=8", "train.checkpoint_every=2", "train.spheres_per_batch=2", *extra]
         config = load_config(None, small_synthetic + overrides + [f"train.method={method}"])
         data = prepare_data(config)
         expected, _ = loop.train(config, data.train, tmp_path / "whole")
@@ -145,4 +152,74 @@ def test_other_methods_stand_alone_and_on_dsps_stages():
     assert METHOD_STAGES["two-stage+mean-teacher"] == ("paired+mean-teacher", "mean-teacher")
     mode = STAGE_MODES["csfr+erda"]
     assert mode.pairs and mode.cross and not mode.intra and mode.unlabelled == "erda"
-    assert dataclasses.astuple(STAGE_MODES["erda"]) == (False, False, False, "erda")
+    assert dataclasses.astuple(STAGE_MODES["erda"]) == (False, False, False, "erda", False)
+
+
+def test_superpoint_methods_compose_with_dsp_and_the_other_losses():
+    from dsp3d.methods import METHOD_STAGES, STAGE_MODES, uses_superpoints
+
+    assert METHOD_STAGES["superpoint"] == ("superpoint",)
+    assert METHOD_STAGES["dsp+superpoint"] == ("csfr+superpoint", "isfr+superpoint")
+    assert METHOD_STAGES["two-stage+superpoint"] == ("paired+superpoint", "superpoint")
+    assert METHOD_STAGES["superpoint+erda"] == ("superpoint+erda",)
+    mode = STAGE_MODES["isfr+superpoint"]
+    assert mode.intra and mode.superpoint and not mode.pairs and mode.unlabelled == ""
+    assert STAGE_MODES["superpoint+erda"].unlabelled == "erda" and STAGE_MODES["superpoint+erda"].superpoint
+    assert uses_superpoints("dsp+superpoint") and not uses_superpoints("dsp")
+
+
+def with_superpoints(batch, propagated_every: int = 4):
+    """``batch`` with superpoints (runs of 6 consecutive points) and, on every ``propagated_every``-th
+    point without a weak label, a propagated label (its true class) of weight 0.5."""
+    n = len(batch.labels)
+    index = torch.arange(n)
+    lent = (index % propagated_every == 1) & ~batch.weak_mask & (batch.labels >= 0)
+    return dataclasses.replace(
+        batch,
+        superpoints=index // 6,
+        propagated_labels=torch.where(lent, batch.labels, -1),
+        propagated_weights=torch.where(lent, 0.5, 0.0),
+    )
+
+
+def test_supervised_targets_join_weak_and_propagated_labels(sparse_batch):
+    from dsp3d.training.objectives import supervised_targets
+
+    batch = with_superpoints(sparse_batch)
+    labels, mask, weights = supervised_targets(batch)
+    weak = batch.weak_mask & (batch.labels >= 0)
+    lent = batch.propagated_weights > 0
+    assert torch.equal(mask, weak | lent)
+    assert torch.equal(labels[weak], batch.labels[weak]) and torch.equal(
+        labels[lent], batch.propagated_labels[lent]
+    )
+    assert torch.all(weights[weak] == 1) and torch.all(weights[lent] == 0.5)
+    with pytest.raises(ValueError, match="needs batches with superpoints"):
+        supervised_targets(sparse_batch)
+
+
+def test_the_superpoint_terms_reach_the_unreached_points_only(sparse_batch):
+    from dsp3d.training.objectives import supervised_targets
+
+    config = Config()
+    config.propagation.consistency_weight = 1.0
+    config.propagation.self_training_weight = 1.0
+    config.propagation.self_training_threshold = 0.0  # every superpoint pseudo-labelled at init
+    batch = with_superpoints(sparse_batch)
+    _, mask, _ = supervised_targets(batch)
+    for term in ("sp_consistency", "sp_self"):
+        network = model()
+        objective = make_objective("superpoint", config, network)
+        grad = logit_gradient_of(term, objective, network, batch)
+        assert grad[~mask].abs().sum(1).gt(0).float().mean() > 0.99, term
+        assert grad[mask].abs().sum() == 0, term
+    # The segmentation term is the weighted mean over weak (weight 1) and propagated (0.5) points.
+    network = model()
+    terms = make_objective("superpoint", config, network).loss(network, batch, 5, 10)
+    with torch.no_grad():
+        logits = network.backbone(batch)
+    labels, mask, weights = supervised_targets(batch)
+    each = torch.nn.functional.cross_entropy(logits[mask], labels[mask], reduction="none")
+    torch.testing.assert_close(
+        terms.seg, (each * weights[mask]).sum() / weights[mask].sum(), rtol=1e-4, atol=1e-5
+    )

@@ -28,6 +28,10 @@ class Batch:
     scene_ids:     int64 [B] index of each sample's scene in its dataset
     input_indices: int64 [N_0] index of each input point in its scene's subsampled cloud (for voting)
     pairs:         int64 [P, 2] sample indices (i, j) paired for CSFR, or None
+    superpoints:   int64 [N_0] the superpoint of each input point, numbered 0..S-1 over the batch (the
+                   part of one scene superpoint inside one sample gets one number), or None
+    propagated_labels:  int64 [N_0] class lent by the weak labels through the superpoints, -1 where none
+    propagated_weights: float32 [N_0] its weight, 0 where none (both None without superpoints)
     """
 
     points: list[torch.Tensor]
@@ -41,6 +45,9 @@ class Batch:
     scene_ids: torch.Tensor
     input_indices: torch.Tensor
     pairs: torch.Tensor | None = None
+    superpoints: torch.Tensor | None = None
+    propagated_labels: torch.Tensor | None = None
+    propagated_weights: torch.Tensor | None = None
 
     @property
     def num_levels(self) -> int:

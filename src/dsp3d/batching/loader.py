@@ -10,6 +10,7 @@ num_workers is (0 included), and each iteration over a loader replays it from th
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from dsp3d.data.types import SubsampledCloud
 from dsp3d.levels import LevelSpec
 from dsp3d.sampling.augment import augment
 from dsp3d.sampling.pairs import PairSampler
-from dsp3d.sampling.sample import extract_sample
+from dsp3d.sampling.sample import Sample, extract_sample
 from dsp3d.sampling.scenes import SceneSet, feature_columns
 from dsp3d.sampling.spheres import ClassBalancedSampler, PotentialSampler, SphereDraw, test_sphere_centers
 
@@ -163,9 +164,22 @@ class TrainSphereDataset(Dataset):
             sample.points, sample.features = augment(
                 sample.points, sample.features, self.augment_config, rng, self.color_columns
             )
+            if self.scene_set.superpoints is not None:
+                sample = with_superpoints(sample, self.scene_set, draw.scene_id)
             samples.append(sample)
         pairs = [(i, i + 1) for i in range(0, len(samples), 2)] if spec.paired else None
         return build_batch(samples, self.levels, pairs)
+
+
+def with_superpoints(sample: Sample, scene_set: SceneSet, scene_id: int) -> Sample:
+    """``sample`` with its points' superpoints and propagated labels (from ``scene_set``, which has them)."""
+    index = sample.input_indices
+    return dataclasses.replace(
+        sample,
+        superpoints=scene_set.superpoints[scene_id][index],
+        propagated_labels=scene_set.propagated_labels[scene_id][index],
+        propagated_weights=scene_set.propagated_weights[scene_id][index],
+    )
 
 
 def _keep(batch: Batch) -> Batch:

@@ -96,7 +96,30 @@ def build_batch(
             np.concatenate([s.input_indices for s in samples]).astype(np.int64, copy=False)
         ),
         pairs=_pair_tensor(pairs, len(samples)),
+        **_superpoint_fields(samples),
     )
+
+
+def _superpoint_fields(samples: list[Sample]) -> dict:
+    """The batch's superpoint fields (batch.Batch) when every sample carries superpoints, else none: each
+    sample's scene superpoints renumbered 0..S_b-1 in order of first appearance, offset past the
+    previous samples' (so two spheres of one scene never share a number)."""
+    if any(s.superpoints is None for s in samples):
+        return {}
+    local, offset = [], 0
+    for sample in samples:
+        _, inverse = np.unique(sample.superpoints, return_inverse=True)
+        local.append(inverse.reshape(-1).astype(np.int64) + offset)
+        offset += int(inverse.max()) + 1 if len(inverse) else 0
+    return {
+        "superpoints": torch.from_numpy(np.concatenate(local)),
+        "propagated_labels": torch.from_numpy(
+            np.concatenate([s.propagated_labels for s in samples]).astype(np.int64, copy=False)
+        ),
+        "propagated_weights": torch.from_numpy(
+            np.concatenate([s.propagated_weights for s in samples]).astype(np.float32, copy=False)
+        ),
+    }
 
 
 def _pair_tensor(pairs, count: int) -> torch.Tensor | None:

@@ -77,7 +77,9 @@ class SubsampledCloud:
 @dataclass
 class TestScene:
     """A held-out scene (validation or test): its subsampled cloud and the labels of its original
-    points (int64 [N], IGNORE where unlabelled), since scores are computed at full resolution."""
+    points (int64 [N], IGNORE where unlabelled), since scores are computed at full resolution;
+    ``superpoints`` (int64 [M], per subsampled point) when predictions are averaged over superpoints."""
 
     cloud: SubsampledCloud
     full_labels: np.ndarray
+    superpoints: np.ndarray | None = None

@@ -92,10 +92,14 @@ class Scorer:
         was_training = model.training
         model.eval()
         matrix = ConfusionMatrix(len(self.class_names))
+        plain = ConfusionMatrix(len(self.class_names))  # without the superpoint vote, when there is one
         total = sum(len(scene.cloud) for scene in scenes)
         with progress.task(what, total=total, unit="pts") as task:
             for scene in scenes:
                 probs = self.vote(model, scene.cloud, branch, task)
+                plain.update(scene.full_labels, probs.argmax(axis=1)[scene.cloud.reprojection])
+                if self.eval.superpoint_vote:
+                    probs = superpoint_vote(probs, scene)
                 predicted = probs.argmax(axis=1)[scene.cloud.reprojection]
                 matrix.update(scene.full_labels, predicted)
                 if save_to is not None:
@@ -104,4 +108,18 @@ class Scorer:
         model.train(was_training)
         result = matrix.summary(self.class_names)
         result["confusion"] = matrix.matrix.tolist()
+        if self.eval.superpoint_vote:
+            result["without_superpoint_vote"] = {"miou": plain.summary(self.class_names)["miou"]}
         return result
+
+
+def superpoint_vote(probs: np.ndarray, scene: TestScene) -> np.ndarray:
+    """float32 [M, C]: ``probs`` [M, C] averaged over the subsampled points of each superpoint of
+    ``scene`` (scene.superpoints, int64 [M])."""
+    if scene.superpoints is None:
+        raise ValueError(f"{scene.cloud.name}: eval.superpoint_vote needs the scene's superpoints")
+    count = int(scene.superpoints.max()) + 1
+    sums = np.zeros((count, probs.shape[1]), dtype=np.float64)
+    np.add.at(sums, scene.superpoints, probs)
+    sizes = np.bincount(scene.superpoints, minlength=count)
+    return (sums / sizes[:, None])[scene.superpoints].astype(np.float32)

@@ -21,6 +21,9 @@ class Sample:
     scene_id:      index of the scene in its dataset
     input_indices: int64 [n] index of each point in the scene's subsampled cloud
     center:        float64 [3] the sphere centre in scene coordinates
+    superpoints:   int64 [n] the superpoint of each point in its scene, or None (method without them)
+    propagated_labels / propagated_weights: int64 [n] / float32 [n], the labels lent through the
+                   superpoints (-1 / 0 where none), or None
     """
 
     points: np.ndarray
@@ -30,6 +33,9 @@ class Sample:
     scene_id: int
     input_indices: np.ndarray
     center: np.ndarray
+    superpoints: np.ndarray | None = None
+    propagated_labels: np.ndarray | None = None
+    propagated_weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.points)

@@ -22,6 +22,11 @@ class SceneSet:
                    (every labelled point for the 'full' upper bound)
     feature_names: the input features, a subset / order of "ones", "rgb", "intensity", "height"
     num_classes:   C
+    superpoints:   per scene, int64 [M] the superpoint of each point (dsp3d.preprocessing.superpoints), or
+                   None when the method does not use them
+    propagated_labels / propagated_weights: per scene, int64 [M] the class the weak labels lend each point
+                   through its superpoint (-1 where none) and float32 [M] its weight (0 where none); None
+                   with ``superpoints`` None
 
     KD-trees over each scene's points and over its weak points are built on first use and cached; the
     caches are not pickled (DataLoader workers rebuild what they need) and ``dataclasses.replace`` starts
@@ -32,6 +37,9 @@ class SceneSet:
     weak_indices: list[np.ndarray]
     feature_names: list[str]
     num_classes: int
+    superpoints: list[np.ndarray] | None = None
+    propagated_labels: list[np.ndarray] | None = None
+    propagated_weights: list[np.ndarray] | None = None
     _trees: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _weak_trees: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _weak_masks: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -45,6 +53,16 @@ class SceneSet:
         for cloud, weak in zip(self.clouds, self.weak_indices, strict=True):
             if len(weak) and (weak.min() < 0 or weak.max() >= len(cloud)):
                 raise ValueError(f"{cloud.name}: weak indices out of range [0, {len(cloud)})")
+        for name in ("superpoints", "propagated_labels", "propagated_weights"):
+            arrays = getattr(self, name)
+            if arrays is None:
+                continue
+            if len(arrays) != len(self.clouds) or any(
+                len(a) != len(c) for a, c in zip(arrays, self.clouds, strict=True)
+            ):
+                raise ValueError(
+                    f"{name}: needs one array, one entry per point, for each of the {len(self)} scenes"
+                )
 
     def __len__(self) -> int:
         return len(self.clouds)

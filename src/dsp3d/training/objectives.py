@@ -29,6 +29,8 @@ from dsp3d.losses import (
     prototype_probabilities,
     soft_cross_entropy,
     stage_loss,
+    superpoint_consistency,
+    superpoint_self_training,
     updated_prototypes,
 )
 from dsp3d.methods import STAGE_MODES, StageMode
@@ -86,20 +88,49 @@ class StageObjective:
                 outputs.basic, batch.labels, batch.weak_mask, batch.lengths[0], batch.pairs
             )
         ramp = rampup_weight(step, total, dsp.reg_rampup)
-        return stage_loss(
+        labels, mask, weights = supervised_targets(batch) if self.stage.superpoint else (None, None, None)
+        terms = stage_loss(
             self.mode,
             outputs.basic,
             outputs.cross,
             outputs.intra,
-            batch.labels,
-            batch.weak_mask,
+            batch.labels if labels is None else labels,
+            batch.weak_mask if mask is None else mask,
             dsp.lambda_cr * ramp,
             dsp.lambda_sr * ramp,
             cross_rows=outputs.cross_rows,
             cr_target_detach=dsp.cr_target_detach,
             intra_balanced=dsp.intra_balanced,
             lambda_intra=dsp.lambda_intra,
+            weights=weights,
         )
+        if self.stage.superpoint:
+            terms = self.superpoint_terms(terms, outputs.basic, batch, ~mask, step, total)
+        return terms
+
+    def superpoint_terms(
+        self,
+        terms: LossTerms,
+        basic: torch.Tensor,
+        batch: Batch,
+        unreached: torch.Tensor,
+        step: int,
+        total: int,
+    ) -> LossTerms:
+        """``terms`` plus the superpoint method's terms on the points no label reached (bool [N_0]):
+        consistency within their superpoints and self-training on confident whole superpoints, each
+        from 0 when its weight is 0 (then not computed)."""
+        options = self.config.propagation
+        ramp = rampup_weight(step, total, options.rampup)
+        if options.consistency_weight > 0:
+            spread = superpoint_consistency(basic, batch.superpoints, unreached)
+            terms = terms.plus("sp_consistency", spread, options.consistency_weight * ramp)
+        if options.self_training_weight > 0:
+            pseudo, kept = superpoint_self_training(
+                basic, batch.superpoints, unreached, options.self_training_threshold
+            )
+            terms = terms.plus("sp_self", pseudo, options.self_training_weight * ramp, {"sp_kept": kept})
+        return terms
 
     def after_step(self, model: DSPModel) -> None:
         """Called after every optimiser step (nothing to do here)."""
@@ -200,6 +231,19 @@ class ERDAObjective(StageObjective):
             self.projection.load_state_dict(state["projection"])
             self.prototypes = state["prototypes"].to(self.prototypes.device)
             self.seen = state["seen"].to(self.seen.device)
+
+
+def supervised_targets(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(labels int64 [N_0], mask bool [N_0], weights float [N_0]) of the superpoint method: the weak
+    labels with weight 1 and, on the other points, the labels lent through the superpoints with their
+    weights (batch.propagated_*)."""
+    if batch.superpoints is None:
+        raise ValueError("a superpoint stage needs batches with superpoints (SceneSet.superpoints)")
+    weak = batch.weak_mask & (batch.labels >= 0)
+    lent = ~weak & (batch.propagated_weights > 0)
+    labels = torch.where(weak, batch.labels, batch.propagated_labels)
+    weights = torch.where(weak, torch.ones_like(batch.propagated_weights), batch.propagated_weights)
+    return labels, weak | lent, weights
 
 
 OBJECTIVES = {"": StageObjective, "mean-teacher": MeanTeacherObjective, "erda": ERDAObjective}

@@ -19,8 +19,20 @@ from dsp3d.data.types import SubsampledCloud, TestScene
 from dsp3d.datasets.registry import dataset_split
 from dsp3d.datasets.sources import SceneSource
 from dsp3d.io.errors import DataError
+from dsp3d.methods import uses_superpoints
 from dsp3d.preprocessing.cache import default_cache_dir
-from dsp3d.preprocessing.scenes import build_cached_scene, load_cached_scene, preprocess_scenes
+from dsp3d.preprocessing.scenes import (
+    build_cached_scene,
+    default_workers,
+    load_cached_scene,
+    preprocess_scenes,
+)
+from dsp3d.preprocessing.superpoints import (
+    PartitionSettings,
+    SceneToPartition,
+    propagate_labels,
+    scene_partitions,
+)
 from dsp3d.preprocessing.weak_labels import (
     count_weak_labels,
     load_weak_labels,
@@ -196,6 +208,9 @@ def prepare_data(
         original_points += len(labels)
     test = [TestScene(*_cached_scene(source, grid, cache_dir)) for source in split.test]
     val = [TestScene(*_cached_scene(source, grid, cache_dir)) for source in split.val]
+    if config.eval.superpoint_vote:
+        test = with_scene_superpoints(config, test, split.test, cache_dir)
+        val = with_scene_superpoints(config, val, split.val, cache_dir)
     held_out = [scene.cloud for scene in test + val]
     features = resolve_features(list(config.data.features), train_clouds + held_out, adapt_features)
     weak, meta = draw_weak_labels(config, train_clouds, full)
@@ -204,11 +219,74 @@ def prepare_data(
     meta.update({"grid_size": grid, "dataset": config.data.dataset})
     classes = split.class_names
     train = SceneSet(clouds=train_clouds, weak_indices=weak, feature_names=features, num_classes=len(classes))
+    if not full and not test_only and uses_superpoints(config.train.method):
+        train = with_superpoints(config, train, split.train, cache_dir)
     summary = dataset_summary(train_clouds, weak, test, original_points, classes)
     log.info("%s", summary_table(summary))
     if val:
         summary["val_scenes"] = [scene.cloud.name for scene in val]
     return PreparedData(train, test, classes, features, meta, summary, val)
+
+
+def partition_settings(config: Config) -> PartitionSettings:
+    """The config's ``superpoints`` section as the partition's settings (what its cache entries key on)."""
+    sp = config.superpoints
+    return PartitionSettings(
+        knn=sp.knn,
+        regularization=sp.regularization,
+        geometric_weight=sp.geometric_weight,
+        color_weight=sp.color_weight,
+        spatial_weight=sp.spatial_weight,
+        min_size=sp.min_size,
+    )
+
+
+def superpoints_of(
+    config: Config, clouds: list[SubsampledCloud], sources: list[SceneSource], cache_dir: Path
+) -> list[np.ndarray]:
+    """int64 [M] per scene: its superpoints (cached per scene, grid and setting)."""
+    scenes = [
+        SceneToPartition(source.identity, cloud.points, cloud.colors, cloud.name)
+        for cloud, source in zip(clouds, sources, strict=True)
+    ]
+    workers = config.data.prep_workers or default_workers()
+    return scene_partitions(scenes, config.data.grid_size, partition_settings(config), cache_dir, workers)
+
+
+def with_scene_superpoints(
+    config: Config, scenes: list[TestScene], sources: list[SceneSource], cache_dir: Path
+) -> list[TestScene]:
+    """Held-out ``scenes`` with their superpoints (eval.superpoint_vote)."""
+    partitions = superpoints_of(config, [s.cloud for s in scenes], sources, cache_dir)
+    return [dataclasses.replace(s, superpoints=p) for s, p in zip(scenes, partitions, strict=True)]
+
+
+def with_superpoints(
+    config: Config, train: SceneSet, sources: list[SceneSource], cache_dir: Path
+) -> SceneSet:
+    """``train`` with each scene's superpoints and the labels its weak labels lend through them."""
+    superpoints = superpoints_of(config, train.clouds, sources, cache_dir)
+    options = config.propagation
+    lent = [
+        propagate_labels(
+            sp, weak, cloud.labels, train.num_classes, options.click_weight, options.min_agreement
+        )
+        for sp, weak, cloud in zip(superpoints, train.weak_indices, train.clouds, strict=True)
+    ]
+    reached = sum(int(p.reached.sum()) for p in lent)
+    log.info(
+        "superpoints: %s in %d training scenes; the weak labels reach %s more points (weight %.0f in all)",
+        f"{sum(int(sp.max()) + 1 for sp in superpoints):,}",
+        len(superpoints),
+        f"{reached:,}",
+        sum(float(p.weights.sum()) for p in lent),
+    )
+    return dataclasses.replace(
+        train,
+        superpoints=superpoints,
+        propagated_labels=[p.labels for p in lent],
+        propagated_weights=[p.weights for p in lent],
+    )
 
 
 def _checked_split(config: Config, test_only: bool):
