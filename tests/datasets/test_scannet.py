@@ -96,6 +96,11 @@ def test_scene_from_segments_and_aggregation(tiny_scannet):
     np.testing.assert_array_equal(cloud.labels, [chair, chair, -1, 0, 0])
 
 
+def test_segments_come_with_the_scene_when_the_file_is_there(tiny_scannet):
+    np.testing.assert_array_equal(load_scene(tiny_scannet, "scene0008_00").segments, [7, 7, 9, 4, 4])
+    assert load_scene(tiny_scannet, "scene0000_00").segments is None
+
+
 def test_split_by_room_keeps_rescans_together(tiny_scannet):
     train, val = scannet_split(tiny_scannet, None, 0.25, seed=3)
     assert set(train) | set(val) == set(list_scenes(tiny_scannet)) and not set(train) & set(val)
@@ -181,3 +186,35 @@ def test_sample_scenes(scannet_root):
     labelled = cloud.labels >= 0
     assert 0.5 < labelled.mean() < 1.0
     assert SCANNET_CLASSES[np.bincount(cloud.labels[labelled]).argmax()] in ("wall", "floor")
+
+
+def test_given_superpoints_are_the_scans_segments_on_the_subsampled_cloud(tiny_scannet, tmp_path):
+    from dsp3d.config import load_config
+    from dsp3d.preprocessing.superpoints import PartitionError
+    from dsp3d.workflow.prepare import prepare_data
+
+    overrides = [
+        "data.dataset=scannet",
+        f"data.root={tiny_scannet}",
+        "data.grid_size=0.001",  # every vertex its own voxel
+        "data.test_scenes=[scene0001_00]",
+        "data.ratio=1.0",
+        "train.method=superpoint",
+        "superpoints.source=given",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.prep_workers=1",
+    ]
+    with pytest.raises(
+        PartitionError, match="scene0000_00: superpoints.source=given, but the dataset gives no"
+    ):
+        prepare_data(load_config(None, overrides))
+    # Only scene0008_00 has segments: hold every other room out, so that it trains alone.
+    others = ", ".join(f"scene{room:04d}_00" for room in (0, 2, 3, 4, 5, 6, 7))
+    data = prepare_data(load_config(None, [*overrides, f"data.val_scenes=[{others}]"]))
+    (cloud,) = data.train.clouds
+    assert cloud.name == "scene0008_00"
+    segments = np.array([7, 7, 9, 4, 4])[np.argsort(cloud.reprojection)]  # the voxels' own vertices
+    (superpoints,) = data.train.superpoints
+    assert len(np.unique(superpoints)) == 3
+    for segment in (7, 9, 4):
+        assert len(np.unique(superpoints[segments == segment])) == 1

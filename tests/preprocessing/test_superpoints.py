@@ -222,3 +222,36 @@ def test_a_cached_partition_is_computed_once_and_a_broken_entry_again(tmp_path, 
     assert len(calls) == 2
     np.testing.assert_array_equal(first, rebuilt)
     assert not list(path.parent.glob(".*tmp*"))  # written atomically: no temporary left
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A dataset's own segments (superpoints.source=given)
+
+
+def test_voxel_segments_take_each_voxels_majority():
+    segments = np.array([50, 50, 7, 7, 7, 9, 3, 3, 8, 8])
+    reprojection = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])  # voxel 2: a tie of 3 and 8 -> 3
+    np.testing.assert_array_equal(sp.voxel_segments(segments, reprojection, 3), [0, 1, 2])
+    np.testing.assert_array_equal(sp.voxel_segments(np.array([5, 5, 5]), np.array([0, 1, 2]), 3), [0, 0, 0])
+
+
+def test_a_given_partition_is_cached_and_a_scene_without_segments_is_a_clear_error(tmp_path):
+    from dsp3d.data.types import Cloud
+
+    points = np.zeros((4, 3), np.float32)
+    calls = []
+
+    def load():
+        calls.append(1)
+        return Cloud(points, segments=np.array([4, 4, 6, 6]), name="scan")
+
+    reprojection = np.array([0, 0, 1, 1])
+    first = sp.cached_given_partition({"s": 1}, 0.05, load, reprojection, 2, tmp_path, "scan")
+    again = sp.cached_given_partition({"s": 1}, 0.05, load, reprojection, 2, tmp_path, "scan")
+    np.testing.assert_array_equal(first, [0, 1])
+    np.testing.assert_array_equal(again, first)
+    assert len(calls) == 1
+    with pytest.raises(
+        PartitionError, match="scan2: superpoints.source=given, but the dataset gives no segments"
+    ):
+        sp.cached_given_partition({"s": 2}, 0.05, lambda: Cloud(points), reprojection, 2, tmp_path, "scan2")

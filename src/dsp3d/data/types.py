@@ -26,6 +26,8 @@ class Cloud:
     labels:    int64 [N] class indices, IGNORE where unknown; None for unlabelled clouds
     offset:    float64 [3] added to ``points`` to get the original coordinates
     name:      scene identifier, unique within a dataset
+    segments:  int64 [N] the dataset's own over-segmentation (ScanNet's segs.json), or None; used as
+               superpoints with superpoints.source=given
     """
 
     points: np.ndarray
@@ -34,12 +36,13 @@ class Cloud:
     labels: np.ndarray | None = None
     offset: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.float64))
     name: str = "cloud"
+    segments: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.points)
         if self.points.ndim != 2 or self.points.shape[1] != 3:
             raise ValueError(f"{self.name}: points must be [N, 3], got {self.points.shape}")
-        for key in ("colors", "intensity", "labels"):
+        for key in ("colors", "intensity", "labels", "segments"):
             value = getattr(self, key)
             if value is not None and len(value) != n:
                 raise ValueError(f"{self.name}: {key} has {len(value)} rows for {n} points")

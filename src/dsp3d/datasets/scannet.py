@@ -2,7 +2,8 @@
 
     <root>/scans/<scene>/<scene>_vh_clean_2.ply                  mesh vertices: x y z red green blue (alpha)
     <root>/scans/<scene>/<scene>_vh_clean_2.labels.ply           the same vertices with ``label`` = NYU40 id
-    <root>/scans/<scene>/<scene>_vh_clean_2.0.010000.segs.json   (fallback) over-segment id per vertex
+    <root>/scans/<scene>/<scene>_vh_clean_2.0.010000.segs.json   over-segment id per vertex (labels' fallback;
+                                                                  superpoints.source=given)
     <root>/scans/<scene>/<scene>[_vh_clean].aggregation.json     (fallback) objects: raw category + segments
     <root>/scannetv2-labels.combined.tsv                          (fallback) raw category -> NYU40 id
     <root>/scannetv2_train.txt, scannetv2_val.txt                 (optional) the official split
@@ -170,9 +171,7 @@ def aggregation_labels(folder: Path, scene: str, num_vertices: int, root: Path) 
             f"and {aggregations[0].name}"
         )
     table = read_label_table(_find_label_table(root))
-    segments = np.asarray(_load_json(segs_path).get("segIndices", []), dtype=np.int64)
-    if len(segments) != num_vertices:
-        raise DataError(f"{segs_path}: {len(segments)} segment indices for {num_vertices} mesh vertices")
+    segments = scene_segments(folder, scene, num_vertices)
     groups = _load_json(aggregation_path).get("segGroups")
     if not isinstance(groups, list):
         raise DataError(f"{aggregation_path}: no segGroups list")
@@ -222,4 +221,16 @@ def load_scene(root: str | Path, scene: str) -> Cloud:
     else:
         nyu40 = aggregation_labels(folder, scene, len(cloud), root)
     cloud.labels = nyu40_to_class(nyu40)
+    cloud.segments = scene_segments(folder, scene, len(cloud))
     return cloud
+
+
+def scene_segments(folder: Path, scene: str, num_vertices: int) -> np.ndarray | None:
+    """int64 [N]: ScanNet's over-segment of each vertex (segs.json), or None when the file is absent."""
+    path = folder / f"{scene}_vh_clean_2.0.010000.segs.json"
+    if not path.is_file():
+        return None
+    segments = np.asarray(_load_json(path).get("segIndices", []), dtype=np.int64)
+    if len(segments) != num_vertices:
+        raise DataError(f"{path}: {len(segments)} segment indices for {num_vertices} mesh vertices")
+    return segments

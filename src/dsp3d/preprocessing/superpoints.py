@@ -172,6 +172,19 @@ def merge_small(labels: np.ndarray, sources: np.ndarray, targets: np.ndarray, mi
         labels = mapping[labels]
 
 
+def voxel_segments(segments: np.ndarray, reprojection: np.ndarray, num_voxels: int) -> np.ndarray:
+    """int64 [M]: each voxel's most frequent segment among its points (ties: the smallest id), renumbered
+    0..S-1 (a dataset's own over-segmentation, segments int64 [N], moved onto the subsampled cloud
+    through reprojection int64 [N] in [0, M))."""
+    pairs, counts = np.unique(np.stack([reprojection, segments], 1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))  # per voxel: most points, then smaller id
+    pairs = pairs[order]
+    first = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
+    majority = np.full(num_voxels, -1, dtype=np.int64)
+    majority[pairs[first, 0]] = pairs[first, 1]
+    return renumber(majority)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The cache
 
@@ -205,6 +218,44 @@ def cached_partition(
             pass
         log.warning("%s: recomputing an unreadable superpoint cache entry (%s)", name, path)
     labels = partition_points(points, colors, settings, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(path, lambda handle: np.save(handle, labels))
+    return labels
+
+
+def given_partition_path(identity: dict, grid_size: float, cache_dir: Path) -> Path:
+    """``cache_dir/superpoints/<key>.npy`` of a dataset's own segments moved onto the subsampled cloud."""
+    key = cache_key(scene=identity, grid_size=grid_size, superpoints={"source": "given"})
+    return Path(cache_dir) / "superpoints" / f"{key}.npy"
+
+
+def cached_given_partition(
+    identity: dict,
+    grid_size: float,
+    load,
+    reprojection: np.ndarray,
+    num_voxels: int,
+    cache_dir: Path,
+    name: str,
+) -> np.ndarray:
+    """int64 [M]: the dataset's own segments of a scene (``load()``: its Cloud, with ``segments``) as
+    superpoints of its subsampled cloud (``voxel_segments``), cached. PartitionError when the scene has
+    none."""
+    path = given_partition_path(identity, grid_size, cache_dir)
+    if path.is_file():
+        try:
+            labels = np.load(path, allow_pickle=False)
+            if labels.shape == (num_voxels,):
+                return labels
+        except (OSError, ValueError):
+            pass
+    cloud = load()
+    if cloud.segments is None:
+        raise PartitionError(
+            f"{name}: superpoints.source=given, but the dataset gives no segments for this scene (ScanNet: "
+            "its _vh_clean_2.0.010000.segs.json); use superpoints.source=cut-pursuit"
+        )
+    labels = voxel_segments(np.asarray(cloud.segments, dtype=np.int64), reprojection, num_voxels)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(path, lambda handle: np.save(handle, labels))
     return labels

@@ -30,6 +30,7 @@ from dsp3d.preprocessing.scenes import (
 from dsp3d.preprocessing.superpoints import (
     PartitionSettings,
     SceneToPartition,
+    cached_given_partition,
     propagate_labels,
     scene_partitions,
 )
@@ -244,7 +245,21 @@ def partition_settings(config: Config) -> PartitionSettings:
 def superpoints_of(
     config: Config, clouds: list[SubsampledCloud], sources: list[SceneSource], cache_dir: Path
 ) -> list[np.ndarray]:
-    """int64 [M] per scene: its superpoints (cached per scene, grid and setting)."""
+    """int64 [M] per scene: its superpoints (cached per scene, grid and setting): cut-pursuit's, or with
+    superpoints.source=given the dataset's own segments."""
+    if config.superpoints.source == "given":
+        return [
+            cached_given_partition(
+                source.identity,
+                config.data.grid_size,
+                source.load,
+                cloud.reprojection,
+                len(cloud),
+                cache_dir,
+                cloud.name,
+            )
+            for cloud, source in zip(clouds, sources, strict=True)
+        ]
     scenes = [
         SceneToPartition(source.identity, cloud.points, cloud.colors, cloud.name)
         for cloud, source in zip(clouds, sources, strict=True)
