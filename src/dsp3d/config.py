@@ -246,6 +246,10 @@ class PropagationConfig:
     # reaches this
     self_training_threshold: float = 0.9
     rampup: float = 0.2  # share of the stage over which consistency and self-training rise from ~0
+    # train.method superpoint-st: between its two stages, every superpoint no weak label reached whose
+    # mean predicted probability of a class reaches this (stage 1's model, test-time voting on the
+    # training scenes) is labelled with that class, with a click's weight (click_weight)
+    relabel_threshold: float = 0.9
 
 
 @dataclass
@@ -521,6 +525,7 @@ def _superpoint_checks(config: Config) -> list[tuple[bool, str, str]]:
         (pr.self_training_weight >= 0, "propagation.self_training_weight", "must be >= 0"),
         (0 < pr.self_training_threshold <= 1, "propagation.self_training_threshold", "must be in (0, 1]"),
         (0 <= pr.rampup <= 1, "propagation.rampup", "must be in [0, 1]"),
+        (0 < pr.relabel_threshold <= 1, "propagation.relabel_threshold", "must be in (0, 1]"),
     ]
 
 

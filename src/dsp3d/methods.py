@@ -16,13 +16,16 @@ class StageMode:
     """pairs: batches of CSFR pairs of spheres; cross / intra: the branches decoded and trained;
     unlabelled: another method's loss on the unlabelled points, added to the stage's own (one of
     UNLABELLED_LOSSES; "" for none); superpoint: the weak labels spread through the scenes' superpoints
-    supervise with them, plus the superpoint terms (config ``propagation``)."""
+    supervise with them, plus the superpoint terms (config ``propagation``); relabel: the stage starts
+    by labelling the training scenes' unreached superpoints with the model's confident predictions (a
+    self-training round, One Thing One Click's)."""
 
     pairs: bool = False
     cross: bool = False
     intra: bool = False
     unlabelled: str = ""
     superpoint: bool = False
+    relabel: bool = False
 
 
 # Other weak-supervision methods (docs/method.md, "Other methods"): each a method of its own (the
@@ -67,12 +70,16 @@ def _with_unlabelled_losses() -> tuple[dict[str, StageMode], dict[str, tuple[str
 def _with_superpoints(
     modes: dict[str, StageMode], methods: dict[str, tuple[str, ...]]
 ) -> tuple[dict[str, StageMode], dict[str, tuple[str, ...]]]:
-    """``superpoint`` (the baseline's stage with the propagated labels and the superpoint terms), its
+    """``superpoint`` (the baseline's stage with the propagated labels and the superpoint terms),
+    ``superpoint-st`` (two rounds of it, self-training on whole superpoints in between), its
     compositions with DSP's stages (``dsp+superpoint``, read against ``two-stage+superpoint``) and with
     the other methods' losses (``superpoint+erda``, ``superpoint+mean-teacher``)."""
     modes, methods = dict(modes), dict(methods)
     modes["superpoint"] = StageMode(superpoint=True)
     methods["superpoint"] = ("superpoint",)
+    # Two rounds: stage 2 trains on what stage 1's model predicts for the superpoints no label reached.
+    modes["superpoint-relabelled"] = StageMode(superpoint=True, relabel=True)
+    methods["superpoint-st"] = ("superpoint", "superpoint-relabelled")
     for name in ("paired", "csfr", "isfr"):
         base = _DSP_STAGE_MODES[name]
         modes[f"{name}+superpoint"] = StageMode(base.pairs, base.cross, base.intra, superpoint=True)

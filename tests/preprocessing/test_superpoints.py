@@ -255,3 +255,25 @@ def test_a_given_partition_is_cached_and_a_scene_without_segments_is_a_clear_err
         PartitionError, match="scan2: superpoints.source=given, but the dataset gives no segments"
     ):
         sp.cached_given_partition({"s": 2}, 0.05, lambda: Cloud(points), reprojection, 2, tmp_path, "scan2")
+
+
+def test_relabelling_takes_confident_unreached_superpoints_only():
+    from dsp3d.preprocessing.superpoints import Propagation, relabel_superpoints
+
+    # sp 0: has a weak label (point 0); sp 1: reached by propagation (point 3); sp 2: unreached and
+    # confident (mean 0.95 for class 2); sp 3: unreached, not confident (mean 0.6).
+    superpoints = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    labels = np.array([1, 1, 0, 0, 2, 2, 1, 0])
+    weak = np.array([0])
+    lent = Propagation(
+        np.array([-1, 1, -1, 0, -1, -1, -1, -1]), np.array([0, 1, 0, 0.5, 0, 0, 0, 0], np.float32)
+    )
+    probabilities = np.full((8, 3), 0.05)
+    probabilities[4:6] = [0.025, 0.025, 0.95]
+    probabilities[6:8] = [0.2, 0.6, 0.2]
+    result, count = relabel_superpoints(superpoints, probabilities, weak, labels, lent, 0.9, click_weight=1.0)
+    assert count == 1
+    np.testing.assert_array_equal(result.labels, [-1, 1, -1, 0, 2, 2, -1, -1])
+    np.testing.assert_allclose(result.weights, [0, 1, 0, 0.5, 0.5, 0.5, 0, 0])  # one click over 2 points
+    # The input is not modified.
+    assert lent.labels[4] == -1

@@ -144,6 +144,53 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(
         torch.testing.assert_close(value, expected.state_dict()[key], rtol=0, atol=0, msg=key)
 
 
+def test_a_relabelling_stage_trains_on_its_round_and_resumes_on_the_same_labels(
+    small_synthetic, tmp_path, monkeypatch
+):
+    """superpoint-st: stage 2 trains on the relabeller's labels, computed once from stage 1's model and
+    read back from the run folder by a resumed stage (a second call would see other weights)."""
+    calls = []
+
+    def relabel(model, scenes):
+        calls.append(sum(float(p.detach().sum()) for p in model.parameters()))
+        # Lend class 0 with weight 0.25 to every point nothing reached (a stand-in for the model's vote).
+        lent = zip(scenes.propagated_labels, scenes.propagated_weights, strict=True)
+        labels = [np.where(w > 0, label, 0) for label, w in lent]
+        weights = [np.where(w > 0, w, 0.25).astype(np.float32) for w in scenes.propagated_weights]
+        return dataclasses.replace(scenes, propagated_labels=labels, propagated_weights=weights)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bitwise repeatable runs
+    try:
+        overrides = ["train.steps=8", "train.checkpoint_every=2", "train.spheres_per_batch=2"]
+        config = load_config(None, small_synthetic + overrides + ["train.method=superpoint-st"])
+        data = prepare_data(config)
+        with pytest.raises(ValueError, match="superpoint-relabelled relabels the training scenes"):
+            loop.train(config, data.train, tmp_path / "none")
+        expected, _ = loop.train(config, data.train, tmp_path / "whole", relabel=relabel)
+        assert len(calls) == 1
+        saved = np.load(tmp_path / "whole" / "relabelled" / "stage2.npz")
+        assert all(np.all(saved[f"weights_{i}"] > 0) for i in range(len(data.train.clouds)))
+        original = RunCheckpoints.save_last
+
+        def save_then_die(self, payload):
+            original(self, payload)
+            if (payload["stage_state"]["stage"], payload["stage_state"]["step"]) == (1, 2):
+                raise Killed
+
+        monkeypatch.setattr(RunCheckpoints, "save_last", save_then_die)
+        with pytest.raises(Killed):
+            loop.train(config, data.train, tmp_path / "killed", relabel=relabel)
+        monkeypatch.setattr(RunCheckpoints, "save_last", original)
+        assert len(calls) == 2
+        resumed, _ = loop.train(config, data.train, tmp_path / "killed", resume=True, relabel=relabel)
+        assert len(calls) == 2  # read back, not computed from the interrupted weights
+    finally:
+        torch.set_num_threads(threads)
+    for key, value in resumed.state_dict().items():
+        torch.testing.assert_close(value, expected.state_dict()[key], rtol=0, atol=0, msg=key)
+
+
 def test_other_methods_stand_alone_and_on_dsps_stages():
     from dsp3d.methods import METHOD_STAGES, STAGE_MODES
 
@@ -152,7 +199,7 @@ def test_other_methods_stand_alone_and_on_dsps_stages():
     assert METHOD_STAGES["two-stage+mean-teacher"] == ("paired+mean-teacher", "mean-teacher")
     mode = STAGE_MODES["csfr+erda"]
     assert mode.pairs and mode.cross and not mode.intra and mode.unlabelled == "erda"
-    assert dataclasses.astuple(STAGE_MODES["erda"]) == (False, False, False, "erda", False)
+    assert dataclasses.astuple(STAGE_MODES["erda"]) == (False, False, False, "erda", False, False)
 
 
 def test_superpoint_methods_compose_with_dsp_and_the_other_losses():

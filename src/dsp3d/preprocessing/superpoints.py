@@ -387,3 +387,36 @@ def scene_partitions(
         cached_partition(s.identity, grid_size, s.points, s.colors, settings, cache_dir, s.name)
         for s in scenes
     ]
+
+
+def relabel_superpoints(
+    superpoints: np.ndarray,
+    probabilities: np.ndarray,
+    weak_indices: np.ndarray,
+    labels: np.ndarray,
+    lent: Propagation,
+    threshold: float,
+    click_weight: float,
+) -> tuple[Propagation, int]:
+    """``lent`` plus a label for every superpoint that neither a weak label nor ``lent`` reached, where
+    the mean of its points' ``probabilities`` (float [M, C], a model's voted predictions) reaches
+    ``threshold`` for some class: that class, with one click's weight (min(1, click_weight / n) for its
+    n points). labels int64 [M] is read at ``weak_indices`` only. Returns it and the number of
+    superpoints so labelled."""
+    count = int(superpoints.max()) + 1 if len(superpoints) else 0
+    touched = np.zeros(count, dtype=bool)
+    weak = weak_indices[labels[weak_indices] >= 0]
+    touched[superpoints[weak]] = True
+    touched[superpoints[lent.reached]] = True
+    sums = np.zeros((count, probabilities.shape[1]), dtype=np.float64)
+    np.add.at(sums, superpoints, probabilities)
+    sizes = np.bincount(superpoints, minlength=count)
+    means = sums / np.maximum(sizes, 1)[:, None]
+    confident = ~touched & (means.max(1) >= threshold) & (sizes > 0)
+    weight_of = np.where(confident, np.minimum(1.0, click_weight / np.maximum(sizes, 1)), 0.0)
+    new = confident[superpoints] & (weight_of[superpoints] > 0)
+    labels_out = lent.labels.copy()
+    weights_out = lent.weights.copy()
+    labels_out[new] = means.argmax(1)[superpoints[new]]
+    weights_out[new] = weight_of[superpoints[new]]
+    return Propagation(labels_out, weights_out), int(np.count_nonzero(confident & (weight_of > 0)))

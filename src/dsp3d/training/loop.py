@@ -10,6 +10,7 @@ and every augmentation is seeded per batch, so a resumed run reaches the weights
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -24,8 +25,9 @@ import torch
 from dsp3d import progress
 from dsp3d.batching.loader import make_train_loader
 from dsp3d.config import Config
+from dsp3d.io.atomic import atomic_save
 from dsp3d.losses import LossTerms
-from dsp3d.methods import METHOD_STAGES
+from dsp3d.methods import METHOD_STAGES, STAGE_MODES
 from dsp3d.model.build import build_model
 from dsp3d.model.dsp import DSPModel
 from dsp3d.sampling.scenes import SceneSet
@@ -38,6 +40,9 @@ from dsp3d.training.run_log import MetricsFile, StageLog
 log = logging.getLogger("dsp3d")
 
 Validator = Callable[[DSPModel], dict]
+# A self-training round (stage modes with ``relabel``): the training scenes with the labels the model lends
+# them (dsp3d.workflow.run.superpoint_relabeller).
+Relabeller = Callable[[DSPModel, SceneSet], SceneSet]
 
 
 class TrainingDiverged(RuntimeError):
@@ -87,8 +92,12 @@ def train(
     resume: bool = False,
     validate: Validator | None = None,
     metrics: MetricsFile | None = None,
+    relabel: Relabeller | None = None,
 ) -> tuple[DSPModel, list[StageReport]]:
     """Train every stage of ``config.train.method`` in ``run_dir``; ``resume`` continues from last.pt.
+
+    relabel: what a stage whose mode relabels (superpoint-st's second) trains on, from the model at its
+    start; kept in ``run_dir/relabelled/`` so that a resumed stage trains on the same labels.
 
     metrics: where the records go; None: ``RUN_DIR/metrics.jsonl`` and the trackers of
     ``train.loggers``, closed at the end. One given stays open for its owner (dsp3d.workflow.run adds the
@@ -99,7 +108,7 @@ def train(
     owned = metrics is None
     metrics = MetricsFile(run_dir, writes, config) if owned else metrics
     try:
-        return _train_stages(config, scenes, run_dir, resume, validate, metrics)
+        return _train_stages(config, scenes, run_dir, resume, validate, metrics, relabel)
     finally:
         if owned:
             metrics.close()
@@ -112,6 +121,7 @@ def _train_stages(
     resume: bool,
     validate: Validator | None,
     metrics: MetricsFile,
+    relabel: Relabeller | None = None,
 ) -> tuple[DSPModel, list[StageReport]]:
     writes = distributed.current_world().is_main
     checkpoints = RunCheckpoints(run_dir, writes)
@@ -131,7 +141,8 @@ def _train_stages(
     while state.stage < len(stages):
         mode = stages[state.stage]
         log.info("stage %d/%d: %s", state.stage + 1, len(stages), mode)
-        args = (model, scenes, config, mode, state, device, metrics, checkpoints, reports)
+        stage_scenes = relabelled_scenes(model, scenes, mode, state.stage, relabel, Path(run_dir), writes)
+        args = (model, stage_scenes, config, mode, state, device, metrics, checkpoints, reports)
         reports.append(train_stage(*args, resumed=resumed, validate=validate))
         stage_payload = {"kind": TRAINING_KIND, "stage": state.stage + 1, "mode": mode}
         checkpoints.save_stage(state.stage, {**stage_payload, "state_dict": model.state_dict()})
@@ -139,6 +150,40 @@ def _train_stages(
         # A stage end is a resume point too: the next stage starts from these weights, fresh optimiser.
         checkpoints.save_last(_checkpoint(model, None, {}, state, reports, mode))
     return model, reports
+
+
+def relabelled_scenes(
+    model: DSPModel,
+    scenes: SceneSet,
+    mode: str,
+    stage: int,
+    relabel: Relabeller | None,
+    run_dir: Path,
+    writes: bool,
+) -> SceneSet:
+    """The scenes stage ``stage`` (of mode ``mode``) trains on: ``scenes``, or for a mode that relabels,
+    ``relabel(model, scenes)``'s, read back from ``run_dir/relabelled/stage<N>.npz`` when an earlier
+    (interrupted) run of this stage wrote it."""
+    if not STAGE_MODES[mode].relabel:
+        return scenes
+    if relabel is None:
+        raise ValueError(f"stage mode {mode} relabels the training scenes: train() needs a relabeller")
+    path = run_dir / "relabelled" / f"stage{stage + 1}.npz"
+    count = len(scenes.clouds)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                labels = [saved[f"labels_{i}"] for i in range(count)]
+                weights = [saved[f"weights_{i}"] for i in range(count)]
+            return dataclasses.replace(scenes, propagated_labels=labels, propagated_weights=weights)
+        except (OSError, ValueError, KeyError):
+            log.warning("%s: unreadable, labelling the scenes again", path)
+    relabelled = relabel(model, scenes)
+    if writes:
+        arrays = {f"labels_{i}": a for i, a in enumerate(relabelled.propagated_labels)}
+        arrays |= {f"weights_{i}": a for i, a in enumerate(relabelled.propagated_weights)}
+        atomic_save(path, lambda handle: np.savez(handle, **arrays))
+    return relabelled
 
 
 def train_stage(

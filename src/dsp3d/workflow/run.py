@@ -13,6 +13,7 @@ from dsp3d.evaluation.evaluate import Scorer
 from dsp3d.evaluation.metrics import ConfusionMatrix
 from dsp3d.io.atomic import atomic_write_json
 from dsp3d.methods import METHOD_STAGES, STAGE_MODES
+from dsp3d.preprocessing.superpoints import Propagation, relabel_superpoints
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
 from dsp3d.training.export import InferenceMeta, export_inference_model
@@ -87,8 +88,9 @@ def run_method(config: Config, data: PreparedData, run_dir: str | Path, resume: 
 
     scenes = fully_labelled(data.train) if method == "full" else data.train
     metrics = MetricsFile(run_dir, world.is_main, config)  # open until the test scores are in
+    relabel = superpoint_relabeller(config, scorer)
     try:
-        model, reports = train(config, scenes, run_dir, resume, validate, metrics)
+        model, reports = train(config, scenes, run_dir, resume, validate, metrics, relabel)
         if world.is_main:
             export_inference_model(model.backbone, inference_meta(config, data), run_dir / "model.pt")
         result = score_run(model, config, data, scorer, run_dir)
@@ -99,6 +101,39 @@ def run_method(config: Config, data: PreparedData, run_dir: str | Path, resume: 
     if world.is_main:
         atomic_write_json(result, run_dir / "results.json")  # last: a run with results.json is finished
     return result
+
+
+def superpoint_relabeller(config: Config, scorer: Scorer):
+    """The self-training round of superpoint-st (training.loop.Relabeller): the model votes on every
+    training scene as at test time, and each superpoint that no weak label reached takes the class its
+    points' mean probability gives, where that reaches propagation.relabel_threshold (with one click's
+    weight)."""
+    options = config.propagation
+
+    def relabel(model, scenes: SceneSet) -> SceneSet:
+        was_training = model.training
+        model.eval()
+        labels, weights, total = [], [], 0
+        for index, cloud in enumerate(scenes.clouds):
+            probabilities = scorer.vote(model.backbone, cloud)
+            lent = Propagation(scenes.propagated_labels[index], scenes.propagated_weights[index])
+            lent, count = relabel_superpoints(
+                scenes.superpoints[index],
+                probabilities,
+                scenes.weak_indices[index],
+                cloud.labels,
+                lent,
+                options.relabel_threshold,
+                options.click_weight,
+            )
+            labels.append(lent.labels)
+            weights.append(lent.weights)
+            total += count
+        model.train(was_training)
+        log.info("self-training round: %d superpoints labelled by the model's confident predictions", total)
+        return dataclasses.replace(scenes, propagated_labels=labels, propagated_weights=weights)
+
+    return relabel
 
 
 def _check_validation(config: Config, data: PreparedData) -> None:
