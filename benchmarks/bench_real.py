@@ -3,6 +3,8 @@ at 1% labels, over several seeds, every run on the same whole-run step budget an
 
     .venv/bin/python benchmarks/bench_real.py                      # both samples, 3 seeds, 2 runs at a time
     .venv/bin/python benchmarks/bench_real.py --dataset scannet --seeds 5 --steps 3000
+    .venv/bin/python benchmarks/bench_real.py --dataset s3dis --steps 2000 --modes baseline,superpoint-st,full
+    .venv/bin/python benchmarks/bench_real.py --dataset synthetic --steps 2000   # the generated rooms, beside
     .venv/bin/python benchmarks/bench_real.py --curve              # the budget: baseline validation curve
 
 Datasets (configs/scannet_sample.yaml, configs/s3dis_sample.yaml): the ScanNet sample (train on 12 scans
@@ -31,6 +33,7 @@ DATA = ROOT.parent / "shared" / "data"
 DATASETS = {
     "scannet": (ROOT / "configs" / "scannet_sample.yaml", DATA / "scannet"),
     "s3dis": (ROOT / "configs" / "s3dis_sample.yaml", DATA / "s3dis"),
+    "synthetic": (ROOT / "configs" / "synthetic.yaml", None),  # generated: no data folder
 }
 MODES = "baseline,two-stage,dsp,full"
 
@@ -39,7 +42,9 @@ def dataset_config(name: str, args: argparse.Namespace, extra: list[str] | None 
     from dsp3d.config import load_config
 
     path, root = DATASETS[name]
-    overrides = [f"data.root={root}", f"data.ratio={args.ratio}", "train.num_workers=1", *(extra or [])]
+    overrides = [f"data.ratio={args.ratio}", "train.num_workers=1", *(extra or [])]
+    if root is not None:
+        overrides.insert(0, f"data.root={root}")
     return load_config(path, overrides + args.overrides)  # the command line's --set last: it wins
 
 
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", default="both", choices=["scannet", "s3dis", "both"])
+    parser.add_argument("--dataset", default="both", choices=["scannet", "s3dis", "synthetic", "both"])
     parser.add_argument(
         "--modes", default=MODES, help=f"comma-separated train.method values (default {MODES})"
     )
@@ -187,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     progress.setup()  # dsp3d's messages and progress lines on this terminal or log
     args.datasets = ["scannet", "s3dis"] if args.dataset == "both" else [args.dataset]
     args.budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
-    missing = [str(DATASETS[name][1]) for name in args.datasets if not DATASETS[name][1].is_dir()]
+    roots = [DATASETS[name][1] for name in args.datasets]
+    missing = [str(root) for root in roots if root is not None and not root.is_dir()]
     if missing:
         print(f"real sample data not found: {', '.join(missing)}", file=sys.stderr)
         return 2
