@@ -23,6 +23,7 @@ points, with DSP (dense supervision propagation) and other weak-label methods.
   dsp3d demo                          generated rooms: weak baseline, DSP and full supervision
   dsp3d config [FILE]                 every setting, its value and its meaning
   dsp3d train [--config FILE]         train a method on your data (docs/data.md)
+  dsp3d superpoints [--config FILE]   the superpoints of your data and what weak labels reach through them
   dsp3d predict model.pt CLOUD -o OUT label every point of your clouds"""
 
 
@@ -47,7 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="print only results and errors (no progress, no info log)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_ablate, _add_predict, _add_evaluate, _add_config_command):
+    for add in (
+        _add_demo,
+        _add_train,
+        _add_ablate,
+        _add_predict,
+        _add_evaluate,
+        _add_superpoints,
+        _add_config_command,
+    ):
         add(sub)
     _add_picture_commands(sub)
     for command in sub.choices.values():  # --quiet also after the command name (dsp3d train --quiet ...)
@@ -207,6 +216,49 @@ def _add_evaluate(sub) -> None:
     evaluate.add_argument("checkpoint", help="model.pt written by train / demo")
     _add_config_args(evaluate, required=True)
     evaluate.add_argument("--out", default=None, help="where to write the results (JSON)")
+
+
+def _add_superpoints(sub) -> None:
+    superpoints = _command(
+        sub,
+        "superpoints",
+        "the superpoints of every scene, what they are worth, and pictures; no training",
+        "Prepares the data as training does, computes (or reads from the cache) the partition of every\n"
+        "training, validation and test scene (section superpoints) and prints per split: superpoints per\n"
+        "scene, their mean and median size, their purity against the labels, and what 1% and 0.1% weak\n"
+        "labels (and the config's own) reach through them, and how much of it is right (section\n"
+        "propagation). Writes OUT/superpoints.json and one picture per drawn scene (OUT/pictures/).",
+    )
+    _add_config_args(superpoints, required=False)
+    superpoints.add_argument("--out", default="superpoints", help="output folder")
+    superpoints.add_argument(
+        "--scenes", type=int, default=1, help="test and training scenes drawn (each split's first N)"
+    )
+    superpoints.add_argument(
+        "--cut",
+        type=float,
+        default=None,
+        help="hide points above this fraction of a scene's height (default 0.8 indoors; 1 keeps all)",
+    )
+
+
+def _superpoints_command(args: argparse.Namespace) -> None:
+    from dsp3d.io.atomic import prepare_output_folder
+    from dsp3d.visualization.commands import dataset_cut
+    from dsp3d.visualization.superpoints import write_partition_pictures
+    from dsp3d.workflow.superpoints import survey_superpoints, survey_table, write_survey
+
+    if args.scenes < 0:
+        raise ConfigError(f"--scenes must be >= 0, got {args.scenes}")
+    config = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    prepare_output_folder(out)
+    survey = survey_superpoints(config, args.scenes)
+    cut = dataset_cut(config.data.dataset, args.cut)
+    pictures = write_partition_pictures(survey.drawings, survey.class_names, out / "pictures", cut)
+    path = write_survey(survey, out, pictures)
+    print(survey_table(survey.figures))
+    print(f"({path}; {len(pictures)} picture(s) in {out / 'pictures'})")
 
 
 def _add_config_command(sub) -> None:
@@ -455,6 +507,8 @@ def _run(args: argparse.Namespace, interrupted: dict) -> int:
         _predict_and_evaluate(args)
     elif args.command in ("plot", "report", "export"):
         _picture_command(args)
+    elif args.command == "superpoints":
+        _superpoints_command(args)
     elif args.command == "config":
         print(describe_config(load_config(args.file, args.overrides)))
     return 0

@@ -27,9 +27,14 @@ DEFAULT_CUT = 0.8
 def default_cut(runs: list[RunRecord], cut: float | None) -> float | None:
     """The height fraction above which renders hide points: ``cut`` when given (1 or more: keep all),
     else DEFAULT_CUT for indoor datasets with ceilings and nothing hidden for others."""
+    return dataset_cut(runs[0].config().data.dataset if runs else "", cut)
+
+
+def dataset_cut(dataset: str, cut: float | None) -> float | None:
+    """default_cut for renders of data.dataset ``dataset``."""
     if cut is not None:
         return None if cut >= 1 else cut
-    return DEFAULT_CUT if runs and runs[0].config().data.dataset in INDOOR else None
+    return DEFAULT_CUT if dataset in INDOOR else None
 
 
 def plot_command(

@@ -107,16 +107,35 @@ def render(
     depth = np.round(depth * (TONES - 1)) / (TONES - 1)
     tone = 1.0 - shade * (1.0 - depth)
     shaded = np.clip(np.asarray(colors, dtype=np.float64) * tone[:, None], 0, 255).round().astype(np.uint8)
+    pixel, owner = nearest_owners(p, width, height, point_px)
+    image.reshape(-1, 3)[pixel] = shaded[owner]
+    return image
+
+
+def nearest_owners(p: Projection, width: int, height: int, point_px: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pixel, owner), int64 [P] each: every covered pixel (row * width + col) and the point nearest the
+    camera among those whose point_px square covers it (the z-buffer of ``render``)."""
     d = np.arange(point_px)
     rows = (p.row[:, None, None] + d[None, :, None]).repeat(point_px, axis=2).reshape(-1)
     cols = (p.col[:, None, None] + d[None, None, :]).repeat(point_px, axis=1).reshape(-1)
-    owner = np.repeat(np.arange(len(near)), point_px * point_px)
+    owner = np.repeat(np.arange(len(p.near)), point_px * point_px)
     inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
     pixel, owner = rows[inside] * width + cols[inside], owner[inside]
     # The nearest point of each pixel: sort by pixel, then by nearness (descending), keep the first.
-    order = np.lexsort((-near[owner], pixel))
+    order = np.lexsort((-p.near[owner], pixel))
     pixel, owner = pixel[order], owner[order]
     first = np.ones(len(pixel), dtype=bool)
     first[1:] = pixel[1:] != pixel[:-1]
-    image.reshape(-1, 3)[pixel[first]] = shaded[owner[first]]
-    return image
+    return pixel[first], owner[first]
+
+
+def visible_points(
+    points: np.ndarray, view: View, width: int = 480, height: int = 360, point_px: int = 2
+) -> np.ndarray:
+    """bool [N]: the points that own at least one pixel of ``render``'s image with the same arguments
+    (the others are hidden behind nearer ones)."""
+    seen = np.zeros(len(points), dtype=bool)
+    if len(points):
+        _, owner = nearest_owners(project(points, view, width, height, point_px), width, height, point_px)
+        seen[owner] = True
+    return seen
