@@ -277,3 +277,40 @@ def test_relabelling_takes_confident_unreached_superpoints_only():
     np.testing.assert_allclose(result.weights, [0, 1, 0, 0.5, 0.5, 0.5, 0, 0])  # one click over 2 points
     # The input is not modified.
     assert lent.labels[4] == -1
+
+
+def test_tiles_cover_every_point_once_and_halve_the_longer_side():
+    rng = np.random.default_rng(0)
+    points = (rng.random((1000, 3)) * np.float32([8, 2, 1])).astype(np.float32)
+    tiles = sp.tile_indices(points, 300)
+    assert sorted(np.concatenate(tiles).tolist()) == list(range(1000))
+    assert [len(t) for t in tiles] == [250] * 4  # 1000 -> 500 -> 250: halves until <= 300
+    # cut along x (8 m, then 4 m pieces) each time, never along y (2 m): every tile spans all of y
+    assert all(np.ptp(points[t, 1]) > 1.9 for t in tiles)
+    assert max(np.ptp(points[t, 0]) for t in tiles) < 2.5
+    assert len(sp.tile_indices(points, 1000)) == 1
+
+
+def test_merge_seams_joins_what_cut_pursuit_would_and_keeps_what_it_would_not():
+    # components 0 | 1 (same mean, 3 seam edges) and 1 | 2 (means 10 apart): lambda 1 per edge.
+    features = np.float32([[0], [0], [0], [0], [10], [10]])
+    components = np.array([0, 0, 1, 1, 2, 2])
+    sources, targets = np.array([0, 1, 1, 3]), np.array([2, 2, 3, 4])
+    merged = sp.merge_seams(components, features, sources, targets, regularization=1.0)
+    assert merged.tolist() == [0, 0, 0, 0, 2, 2]
+    # a merge of 0+1 (4 points, mean 0) with 2 would cost 4*2/6 * 100 > 1: kept apart
+    strong = sp.merge_seams(components, features, sources, targets, regularization=1000.0)
+    assert len(set(strong.tolist())) == 1  # lambda above that cost: one superpoint
+
+
+def test_a_scene_in_tiles_stays_pure_and_its_seams_are_merged(monkeypatch):
+    points, colors, labels = box_and_planes()
+    whole = partition_points(points, colors, PartitionSettings())
+    monkeypatch.setattr(sp, "TILE_POINTS", len(points) // 3)
+    tiled = partition_points(points, colors, PartitionSettings())
+    assert tiled.tolist() == partition_points(points, colors, PartitionSettings()).tolist()
+    for labelling in (whole, tiled):
+        for s in np.unique(labelling):
+            assert len(np.unique(labels[labelling == s])) == 1
+    seams_kept = len(np.unique(tiled)) - len(np.unique(whole))
+    assert seams_kept <= 2, (len(np.unique(tiled)), len(np.unique(whole)))

@@ -35,7 +35,13 @@ from dsp3d.preprocessing.cache import cache_key
 log = logging.getLogger("dsp3d")
 
 # Bump when the partition below changes for the same settings: every cached partition then misses.
-PARTITION_VERSION = 1
+# 2: scenes of more than TILE_POINTS points are partitioned in tiles whose seams are then merged.
+PARTITION_VERSION = 2
+# cut-pursuit's time grows faster than the number of points (measured 2026-12-07, one core: 44k points
+# 3.5 s, 247k points 33 s) and the binding runs on one core: a larger scene is cut into tiles of at most
+# this many points, partitioned one by one (or in parallel processes), and the superpoints that meet
+# across a seam merged where cut-pursuit's own energy says so (merge_seams).
+TILE_POINTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -65,9 +71,10 @@ class PartitionError(ValueError):
     """A scene that cannot be partitioned (too few points for the neighbourhood graph)."""
 
 
-def knn_graph(points: np.ndarray, k: int) -> np.ndarray:
-    """uint32 [M, k+1]: each point's k nearest neighbours, the point itself first (KD-tree order)."""
-    _, neighbors = cKDTree(points).query(points, k=k + 1)
+def knn_graph(points: np.ndarray, k: int, workers: int = 1) -> np.ndarray:
+    """uint32 [M, k+1]: each point's k nearest neighbours, the point itself first (KD-tree order); the
+    same for any number of ``workers`` (threads of the query)."""
+    _, neighbors = cKDTree(points).query(points, k=k + 1, workers=workers)
     neighbors = np.asarray(neighbors, dtype=np.int64).reshape(len(points), k + 1)
     # Exact duplicates may put another point first: move the point itself to the front (a stable sort
     # keeps the others in distance order); a row of k + 1 duplicates without it drops its farthest one.
@@ -102,32 +109,159 @@ def point_features(
 
 
 def partition_points(
-    points: np.ndarray, colors: np.ndarray | None, settings: PartitionSettings, name: str = "scene"
+    points: np.ndarray,
+    colors: np.ndarray | None,
+    settings: PartitionSettings,
+    name: str = "scene",
+    workers: int = 1,
 ) -> np.ndarray:
     """int64 [M]: the superpoint of each point, numbered 0..S-1 in the order of their first point.
 
-    Deterministic for the same points, colours and settings. PartitionError when the scene has fewer
-    than ``knn + 1`` points (no neighbourhood graph).
+    Deterministic for the same points, colours and settings, whatever ``workers`` (processes for the
+    tiles of a scene of more than TILE_POINTS points, threads for its neighbour search). PartitionError
+    when the scene has fewer than ``knn + 1`` points (no neighbourhood graph).
     """
-    import cut_pursuit_py  # imported here: only partitioning needs it
-
     m = len(points)
     if m < settings.knn + 1:
         raise PartitionError(
             f"{name}: {m} points, too few for superpoints.knn={settings.knn} neighbours; lower "
             "superpoints.knn or leave the scene out"
         )
-    neighbors = knn_graph(points, settings.knn)
+    neighbors = knn_graph(points, settings.knn, workers)
     features = point_features(points, colors, neighbors, settings)
-    sources = np.repeat(np.arange(m, dtype=np.uint32), settings.knn)
-    targets = np.ascontiguousarray(neighbors[:, 1:].reshape(-1))
-    weights = np.full(len(sources), settings.regularization, dtype=np.float32)
-    components = cut_pursuit_py.perform_cut_pursuit(
-        1.0, features.shape[1], features, weights, sources, targets, False
-    )
-    labels = renumber(np.asarray(components, dtype=np.int64))
+    sources = np.repeat(np.arange(m, dtype=np.int64), settings.knn)
+    targets = neighbors[:, 1:].reshape(-1).astype(np.int64)
+    tiles = tile_indices(points, TILE_POINTS)
+    if len(tiles) == 1:
+        components = cut_pursuit(features, sources, targets, settings.regularization)
+    else:
+        components = tiled_cut_pursuit(features, sources, targets, settings.regularization, tiles, workers)
+    labels = renumber(components)
     if settings.min_size > 1:
-        labels = merge_small(labels, sources.astype(np.int64), targets.astype(np.int64), settings.min_size)
+        labels = merge_small(labels, sources, targets, settings.min_size)
+    return labels
+
+
+def cut_pursuit(features: np.ndarray, sources: np.ndarray, targets: np.ndarray, regularization: float):
+    """int64 [M]: cut-pursuit's component of each point of features float32 [M, D] over the graph of the
+    edges (sources[e], targets[e]), each of weight ``regularization`` (lambda)."""
+    import cut_pursuit_py  # imported here: only partitioning needs it
+
+    weights = np.full(len(sources), regularization, dtype=np.float32)
+    components = cut_pursuit_py.perform_cut_pursuit(
+        1.0,
+        features.shape[1],
+        np.ascontiguousarray(features, dtype=np.float32),
+        weights,
+        sources.astype(np.uint32),
+        targets.astype(np.uint32),
+        False,
+    )
+    return np.asarray(components, dtype=np.int64)
+
+
+def tile_indices(points: np.ndarray, max_points: int) -> list[np.ndarray]:
+    """Sorted int64 indices of each tile: the scene halved at the median of its longer horizontal
+    extent, again and again, until no piece holds more than ``max_points`` points. Deterministic."""
+    done, todo = [], [np.arange(len(points), dtype=np.int64)]
+    while todo:
+        piece = todo.pop()
+        if len(piece) <= max_points:
+            done.append(piece)
+            continue
+        extent = np.ptp(points[piece, :2], axis=0)
+        order = np.argsort(points[piece, int(np.argmax(extent))], kind="stable")
+        half = len(piece) // 2
+        todo += [np.sort(piece[order[half:]]), np.sort(piece[order[:half]])]
+    return sorted(done, key=lambda tile: int(tile[0]))
+
+
+def _tile_graph(tile: np.ndarray, sources: np.ndarray, targets: np.ndarray, m: int):
+    """The edges of the graph with both ends in ``tile``, as indices into the tile: (int64 [E'], [E'])."""
+    local = np.full(m, -1, dtype=np.int64)
+    local[tile] = np.arange(len(tile))
+    a, b = local[sources], local[targets]
+    inside = (a >= 0) & (b >= 0)
+    return a[inside], b[inside]
+
+
+def _tile_components(features: np.ndarray, a: np.ndarray, b: np.ndarray, regularization: float) -> np.ndarray:
+    return cut_pursuit(features, a, b, regularization)
+
+
+def tiled_cut_pursuit(
+    features: np.ndarray,
+    sources: np.ndarray,
+    targets: np.ndarray,
+    regularization: float,
+    tiles: list[np.ndarray],
+    workers: int,
+) -> np.ndarray:
+    """int64 [M]: cut_pursuit run on each tile's subgraph (``workers`` tiles at a time, in processes:
+    the binding holds the GIL), then merge_seams over the edges between tiles."""
+    m = len(features)
+    jobs = [(features[tile], *_tile_graph(tile, sources, targets, m), regularization) for tile in tiles]
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        # spawn, not fork: the parent may hold torch state and threads (as scene_partitions)
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+            found = list(pool.map(_tile_components, *zip(*jobs, strict=True)))
+    else:
+        found = [_tile_components(*job) for job in jobs]
+    components = np.empty(m, dtype=np.int64)
+    offset = 0
+    for tile, local in zip(tiles, found, strict=True):
+        components[tile] = renumber(local) + offset
+        offset += int(local.max()) + 1 if len(local) else 0
+    tile_of = np.empty(m, dtype=np.int64)
+    for index, tile in enumerate(tiles):
+        tile_of[tile] = index
+    seam = tile_of[sources] != tile_of[targets]
+    return merge_seams(components, features, sources[seam], targets[seam], regularization)
+
+
+def merge_seams(
+    components: np.ndarray,
+    features: np.ndarray,
+    sources: np.ndarray,
+    targets: np.ndarray,
+    regularization: float,
+    rounds: int = 50,
+) -> np.ndarray:
+    """``components`` (int64 [M]) after merging the pairs that the seam edges (sources[e], targets[e])
+    join wherever cut-pursuit's energy falls: merging a and b (n points, mean feature mu) adds
+    n_a n_b / (n_a + n_b) ||mu_a - mu_b||^2 to the fidelity and removes lambda per edge between them.
+    Per round each component merges at most once, with the pair that lowers the energy most."""
+    labels = components.copy()
+    for _ in range(rounds):
+        a, b = labels[sources], labels[targets]
+        across = a != b
+        if not across.any():
+            break
+        pairs, edges = np.unique(
+            np.stack([np.minimum(a, b), np.maximum(a, b)], 1)[across], axis=0, return_counts=True
+        )
+        count = int(labels.max()) + 1
+        sizes = np.bincount(labels, minlength=count).astype(np.float64)
+        means = (
+            np.stack([np.bincount(labels, features[:, d], count) for d in range(features.shape[1])], 1)
+            / np.maximum(sizes, 1)[:, None]
+        )
+        n, o = sizes[pairs[:, 0]], sizes[pairs[:, 1]]
+        cost = n * o / (n + o) * ((means[pairs[:, 0]] - means[pairs[:, 1]]) ** 2).sum(1)
+        change = cost - regularization * edges  # < 0: the merge lowers the energy
+        good = np.flatnonzero(change < 0)
+        if not len(good):
+            break
+        mapping, merged = np.arange(count), np.zeros(count, dtype=bool)
+        for index in good[np.argsort(change[good], kind="stable")].tolist():
+            x, y = pairs[index]
+            if not (merged[x] or merged[y]):
+                mapping[y] = x
+                merged[x] = merged[y] = True
+        labels = mapping[labels]
     return labels
 
 
@@ -205,6 +339,7 @@ def cached_partition(
     settings: PartitionSettings,
     cache_dir: Path,
     name: str = "scene",
+    workers: int = 1,
 ) -> np.ndarray:
     """``partition_points`` of one subsampled scene, computed once and read from the cache after that
     (an unreadable or mismatched entry is recomputed)."""
@@ -217,7 +352,7 @@ def cached_partition(
         except (OSError, ValueError):
             pass
         log.warning("%s: recomputing an unreadable superpoint cache entry (%s)", name, path)
-    labels = partition_points(points, colors, settings, name)
+    labels = partition_points(points, colors, settings, name, workers)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_save(path, lambda handle: np.save(handle, labels))
     return labels
@@ -339,11 +474,12 @@ class SceneToPartition:
 
 
 def _partition_into_cache(
-    scene: SceneToPartition, grid_size: float, settings: PartitionSettings, cache_dir: Path
+    scene: SceneToPartition, grid_size: float, settings: PartitionSettings, cache_dir: Path, workers: int = 1
 ) -> int:
-    """Compute and cache one scene's partition (runs in a worker process); its number of superpoints."""
+    """Compute and cache one scene's partition (in a worker process, or with ``workers`` processes for its
+    tiles); its number of superpoints."""
     labels = cached_partition(
-        scene.identity, grid_size, scene.points, scene.colors, settings, cache_dir, scene.name
+        scene.identity, grid_size, scene.points, scene.colors, settings, cache_dir, scene.name, workers
     )
     return int(labels.max()) + 1 if len(labels) else 0
 
@@ -366,6 +502,12 @@ def scene_partitions(
         return partition_cache_path(scene.identity, grid_size, settings, cache_dir).is_file()
 
     todo = [scene for scene in scenes if not cached(scene)]
+    # A scene in tiles uses the processes for its tiles, one such scene after the other.
+    tiled = [scene for scene in todo if len(scene.points) > TILE_POINTS and workers > 1]
+    todo = [scene for scene in todo if not (len(scene.points) > TILE_POINTS and workers > 1)]
+    for scene in tiled:
+        log.info("computing the superpoints of %s (%s points) in tiles", scene.name, f"{len(scene.points):,}")
+        _partition_into_cache(scene, grid_size, settings, cache_dir, workers)
     workers = max(1, min(workers, len(todo)))
     if todo:
         log.info("computing the superpoints of %d scenes with %d process(es)", len(todo), workers)

@@ -15,6 +15,7 @@ from dsp3d.visualization.commands import default_cut
 from dsp3d.visualization.plotset import AffinityOptions, affinity_plots, chart_plots, scene_plots
 from dsp3d.visualization.runs import find_runs
 from dsp3d.visualization.scenes import predict_scenes
+from dsp3d.visualization.superpoints import superpoint_plots
 
 log = logging.getLogger("dsp3d")
 
@@ -73,6 +74,7 @@ def report_command(
         plots += scene_plots(predicted, run_cut)
         if predicted:
             plots += affinity_plots(runs, AffinityOptions(predicted[0].name, pair, point))
+        plots += superpoint_plots(runs, run_cut)
         viewer = viewer_data(predicted, runs[0].class_names, max_points, run_cut)
         thinned = [s.name for s in predicted if len(s.points) > max_points]
         if thinned:

@@ -123,6 +123,9 @@ def render_page(content: ReportContent) -> str:
         parts.append(VIEWER_HTML)
     parts.append(_plot_section("Test scenes, rendered", by_kind.get("scene", []), "renders"))
     parts.append(_plot_section("Affinity maps (the paper's Fig. 4)", by_kind.get("affinity", []), "affinity"))
+    parts.append(
+        _plot_section("Superpoints and propagated labels", by_kind.get("superpoints", []), "superpoints")
+    )
     if content.viewer is not None:
         parts.append(
             f'<script type="application/json" id="dsp3d-data">{script_json(content.viewer)}</script>'

@@ -21,7 +21,7 @@ log = logging.getLogger("dsp3d")
 @dataclass
 class Plot:
     """A rendered plot: its file name, a caption for the report, the PNG bytes and what it shows
-    (``kind``: curves, iou, confusion, scene or affinity)."""
+    (``kind``: curves, iou, confusion, scene, affinity or superpoints)."""
 
     file_name: str
     caption: str

@@ -4,6 +4,8 @@ the labels its weak labels propagate through them (``dsp3d superpoints``, the re
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,14 @@ from matplotlib.patches import Patch
 from scipy.spatial import cKDTree
 
 from dsp3d.io.atomic import atomic_write_bytes
+from dsp3d.methods import uses_superpoints
 from dsp3d.visualization.charts import figure_png
 from dsp3d.visualization.colors import label_colors, label_palette
+from dsp3d.visualization.plotset import Plot
 from dsp3d.visualization.render import ANGLE, TOP, View, height_cut, project, render, visible_points
+from dsp3d.visualization.runs import RunRecord
 from dsp3d.visualization.scenes import safe_name
-from dsp3d.workflow.superpoints import SceneDrawing
+from dsp3d.workflow.superpoints import SceneDrawing, run_drawings
 
 PANEL = (480, 360)  # pixels of one rendered view
 # Points drawn per picture at most: a 480 x 360 panel has 173k pixels, a denser sample only costs time.
@@ -183,3 +188,28 @@ def write_partition_pictures(
         atomic_write_bytes(partition_png(scene, class_names, cut), path)
         written.append(path)
     return written
+
+
+def superpoint_plots(runs: list[RunRecord], cut: float | None) -> list[Plot]:
+    """For the runs that train on superpoints (dsp3d.methods.uses_superpoints): the pictures of their
+    first test scene and first training scene (ground truth, superpoints, and the labels the run's weak
+    labels propagate). Runs of the same data, partition and propagation settings share one pair."""
+    plots, seen = [], {}
+    for run in runs:
+        config = run.config()
+        if not uses_superpoints(config.train.method):
+            continue
+        key = json.dumps([dataclasses.asdict(config.superpoints), dataclasses.asdict(config.propagation),
+                          {k: v for k, v in dataclasses.asdict(config.data).items() if k != "cache_dir"}],
+                         sort_keys=True, default=str)  # fmt: skip
+        if key in seen:
+            continue
+        seen[key] = run.name
+        for scene in run_drawings(config, run.path, 1):
+            what = (
+                "propagated labels of the run's weak labels" if scene.split == "train" else "no weak labels"
+            )
+            caption = f"{run.name}: {scene.split} scene {scene.name}, ground truth and superpoints ({what})"
+            name = f"superpoints_{safe_name(run.name)}_{picture_name(scene)}"
+            plots.append(Plot(name, caption, partition_png(scene, run.class_names, cut), "superpoints"))
+    return plots

@@ -199,14 +199,16 @@ def survey_superpoints(config: Config, draw: int = 1) -> Survey:
 
 def scene_drawings(config: Config, data: PreparedData, partitions: dict, count: int) -> list[SceneDrawing]:
     """The first ``count`` test scenes (ground truth, superpoints) and training scenes (also the labels
-    their weak labels, the run's, propagate with the config's propagation settings)."""
+    their weak labels propagate with the config's propagation settings). ``partitions``: {"test",
+    "train": int64 [M] per scene, at least the first ``count`` of each}."""
     options, drawings = config.propagation, []
-    for scene, partition in list(zip(data.test, partitions["test"], strict=True))[:count]:
+    for scene, partition in zip(data.test[:count], partitions["test"], strict=False):
         cloud = scene.cloud
         drawings.append(SceneDrawing("test", cloud.name, cloud.points, cloud.labels, partition))
     train = data.train
-    for index in range(min(count, len(train.clouds))):
-        cloud, weak, partition = train.clouds[index], train.weak_indices[index], partitions["train"][index]
+    for cloud, weak, partition in zip(
+        train.clouds[:count], train.weak_indices[:count], partitions["train"], strict=False
+    ):
         propagated = None
         if cloud.labels is not None:
             lent = propagate_labels(
@@ -216,6 +218,27 @@ def scene_drawings(config: Config, data: PreparedData, partitions: dict, count: 
         drawing = SceneDrawing("train", cloud.name, cloud.points, cloud.labels, partition, propagated, weak)
         drawings.append(drawing)
     return drawings
+
+
+def run_drawings(config: Config, run_folder: Path, count: int = 1) -> list[SceneDrawing]:
+    """scene_drawings of a run: its data prepared again (cached), with the weak labels it saved
+    (``run_folder/weak_labels``, where there), and the superpoints of the drawn scenes only."""
+    weak_labels = Path(run_folder) / "weak_labels"
+    if weak_labels.is_dir():
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, weak_labels=str(weak_labels))
+        )
+    cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
+    data = prepare_data(config)
+    split = dataset_split(config)
+    partitions = {}
+    for side, clouds, sources in (
+        ("test", [s.cloud for s in data.test[:count]], split.test),
+        ("train", data.train.clouds[:count], split.train),
+    ):
+        by_name = {source.name: source for source in sources}
+        partitions[side] = superpoints_of(config, clouds, [by_name[c.name] for c in clouds], cache_dir)
+    return scene_drawings(config, data, partitions, count)
 
 
 def write_survey(survey: Survey, out: Path, pictures: list[Path]) -> Path:
