@@ -121,12 +121,15 @@ def nearest_owners(p: Projection, width: int, height: int, point_px: int) -> tup
     owner = np.repeat(np.arange(len(p.near)), point_px * point_px)
     inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
     pixel, owner = rows[inside] * width + cols[inside], owner[inside]
-    # The nearest point of each pixel: sort by pixel, then by nearness (descending), keep the first.
-    order = np.lexsort((-p.near[owner], pixel))
-    pixel, owner = pixel[order], owner[order]
-    first = np.ones(len(pixel), dtype=bool)
-    first[1:] = pixel[1:] != pixel[:-1]
-    return pixel[first], owner[first]
+    # A z-buffer of ranks: rank 0 is the nearest point (ties: the lower index); each pixel keeps the
+    # smallest rank among the squares covering it. One sort of the N points, not of N * point_px^2 pixels.
+    order = np.argsort(-p.near, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    zbuffer = np.full(width * height, len(order), dtype=np.int64)
+    np.minimum.at(zbuffer, pixel, rank[owner])
+    covered = np.flatnonzero(zbuffer < len(order))
+    return covered, order[zbuffer[covered]]
 
 
 def visible_points(

@@ -41,8 +41,14 @@ SUPERPOINT_PALETTE = np.array(
 )  # fmt: skip
 
 
-def superpoint_adjacency(points: np.ndarray, superpoints: np.ndarray, knn: int = 6) -> np.ndarray:
-    """int64 [E, 2]: the pairs (a < b) of superpoints that hold k-nearest neighbours of each other."""
+def superpoint_adjacency(
+    points: np.ndarray, superpoints: np.ndarray, knn: int = 6, sample: int = 100_000
+) -> np.ndarray:
+    """int64 [E, 2]: the pairs (a < b) of superpoints that hold k-nearest neighbours of each other, among
+    a regular sample of at most ``sample`` points (enough to find who touches whom, and fast)."""
+    if len(points) > sample:
+        chosen = np.linspace(0, len(points) - 1, sample).astype(np.int64)
+        points, superpoints = points[chosen], superpoints[chosen]
     if len(points) < 2:
         return np.zeros((0, 2), np.int64)
     k = min(knn + 1, len(points))
@@ -84,14 +90,16 @@ def superpoint_colors(points: np.ndarray, superpoints: np.ndarray) -> np.ndarray
 
 def _thinned(scene: SceneDrawing, cut: float | None, limit: int) -> np.ndarray:
     """int64 indices of the points drawn: those under the height cut, a regular sample of them when
-    more than ``limit``, every weak point kept."""
-    shown = np.flatnonzero(height_cut(scene.points, cut))
+    more than ``limit``, every weak point under the cut kept."""
+    under = height_cut(scene.points, cut)
+    shown = np.flatnonzero(under)
     if len(shown) <= limit:
         return shown
-    keep = shown[np.linspace(0, len(shown) - 1, limit).astype(np.int64)]
+    keep = np.zeros(len(scene.points), dtype=bool)
+    keep[shown[np.linspace(0, len(shown) - 1, limit).astype(np.int64)]] = True
     if scene.weak is not None:
-        keep = np.union1d(keep, np.intersect1d(scene.weak, shown))
-    return keep
+        keep[scene.weak[under[scene.weak]]] = True
+    return np.flatnonzero(keep)
 
 
 def propagated_colors(propagated: np.ndarray, class_names: list[str]) -> np.ndarray:
@@ -135,7 +143,9 @@ def partition_figure(
     ]
     weak_here = None
     if scene.propagated is not None and scene.weak is not None:
-        weak_here = np.flatnonzero(np.isin(index, scene.weak))  # [K'] positions among the drawn points
+        is_weak = np.zeros(len(scene.points), dtype=bool)
+        is_weak[scene.weak] = True
+        weak_here = np.flatnonzero(is_weak[index])  # [K'] positions among the drawn points
         labels = scene.propagated[index].copy()
         labels[weak_here] = truth[weak_here]  # a weak point shows its own label (it propagates none)
         share = np.mean(labels[truth >= 0] >= 0) if (truth >= 0).any() else 0.0
