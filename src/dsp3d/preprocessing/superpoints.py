@@ -37,11 +37,13 @@ log = logging.getLogger("dsp3d")
 # Bump when the partition below changes for the same settings: every cached partition then misses.
 # 2: scenes of more than TILE_POINTS points are partitioned in tiles whose seams are then merged.
 PARTITION_VERSION = 2
-# cut-pursuit's time grows faster than the number of points (measured 2026-12-07, one core: 44k points
-# 3.5 s, 247k points 33 s) and the binding runs on one core: a larger scene is cut into tiles of at most
-# this many points, partitioned one by one (or in parallel processes), and the superpoints that meet
-# across a seam merged where cut-pursuit's own energy says so (merge_seams).
-TILE_POINTS = 100_000
+# cut-pursuit's time grows faster than the number of points and the binding runs on one core: a larger
+# scene is cut into tiles of at most this many points, partitioned one by one (or in parallel processes),
+# and the superpoints that meet across a seam merged where cut-pursuit's own energy says so
+# (merge_seams). Measured 2026-12-07 on a generated room of 247k points, one core: untiled 16.5 CPU s,
+# 1,250 superpoints, purity 96.75%; tiles of 100k 12.9 s, 1,237, 96.95%; tiles of 50k 10.4 s, 1,231,
+# 96.84% (docs/experiments.md). Part of the cache key.
+TILE_POINTS = 50_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class PartitionSettings:
             "spatial_weight": self.spatial_weight,
             "min_size": self.min_size,
             "partition_version": PARTITION_VERSION,
+            "tile_points": TILE_POINTS,
         }
 
 
