@@ -101,66 +101,58 @@ def curve_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _family(setting: str) -> str:
+    """A setting without its regularization: the rows of one family differ only in it."""
+    parts = [p for p in setting.split(", ") if not p.startswith("superpoints.regularization=")]
+    return ", ".join(p.replace("superpoints.", "") for p in parts)
+
+
+def _regularization(row: dict) -> str:
+    for part in row["setting"].split(", "):
+        if part.startswith("superpoints.regularization="):
+            return part.split("=")[1]
+    return "0.01"  # the default
+
+
 def curve_figure(rows: list[dict]):
-    """Purity, 1% and 0.1% reach against mean size (log x), one colour per dataset, the settings of the
-    regularization curve joined (other settings as lone markers); and the front a default is chosen on:
-    the share of propagated 1% labels that are right against their reach."""
+    """Purity, 1% and 0.1% reach against mean size (log x), and the front a default is chosen on: the
+    share of the propagated 1% labels that are right against their reach. One colour per dataset, one
+    line style per family of settings (the rows that differ only in regularization, each point labelled
+    with it in the last panel)."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(20, 4.6), layout="constrained")
+    figure = Figure(figsize=(23, 5.2), layout="constrained")
     axes = figure.subplots(1, 4)
-    panels = [("purity", "purity (training scenes)"), ("reach_1%", "1% labels: reach (x: right)"),
-              ("reach_0.1%", "0.1% labels: reach (x: right)")]  # fmt: skip
+    panels = [
+        ("mean_size", "purity", "purity (training scenes)"),
+        ("mean_size", "reach_1%", "1% labels: reach"),
+        ("mean_size", "reach_0.1%", "0.1% labels: reach"),
+        ("reach_1%", "right_1%", "1% labels: propagated labels right against reach"),
+    ]
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    for ax, (key, title) in zip(axes, panels, strict=False):
-        for index, dataset in enumerate(datasets):
-            mine = [r for r in rows if r["dataset"] == dataset]
-            _draw(ax, mine, "mean_size", key, f"C{index}", dataset)
-            if key != "purity":
-                _draw(ax, mine, "mean_size", key.replace("reach", "right"), f"C{index}", None, marker="x")
-        ax.set_xscale("log")
-        ax.set_xlabel("mean superpoint size (points)")
-        ax.set_title(title)
-    front = axes[3]
-    for index, dataset in enumerate(datasets):
-        _draw(
-            front, [r for r in rows if r["dataset"] == dataset], "reach_1%", "right_1%", f"C{index}", dataset
-        )
-    front.set_xlabel("1% labels: reach (% of labelled points)")
-    front.set_title("1% labels: right against reach")
-    for ax in axes:
+    families = list(dict.fromkeys(_family(r["setting"]) for r in rows))
+    styles = ["o-", "s--", "^:", "D-.", "v-", "P--", "X:", "*-."]
+    for ax, (x, y, title) in zip(axes, panels, strict=True):
+        for d, dataset in enumerate(datasets):
+            for f, family in enumerate(families):
+                mine = [r for r in rows if r["dataset"] == dataset and _family(r["setting"]) == family]
+                mine.sort(key=lambda r: float(_regularization(r)))
+                xs = [r[x] if x == "mean_size" else 100 * r[x] for r in mine]
+                label = f"{dataset}" + (f", {family}" if family else "")
+                ax.plot(
+                    xs, [100 * (r[y] or 0) for r in mine], styles[f % len(styles)], color=f"C{d}", label=label
+                )
+                if x != "mean_size":
+                    for px, r in zip(xs, mine, strict=True):
+                        ax.annotate(_regularization(r), (px, 100 * (r[y] or 0)), fontsize=6)
+        ax.set_xscale("log" if x == "mean_size" else "linear")
+        ax.set_xlabel("mean superpoint size (points)" if x == "mean_size" else "1% labels: reach (%)")
         ax.set_ylabel("%")
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    handles, labels = axes[3].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=7, loc="outside right upper")
     return figure
-
-
-def _draw(ax, rows: list[dict], x: str, y: str, color: str, label, marker: str = "o") -> None:
-    """The regularization sweep as a line, other settings as lone markers, each annotated."""
-    scale = (lambda v: 100 * v) if x != "mean_size" else (lambda v: v)
-    sweep = sorted(
-        (r for r in rows if r["setting"].startswith("superpoints.regularization=")), key=lambda r: r[x]
-    )
-    style = "-" if marker == "o" else "--"
-    ax.plot(
-        [scale(r[x]) for r in sweep],
-        [100 * (r[y] or 0) for r in sweep],
-        marker + style,
-        color=color,
-        label=label,
-    )
-    for r in rows:
-        if r not in sweep:
-            ax.plot(
-                [scale(r[x])],
-                [100 * (r[y] or 0)],
-                "s" if marker == "o" else "+",
-                color=color,
-                fillstyle="none",
-            )
-        if marker == "o":
-            text = r["setting"].replace("superpoints.", "").replace("regularization=", "")
-            ax.annotate(text, (scale(r[x]), 100 * (r[y] or 0)), fontsize=6)
 
 
 def run_curve(args: argparse.Namespace, out: Path) -> None:
