@@ -20,6 +20,9 @@ and the time and peak memory of partitioning a ~1M-point scene.
         [--regularizations 0.0025,0.005,0.01,0.02,0.04] [--variants "color_weight=2;geometric_weight=0.3"]
         [--scale-density 5300] [--workers 2] [--no-curve] [--no-scale]
 
+The table's last column, s, is the seconds this run spent partitioning (about 0 where the partitions
+were in the cache already).
+
 Writes DIR/superpoints_curve.json, DIR/superpoints_curve.md, DIR/superpoints_curve.png and
 DIR/superpoints_scale.json, and prints the tables. Run it pinned on a shared machine (taskset -c 0 with
 --workers 1 for the curve); the scale row's --workers is the processes of the tiles.
@@ -171,7 +174,7 @@ def run_curve(args: argparse.Namespace, out: Path) -> None:
             atomic_write_json(rows, out / "superpoints_curve.json")
     table = curve_markdown(rows)
     atomic_write_text(table + "\n", out / "superpoints_curve.md")
-    atomic_write_bytes(figure_png(curve_figure(rows)), out / "superpoints_curve.png")
+    atomic_write_bytes(figure_png(curve_figure(rows), indexed=True), out / "superpoints_curve.png")
     print(table)
 
 
