@@ -98,6 +98,10 @@ def test_a_bad_setting_is_one_line_naming_it(tmp_path, capsys, setting, named):
     assert not (tmp_path / "o").exists()
 
 
-def test_a_negative_scene_count_is_refused(tmp_path, capsys):
+def test_a_negative_scene_count_or_cut_is_refused(tmp_path, capsys):
     assert main(["--quiet", "superpoints", "--out", str(tmp_path / "o"), "--scenes", "-1"]) == 2
     assert capsys.readouterr().err.strip() == "config error: --scenes must be >= 0, got -1"
+    assert main(["--quiet", "superpoints", "--out", str(tmp_path / "o"), "--cut", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("config error: --cut must be > 0") and "\n" not in err
+    assert not (tmp_path / "o").exists()

@@ -250,6 +250,8 @@ def _superpoints_command(args: argparse.Namespace) -> None:
 
     if args.scenes < 0:
         raise ConfigError(f"--scenes must be >= 0, got {args.scenes}")
+    if args.cut is not None and args.cut <= 0:
+        raise ConfigError(f"--cut must be > 0 (a fraction of the height; 1 keeps all), got {args.cut}")
     config = load_config(args.config, args.overrides)
     out = Path(args.out)
     prepare_output_folder(out)
