@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from dsp3d import __version__, progress
+from dsp3d import progress
 from dsp3d.config import DEMO_STEPS, ConfigError, describe_config, load_config, load_run_config
 from dsp3d.methods import METHODS, TABLE1_MODES
 
@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsp3d", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="dsp3d's version and commit, torch's version, the CPU capability (and GPU) here, then exit",
+    )
     parser.add_argument(
         "--quiet", action="store_true", help="print only results and errors (no progress, no info log)"
     )
@@ -55,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
             "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only results and errors"
         )
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """--version: what decides a run's numbers here (training.environment); imports torch only when
+    asked, so that every other command starts as fast as before."""
+
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from dsp3d.training.environment import version_text
+
+        print(version_text())
+        parser.exit()
 
 
 def _command(sub, name: str, summary: str, description: str) -> argparse.ArgumentParser:
