@@ -1,16 +1,33 @@
 """Shared fixtures: the real sample data in ../shared/data (tests that need it skip when it is absent),
-and the device of the device-aware model tests (``--device cuda`` or DSP3D_TEST_DEVICE=cuda)."""
+and the device of the device-aware model tests (``--device cuda`` or DSP3D_TEST_DEVICE=cuda).
+
+The suite runs on a dsp3d cache of its own (TEST_CACHE): see below."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 DEVICE_VARIABLE = "DSP3D_TEST_DEVICE"
+
+# The suite's own dsp3d cache (kernel points, subsampled scenes, neighbour caps: every user of
+# dsp3d.preprocessing.cache.default_cache_dir), set when pytest loads this file, before any test imports
+# dsp3d, and inherited by the commands the tests start. The tests never read or write the user's
+# ~/.cache/dsp3d or $DSP3D_CACHE (kept in USER_CACHE), so they run the same whether that cache is empty,
+# warm, or not writable; each session starts from an empty cache and removes it at the end.
+USER_CACHE = os.environ.get("DSP3D_CACHE")
+TEST_CACHE = Path(tempfile.mkdtemp(prefix="dsp3d-test-cache-"))
+os.environ["DSP3D_CACHE"] = str(TEST_CACHE)
+
+
+def pytest_unconfigure(config) -> None:
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
 def pytest_addoption(parser) -> None:

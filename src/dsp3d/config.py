@@ -33,6 +33,14 @@ from dsp3d.methods import (
 # `dsp3d demo`: training steps per run, both DSP stages together. A step budget, not a time budget, so
 # that every run trains as long on any machine.
 DEMO_STEPS = 600
+# `dsp3d demo`: training seeds per method (the table shows their mean and spread). One run's mIoU moves by
+# a few points with the seed, and as much with the CPU (other vector instructions round differently and
+# the runs diverge); a mean over seeds moves less (README, "The demo").
+DEMO_SEEDS = 3
+# `dsp3d demo`: its runs, in table order: run name -> training method. The one list to extend: a method added
+# here is trained, scored, tabled and compared with the baseline (DEMO_REFERENCE) like the others.
+DEMO_METHODS = {"baseline": "baseline", "dsp": "csfr-isfr", "full": "full"}
+DEMO_REFERENCE = "baseline"  # every other row is compared with it, seed by seed
 DATASETS = ("synthetic", "s3dis", "scannet", "folder")
 # train.loggers: the experiment trackers a run can log to besides metrics.jsonl (dsp3d.training.loggers)
 LOGGERS = ("tensorboard", "wandb")

@@ -6,6 +6,7 @@ kernel_graph.py, the masked reallocation), against the CPU's own (scipy, the loo
 """
 
 import dataclasses
+import hashlib
 
 import pytest
 import torch
@@ -14,9 +15,42 @@ from dsp3d.levels import make_levels
 from dsp3d.losses import stage_loss
 from dsp3d.model import kernel_graph, reallocation
 from dsp3d.model.dsp import DSPModel
+from dsp3d.model.kernel_points import kernel_points
 from dsp3d.model.kpfcnn import KPFCNN
 
 LEVELS = make_levels(0.1, [16, 18, 20, 20])
+
+
+def context() -> str:
+    """What a failure here depends on: the kernel layout, the torch build, the CPU's vector instructions,
+    the threads (a failure message must let a report from another machine be read)."""
+    kernel = hashlib.sha256(kernel_points(15).tobytes()).hexdigest()[:16]
+    return (
+        f"kernel_points(15) sha256 {kernel}, torch {torch.__version__}, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+    )
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str, **tolerances) -> None:
+    """torch.testing.assert_close whose message keeps torch's (how many elements differ, the greatest
+    absolute and relative difference and at which index) and adds ``name`` and ``context()``."""
+    torch.testing.assert_close(
+        actual, expected, **tolerances, msg=lambda text: f"{name}: {text}\n{context()}"
+    )
+
+
+def assert_within_scale(actual: torch.Tensor, expected: torch.Tensor, name: str, fraction: float) -> None:
+    """Every entry within ``fraction`` of the largest |expected|; the message says the worst entry."""
+    scale = float(expected.abs().max())
+    assert scale > 0, name
+    difference = (actual - expected).abs()
+    worst = int(difference.argmax())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), expected.shape))
+    assert float(difference.max()) <= fraction * scale, (
+        f"{name}: max |difference| {float(difference.max()):.3g} at index {index} (device "
+        f"{float(actual.reshape(-1)[worst]):.6g}, cpu {float(expected.reshape(-1)[worst]):.6g}), more than "
+        f"{fraction:g} x the largest |cpu value| {scale:.3g}\n{context()}"
+    )
 
 
 @pytest.fixture
@@ -64,10 +98,10 @@ def test_dsp_model_in_float64_equals_the_cpu(pair_batch, device, device_paths):
     cpu_logits, cpu_grads = dsp_step(pair_batch, torch.device("cpu"), torch.float64)
     logits, grads = device_paths(lambda: dsp_step(pair_batch, device, torch.float64))
     for name, value in cpu_logits.items():
-        torch.testing.assert_close(logits[name], value, rtol=1e-9, atol=1e-10, msg=name)
+        assert_close(logits[name], value, name, rtol=1e-9, atol=1e-10)
     assert grads.keys() == cpu_grads.keys() and len(grads) > 50
     for name, value in cpu_grads.items():
-        torch.testing.assert_close(grads[name], value, rtol=1e-8, atol=1e-9, msg=name)
+        assert_close(grads[name], value, name, rtol=1e-8, atol=1e-9)
 
 
 def test_dsp_model_in_float32_equals_the_cpu_to_float_tolerance(pair_batch, device, device_paths):
@@ -76,12 +110,10 @@ def test_dsp_model_in_float32_equals_the_cpu_to_float_tolerance(pair_batch, devi
     cpu_logits, cpu_grads = dsp_step(pair_batch, torch.device("cpu"), torch.float32)
     logits, grads = device_paths(lambda: dsp_step(pair_batch, device, torch.float32))
     for name, value in cpu_logits.items():
-        torch.testing.assert_close(logits[name], value, rtol=1e-4, atol=1e-4, msg=name)
+        assert_close(logits[name], value, name, rtol=1e-4, atol=1e-4)
     assert grads.keys() == cpu_grads.keys()
     for name, value in cpu_grads.items():
-        scale = float(value.abs().max())
-        assert scale > 0, name
-        assert float((grads[name] - value).abs().max()) <= 1e-4 * scale, name
+        assert_within_scale(grads[name], value, name, 1e-4)
 
 
 def test_bfloat16_autocast_runs_and_stays_near_float32(pair_batch, device, device_paths):
@@ -101,3 +133,19 @@ def test_bfloat16_autocast_runs_and_stays_near_float32(pair_batch, device, devic
         # magnifies them); wrong arithmetic would give errors of the order of 1.
         assert error <= 0.25, name
     assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_a_failure_says_how_much_where_and_on_what():
+    """A report of a failure from another machine must be readable: the worst difference, its index, the
+    kernel layout, torch and the CPU capability."""
+    expected = torch.zeros(3, 4, dtype=torch.float64)
+    actual = expected.clone()
+    actual[2, 1] = 1e-6
+    with pytest.raises(AssertionError) as failure:
+        assert_close(actual, expected, "basic", rtol=1e-9, atol=1e-10)
+    text = str(failure.value)
+    assert text.startswith("basic: ") and "Greatest absolute difference: 1e-06 at index (2, 1)" in text
+    assert "kernel_points(15) sha256" in text and torch.backends.cpu.get_cpu_capability() in text
+    with pytest.raises(AssertionError) as failure:
+        assert_within_scale(actual, expected + 1, "head.weight", 1e-9)
+    assert "head.weight: max |difference| 1 at index (0, 0)" in str(failure.value)

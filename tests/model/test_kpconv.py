@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from dsp3d.model.kernel_points import kernel_points, optimise_kernel_points
 from dsp3d.model.kpconv import KERNEL_RADIUS_RATIO, KPConv, kpconv_reference
 
 
@@ -15,15 +14,6 @@ def small_problem(seed=0, n=40, m=12, h=6, cin=3, dtype=torch.float32):
     neighbors[:, -2:] = n  # two missing neighbours per query
     features = torch.randn(n, cin, generator=g, dtype=dtype)
     return q_points, s_points, neighbors, features
-
-
-def test_kernel_points_are_deterministic_centred_and_spread():
-    a, b = optimise_kernel_points(15), optimise_kernel_points(15)
-    np.testing.assert_array_equal(a, b)
-    assert np.allclose(a[0], 0) and np.isclose(np.linalg.norm(a, axis=1).max(), 1.0)
-    distances = np.linalg.norm(a[:, None] - a[None], axis=-1) + 10 * np.eye(15)
-    assert distances.min() > 0.6  # 14 points on a unit sphere: evenly spread, none bunched
-    np.testing.assert_allclose(kernel_points(15), a.astype(np.float32))
 
 
 def test_layer_equals_brute_force_loop(brute_force, device):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,16 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path
     monkeypatch.delenv("DSP3D_CACHE")
     assert default_cache_dir() == Path.home() / ".cache" / "dsp3d"
+
+
+def test_the_tests_use_a_cache_of_their_own_and_pass_it_to_commands():
+    """tests/conftest.py: never the user's cache, also in the processes the tests start."""
+    own = default_cache_dir()
+    assert own.is_dir() and own.name.startswith("dsp3d-test-cache-")
+    assert own != Path.home() / ".cache" / "dsp3d"
+    code = "from dsp3d.preprocessing.cache import default_cache_dir; print(default_cache_dir())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert Path(child.stdout.strip()) == own
 
 
 @pytest.mark.parametrize("colors", [True, False])

@@ -12,8 +12,16 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from dsp3d import __version__, progress
-from dsp3d.config import DEMO_STEPS, ConfigError, describe_config, load_config, load_run_config
+from dsp3d import progress
+from dsp3d.config import (
+    DEMO_METHODS,
+    DEMO_SEEDS,
+    DEMO_STEPS,
+    ConfigError,
+    describe_config,
+    load_config,
+    load_run_config,
+)
 from dsp3d.methods import METHODS, TABLE1_MODES
 
 log = logging.getLogger("dsp3d")
@@ -43,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsp3d", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="dsp3d's version and commit, torch's version, the CPU capability (and GPU) here, then exit",
+    )
     parser.add_argument(
         "--quiet", action="store_true", help="print only results and errors (no progress, no info log)"
     )
@@ -64,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
             "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only results and errors"
         )
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """--version: what decides a run's numbers here (training.environment); imports torch only when
+    asked, so that every other command starts as fast as before."""
+
+    def __init__(self, option_strings, dest, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from dsp3d.training.environment import version_text
+
+        print(version_text())
+        parser.exit()
 
 
 def _command(sub, name: str, summary: str, description: str) -> argparse.ArgumentParser:
@@ -92,8 +118,9 @@ def _add_demo(sub) -> None:
         sub,
         "demo",
         "generated rooms: the weak baseline, DSP and full supervision at 1% labels",
-        "No download: a procedural generator builds indoor rooms with S3DIS's 13 classes. Every run trains\n"
-        "on the same weak labels for the same budget, on one torch thread (so the table repeats).",
+        "No download: a procedural generator builds indoor rooms with S3DIS's 13 classes. Every method\n"
+        "trains once per seed, on the same weak labels for the same budget, on one torch thread (so the\n"
+        "table repeats on this machine); the table shows each method's mean over the seeds and their spread.",
     )
     demo.add_argument("--ratio", type=float, default=0.01, help="weak-label ratio per class")
     demo.add_argument(
@@ -108,9 +135,17 @@ def _add_demo(sub) -> None:
         default=None,
         help="a time budget instead of --steps: minutes for the whole demo",
     )
-    demo.add_argument("--seed", type=int, default=0, help="training seed (and the weak labels' draw)")
+    demo.add_argument("--seed", type=int, default=0, help="the first training seed")
+    demo.add_argument(
+        "--seeds",
+        type=int,
+        default=DEMO_SEEDS,
+        help="training seeds per method (--seed, --seed + 1, ...); the weak labels stay data.weak_seed's",
+    )
     demo.add_argument("--out", default="demo_out", help="output folder")
-    demo.add_argument("--runs", default="baseline,dsp,full", help="comma-separated among baseline,dsp,full")
+    demo.add_argument(
+        "--runs", default=",".join(DEMO_METHODS), help=f"comma-separated among {','.join(DEMO_METHODS)}"
+    )
     demo.add_argument(
         "--jobs", type=int, default=None, help="runs at a time, one thread each (default: one per core)"
     )
@@ -431,6 +466,7 @@ def _demo_command(args: argparse.Namespace) -> None:
         args.overrides,
         args.minutes,
         args.jobs,
+        args.seeds,
     )
     if args.quiet:
         for run, result in results["runs"].items():

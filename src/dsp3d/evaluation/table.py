@@ -32,9 +32,12 @@ def _columns(class_names: list[str]) -> list[tuple[str, str]]:
 
 
 def per_class_table(runs: dict[str, dict], class_names: list[str], setting: str = "") -> str:
-    """One row per run: setting, model, mIoU, then the IoU of every class (percent)."""
+    """One row per run: setting, model, mIoU, then the IoU of every class (percent). Runs that carry
+    ``miou_std`` (a mean over seeds: the demo) get a column ``sd`` after mIoU with it."""
     columns = _columns(class_names)
-    header = f"{'setting':<14}{'model':<12}{'mIoU':>6}" + "".join(f"{abbr:>7}" for _, abbr in columns)
+    spread = any(result.get("miou_std") is not None for result in runs.values())
+    header = f"{'setting':<14}{'model':<12}{'mIoU':>6}" + (f"{'sd':>6}" if spread else "")
+    header += "".join(f"{abbr:>7}" for _, abbr in columns)
     lines = [header, "-" * len(header)]
     for run, result in runs.items():
         row_setting = "full labels" if run == "full" else setting
@@ -43,5 +46,8 @@ def per_class_table(runs: dict[str, dict], class_names: list[str], setting: str 
             value = result["per_class_iou"].get(name)
             cells.append(f"{'-':>7}" if value is None else f"{value:7.1f}")
         miou = f"{'-':>6}" if result["miou"] is None else f"{result['miou']:6.1f}"  # None: not scored
+        if spread:
+            std = result.get("miou_std")
+            miou += f"{'-':>6}" if std is None else f"{std:6.1f}"
         lines.append(f"{row_setting:<14}{run:<12}{miou}" + "".join(cells))
     return "\n".join(lines)

@@ -140,15 +140,16 @@ def _explain_os_error(error: OSError) -> str:
     return error.strerror or str(error)
 
 
-def prepare_output_folder(folder: str | os.PathLike) -> Path:
+def prepare_output_folder(folder: str | os.PathLike, fix: str = "choose another output folder") -> Path:
     """Create ``folder`` when missing and check that files can be written into it, before any slow work:
-    a DataError naming the folder and the problem otherwise. Removes stale temporary files there."""
+    a DataError naming the folder, the problem and ``fix`` otherwise. Removes stale temporary files
+    there."""
     folder = Path(folder)
     for parent in [folder, *folder.parents]:
         if parent.exists():
             if not parent.is_dir():
                 where = "" if parent == folder else f" ({parent} is a file)"
-                raise DataError(f"{folder}: not a folder{where}; choose another output folder")
+                raise DataError(f"{folder}: not a folder{where}; {fix}")
             break
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -157,9 +158,7 @@ def prepare_output_folder(folder: str | os.PathLike) -> Path:
             pass
         probe.unlink()
     except OSError as error:
-        raise DataError(
-            f"{folder}: cannot write there ({_explain_os_error(error)}); choose another output folder"
-        ) from None
+        raise DataError(f"{folder}: cannot write there ({_explain_os_error(error)}); {fix}") from None
     remove_stale_temporaries(folder)
     return folder
 

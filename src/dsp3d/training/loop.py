@@ -34,6 +34,7 @@ from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
 from dsp3d.training.budget import StageBudget, StageState
 from dsp3d.training.checkpoint import TRAINING_KIND, RunCheckpoints
+from dsp3d.training.environment import run_environment
 from dsp3d.training.objectives import make_objective
 from dsp3d.training.run_log import MetricsFile, StageLog
 
@@ -138,6 +139,7 @@ def _train_stages(
         metrics.trim(state.stage, state.step)
     else:
         metrics.start_fresh()
+    metrics.log_environment(run_environment(device, config.train.seed))
     while state.stage < len(stages):
         mode = stages[state.stage]
         log.info("stage %d/%d: %s", state.stage + 1, len(stages), mode)

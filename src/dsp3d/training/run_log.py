@@ -5,7 +5,8 @@ lr, the speed and the time go to ``RUN_DIR/metrics.jsonl`` (a JSON line per reco
 read) and to the trackers of ``train.loggers`` (TensorBoard, Weights & Biases: dsp3d.training.loggers);
 off a terminal the same numbers are logged as a plain line. On a terminal a status line shows every step
 instead (dsp3d.progress). A validation adds a record of its own (``"kind": "val"``), and the finished
-run's test scores a last one (``"kind": "test"``, without a step).
+run's test scores a last one (``"kind": "test"``, without a step); each start or resume of the training
+one that says what decides its numbers (``"kind": "environment"``: dsp3d.training.environment).
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ class MetricsFile:
         self._append(final_record(result, config))
         for tracker in trackers:
             tracker.log_final(result, config)
+
+    def log_environment(self, environment: dict) -> None:
+        """What decides this process's numbers (training.environment), as a record of its own
+        (``"kind": "environment"``, no step), at each start and resume: a run resumed elsewhere shows it.
+        metrics.jsonl only: the trackers plot numbers."""
+        if self.writes:
+            self._append({"kind": "environment", **environment})
 
     def start_fresh(self) -> None:
         """A new run in a folder: no record of an earlier one stays."""

@@ -18,6 +18,7 @@ from dsp3d.config import Config
 from dsp3d.data.types import SubsampledCloud, TestScene
 from dsp3d.datasets.registry import dataset_split
 from dsp3d.datasets.sources import SceneSource
+from dsp3d.io.atomic import prepare_output_folder
 from dsp3d.io.errors import DataError
 from dsp3d.methods import uses_superpoints
 from dsp3d.preprocessing.cache import default_cache_dir
@@ -197,7 +198,7 @@ def prepare_data(
     trained model). adapt_features: drop input features the data lacks (see resolve_features); False for
     a trained model.
     """
-    cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
+    cache_dir = writable_cache(config)
     split = _checked_split(config, test_only)
     grid = config.data.grid_size
     everything = split.train + split.val + split.test
@@ -302,6 +303,15 @@ def with_superpoints(
         propagated_labels=[p.labels for p in lent],
         propagated_weights=[p.weights for p in lent],
     )
+
+
+def writable_cache(config: Config) -> Path:
+    """The cache folder (data.cache_dir, else $DSP3D_CACHE, else ~/.cache/dsp3d), created and checked
+    for writing before any work: a DataError naming it and the setting that moves it otherwise."""
+    if config.data.cache_dir:
+        return prepare_output_folder(config.data.cache_dir, "set data.cache_dir to a writable folder")
+    fix = "set DSP3D_CACHE (or data.cache_dir) to a writable folder"
+    return prepare_output_folder(default_cache_dir(), f"dsp3d caches its data there; {fix}")
 
 
 def _checked_split(config: Config, test_only: bool):

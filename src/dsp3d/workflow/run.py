@@ -16,6 +16,7 @@ from dsp3d.methods import METHOD_STAGES, STAGE_MODES
 from dsp3d.preprocessing.superpoints import Propagation, relabel_superpoints
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
+from dsp3d.training.environment import run_environment
 from dsp3d.training.export import InferenceMeta, export_inference_model
 from dsp3d.training.loop import resolve_device, train
 from dsp3d.training.run_log import MetricsFile
@@ -95,6 +96,7 @@ def run_method(config: Config, data: PreparedData, run_dir: str | Path, resume: 
             export_inference_model(model.backbone, inference_meta(config, data), run_dir / "model.pt")
         result = score_run(model, config, data, scorer, run_dir)
         result["training"] = [_stage_summary(report) for report in reports]
+        result["environment"] = run_environment(scorer.device, config.train.seed)
         metrics.log_final(result, config)
     finally:
         metrics.close()
