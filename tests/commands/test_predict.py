@@ -314,13 +314,13 @@ def test_an_interrupted_write_leaves_no_temporary_and_says_one_line(
     ],
 )
 def test_system_failures_are_one_line(tmp_path, colour_model, monkeypatch, capsys, error, status, message):
-    from dsp3d.inference.predict import Predictor
+    from dsp3d.cli import commands
 
     def fail(*args, **kwargs):
         raise error
 
     write_cloud(tmp_path / "a.ply", make_scan(200))
-    monkeypatch.setattr(Predictor, "predict_file", fail)
+    monkeypatch.setattr(commands, "predict_file", fail)
     assert (
         main(["--quiet", "predict", str(colour_model), str(tmp_path / "a.ply"), "-o", str(tmp_path / "o")])
         == status
@@ -341,10 +341,10 @@ def test_the_next_run_removes_temporaries_of_a_killed_one(tmp_path, colour_model
 
 
 def test_outputs_are_checked_before_any_inference(tmp_path, colour_model, monkeypatch, capsys):
-    from dsp3d.inference.predict import Predictor
+    from dsp3d.cli import commands
 
     write_cloud(tmp_path / "a.ply", make_scan(200))
-    monkeypatch.setattr(Predictor, "predict_file", lambda *a, **k: pytest.fail("predicted"))
+    monkeypatch.setattr(commands, "predict_file", lambda *a, **k: pytest.fail("predicted"))
     (tmp_path / "file").write_text("x")
     assert (
         main(

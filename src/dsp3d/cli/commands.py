@@ -12,6 +12,7 @@ from dsp3d.datasets.folder import load_folder_spec
 from dsp3d.datasets.registry import dataset_split
 from dsp3d.evaluation.evaluate import Scorer
 from dsp3d.evaluation.table import per_class_table
+from dsp3d.inference.pipeline import predict_file
 from dsp3d.inference.predict import Predictor
 from dsp3d.io.atomic import (
     atomic_write_json,
@@ -203,7 +204,7 @@ def predict_command(
         log.info("[%d/%d] %s", index + 1, len(paths), path)
         target = out / path.name
         # read, subsampled and written back in chunks: the full cloud is never in memory
-        counts = predictor.predict_file(path, target, spec, probabilities, colors)
+        counts = predict_file(predictor, path, target, spec, probabilities, colors)
         files = {key: entry for key, entry in files.items() if entry.get("output") != str(target)}
         files[str(path)] = {
             "output": str(target),

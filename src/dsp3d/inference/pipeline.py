@@ -21,21 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dsp3d import progress
+from dsp3d.inference.predict import Predictor, VoxelVotes, check_features
 from dsp3d.inference.voxels import VoxelIndex, subsample_in_chunks
 from dsp3d.io.classes import COLOR_MODES, ORIG_RGB, PRED, PRED_RGB, PROB, RGB, label_palette, write_sidecar
 from dsp3d.io.clouds import reader_for, writer_for
-from dsp3d.io.errors import DataError
 from dsp3d.io.fields import CloudReading, FieldSpec
 from dsp3d.io.interface import DEFAULT_CHUNK_POINTS, CloudReader
-from dsp3d.training.export import InferenceMeta
-
-if TYPE_CHECKING:
-    from dsp3d.inference.predict import Predictor, VoxelVotes
 
 
 def predict_file(
@@ -137,18 +132,3 @@ def prediction_fields(
     targets = RGB if colors == "prediction" else PRED_RGB
     fields.update({name: rgb[:, k] for k, name in enumerate(targets)})
     return fields
-
-
-def check_features(meta: InferenceMeta, path, colors: bool, intensity: bool) -> None:
-    """DataError when a cloud (with or without ``colors`` and ``intensity``) lacks a field the model was
-    trained with."""
-    if "rgb" in meta.feature_names and not colors:
-        raise DataError(
-            f"{path}: no colour (red/green/blue) in this cloud, but the model was trained with colour "
-            f"(input features {', '.join(meta.feature_names)}); use a model trained without 'rgb'"
-        )
-    if "intensity" in meta.feature_names and not intensity:
-        raise DataError(
-            f"{path}: no intensity in this cloud, but the model was trained with it "
-            f"(input features {', '.join(meta.feature_names)})"
-        )

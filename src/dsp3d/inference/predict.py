@@ -1,9 +1,9 @@
 """Prediction on clouds of any size: tiled test spheres, voting, reprojection to every original point.
 
 ``Predictor`` runs a model on a subsampled cloud: ``vote`` averages its probabilities over test spheres;
-``predict_cloud`` is the in-memory path (subsample, vote, reproject); ``predict_file`` is the path of
-files of any size, read and written in chunks (``dsp3d.inference.pipeline``, what ``dsp3d predict``
-runs).
+``predict_cloud`` is the in-memory path (subsample, vote, reproject). Files of any size, read and
+written in chunks, go through ``dsp3d.inference.pipeline.predict_file`` (what ``dsp3d predict`` runs),
+which uses this module, never the other way round.
 
 Memory: the cloud is grid-subsampled once (M points); the votes are one float32 [M, C] array. Test
 spheres are made and used tile by tile (square tiles of the xy plane), so what the spheres themselves
@@ -26,9 +26,7 @@ from scipy.spatial import cKDTree
 from dsp3d import progress
 from dsp3d.batching.pyramid import build_batch
 from dsp3d.data.types import Cloud, SubsampledCloud
-from dsp3d.inference import pipeline
-from dsp3d.io.fields import FieldSpec
-from dsp3d.io.interface import DEFAULT_CHUNK_POINTS
+from dsp3d.io.errors import DataError
 from dsp3d.preprocessing.subsample import grid_subsample
 from dsp3d.sampling.sample import extract_sample
 from dsp3d.sampling.spheres import test_sphere_centers
@@ -136,7 +134,7 @@ class Predictor:
 
     def predict_cloud(self, cloud: Cloud) -> Prediction:
         """Subsample at the model's grid, vote over tiled spheres, project back to every original point."""
-        pipeline.check_features(self.meta, cloud.name, cloud.colors is not None, cloud.intensity is not None)
+        check_features(self.meta, cloud.name, cloud.colors is not None, cloud.intensity is not None)
         sub = grid_subsample(cloud, self.meta.grid_size)
         votes = self.vote(sub, len(cloud))
         return Prediction(
@@ -144,20 +142,6 @@ class Predictor:
             confidence=votes.confidence[sub.reprojection].astype(np.float32),
             probabilities=votes.probabilities,
         )
-
-    def predict_file(
-        self,
-        path,
-        out,
-        spec: FieldSpec | None = None,
-        probabilities: bool = False,
-        colors: str = "keep",
-        chunk_points: int = DEFAULT_CHUNK_POINTS,
-    ) -> np.ndarray:
-        """Label every point of the file ``path`` and write it again at ``out``, in chunks, with
-        ``prob`` when ``probabilities`` and class colours by ``colors`` ("keep", "prediction", "none"):
-        see ``dsp3d.inference.pipeline.predict_file``. Returns the points per predicted class, int64 [C]."""
-        return pipeline.predict_file(self, path, out, spec, probabilities, colors, chunk_points)
 
 
 @dataclass
@@ -187,3 +171,18 @@ def predict_cloud(
 ) -> Prediction:
     """``Predictor(model, meta, device, *args, **options).predict_cloud(cloud)``: the in-memory path."""
     return Predictor(model, meta, device, *args, **options).predict_cloud(cloud)
+
+
+def check_features(meta: InferenceMeta, path, colors: bool, intensity: bool) -> None:
+    """DataError when a cloud (with or without ``colors`` and ``intensity``) lacks a field the model was
+    trained with."""
+    if "rgb" in meta.feature_names and not colors:
+        raise DataError(
+            f"{path}: no colour (red/green/blue) in this cloud, but the model was trained with colour "
+            f"(input features {', '.join(meta.feature_names)}); use a model trained without 'rgb'"
+        )
+    if "intensity" in meta.feature_names and not intensity:
+        raise DataError(
+            f"{path}: no intensity in this cloud, but the model was trained with it "
+            f"(input features {', '.join(meta.feature_names)})"
+        )
