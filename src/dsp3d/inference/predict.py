@@ -6,17 +6,18 @@ point.
 written in chunks, go through ``dsp3d.inference.pipeline.predict_file`` (what ``dsp3d predict`` runs),
 which uses this module, never the other way round.
 
-Where the spheres go: every voxel lies within ``reach`` (0.7) radii of the centre of a sphere, so it is
+Where the spheres go: every voxel lies within ``reach`` (0.8) radii of the centre of a sphere, so it is
 seen well inside at least one; the centres are the nodes of a body-centred cubic lattice nearest to some
 voxel (``dsp3d.sampling.spheres.covering_centers``), which needs about half the spheres of a cubic
-lattice for the same reach: 2.2 spheres hold a voxel of a room on average, against 5.9-6.9 for the
-cubic lattice at 0.8 radii it replaces (the network's work is proportional). Each sphere's vote for a
-voxel is weighted by (1 - d^2 / R^2)^2, d its distance to the centre, so the well-centred views count
-most and a voxel near a sphere's edge, whose context the crop cut, counts little. The lattice is
-anchored a third of the network's coarsest cell off the origin: surfaces often lie on round coordinates
-(a floor at z = 0), and a sphere centred on one puts that surface on a cell boundary of every level of
-its pyramid, which then keeps its points twice (measured: 1.5x the coarse points and 2.3x the time on the
-generated rooms).
+lattice for the same reach: on bench_predict_cli's 2M-point rooms 68 spheres, 2.9 per voxel on average,
+against 7.2 for the cubic lattice at 0.8 radii it replaces (the network's work is proportional). Each
+sphere's vote for a voxel is weighted by (1 - d^2 / R^2)^2, d its distance to the centre, so the
+well-centred views count most and a voxel near a sphere's edge, whose context the crop cut, counts
+little. The lattice is anchored a third of the network's coarsest cell off the origin: surfaces often lie
+on round coordinates (a floor at z = 0), and a sphere centred on a round coordinate puts such a surface
+on a cell boundary of every level of its pyramid, which then keeps its points twice (measured on the
+generated rooms with the lattice at the origin: 1.5-1.7x the points at levels 1-4, most of the 2.3x
+slowdown that commit 3103132 brought).
 
 Memory: the cloud is grid-subsampled once (M points); the votes are one float32 [M, C] array and its
 weights float32 [M]. Tiles (squares of the xy plane made of whole lattice cells, each node in exactly one
@@ -51,7 +52,7 @@ log = logging.getLogger("dsp3d")
 
 REACH = 0.8  # every voxel within this many radii of a sphere centre
 VOTE_POWER = 2  # vote weight (1 - d^2 / R^2) ** VOTE_POWER
-TILE_SPHERES = 8  # tile side, in lattice cells: about 130 spheres per tile of a flat scene
+TILE_SPHERES = 8  # tile side, in lattice cells (23 m for the 2 m spheres of a 4 cm model)
 _NODE_CHUNK = 1 << 20  # points whose lattice nodes are found at a time (bounds the [n, 3] temporaries)
 
 
