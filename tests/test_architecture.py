@@ -97,3 +97,53 @@ def test_every_package_says_what_it_owns_and_may_import():
         if "Layer" not in doc:
             missing.append(str(init.relative_to(SRC)))
     assert not missing, "package docstrings without their layer: " + ", ".join(missing)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_imports() -> dict[str, set[str]]:
+    """module -> the dsp3d modules it imports anywhere (top level, in a function, under TYPE_CHECKING);
+    ``from dsp3d.a import b`` counts as importing dsp3d.a.b where that is a module. A module's own
+    packages (its ``__init__``s, which Python runs first anyway) are left out."""
+    modules = {module_name(path): path for path in SOURCES}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.startswith("dsp3d"):
+                    for alias in node.names:
+                        full = f"{node.module}.{alias.name}"
+                        found.add(full if full in modules else node.module)
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names if alias.name.startswith("dsp3d.")}
+        graph[name] = {m for m in found if m in modules and m != name and not name.startswith(m + ".")}
+    return graph
+
+
+def test_no_module_imports_itself_through_others():
+    """Within a package too, imports form no cycle (not even one closed under TYPE_CHECKING or inside
+    a function): a module below another never reaches back up to it."""
+    graph = module_imports()
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+    cycles = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join(path[path.index(target) :] + [target]))
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    assert not cycles, "\n".join(cycles)

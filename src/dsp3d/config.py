@@ -408,12 +408,32 @@ def _build(cls, values: dict, prefix: str = ""):
 
 
 def validate(config: Config) -> Config:
-    """Range checks that types alone cannot express (long because it is one table of checks, a row per
-    setting, read top to bottom)."""
-    d, m, t, a, p = config.data, config.model, config.train, config.augment, config.dsp
-    auto_levels = m.auto_caps_levels()  # "auto:N" is checked here too
-    caps_levels = len(m.neighbour_caps) if auto_levels is None else auto_levels
-    checks = [
+    """Range checks that types alone cannot express: a table of checks per section (rows of (passes,
+    setting, what it must be)), every row evaluated, the first failing one raised as a ConfigError."""
+    auto_levels = config.model.auto_caps_levels()  # "auto:N" is checked here too
+    caps_levels = len(config.model.neighbour_caps) if auto_levels is None else auto_levels
+    tables = [
+        _data_checks(config.data),
+        _model_checks(config.model, caps_levels),
+        _schedule_checks(config.train),
+        _dsp_checks(config.dsp, caps_levels),
+        _other_method_checks(config),
+        _superpoint_checks(config),
+        _run_checks(config.train),
+        _augment_checks(config.augment),
+    ]
+    for checks in tables:
+        for ok, key, message in checks:
+            if not ok:
+                raise ConfigError(f"{key} {message}")
+    return config
+
+
+Check = tuple[bool, str, str]  # (the setting passes, its key, what it must be)
+
+
+def _data_checks(d: DataConfig) -> list[Check]:
+    return [
         (d.dataset in DATASETS, "data.dataset", f"must be one of {', '.join(DATASETS)}"),
         (d.grid_size > 0, "data.grid_size", "must be > 0"),
         (d.sphere_radius > 2 * d.grid_size, "data.sphere_radius", "must exceed twice data.grid_size"),
@@ -437,6 +457,11 @@ def validate(config: Config) -> Config:
             "data.features",
             "entries must be among ones, rgb, intensity, height",
         ),
+    ]
+
+
+def _model_checks(m: ModelConfig, caps_levels: int) -> list[Check]:
+    return [
         (m.first_features >= 4, "model.first_features", "must be >= 4"),
         (caps_levels >= 3, "model.neighbour_caps", "needs one cap per level, at least 3 levels"),
         (
@@ -445,6 +470,12 @@ def validate(config: Config) -> Config:
             "caps must be positive",
         ),
         (m.kernel_points >= 2, "model.kernel_points", "must be >= 2"),
+    ]
+
+
+def _schedule_checks(t: TrainConfig) -> list[Check]:
+    """train's method, budget, batches and optimiser."""
+    return [
         (t.method in METHODS, "train.method", f"must be one of {', '.join(METHODS)} (or dsp)"),
         (t.steps >= 2, "train.steps", "must be >= 2 (a two-stage method needs a step per stage)"),
         (t.minutes >= 0, "train.minutes", "must be >= 0"),
@@ -457,6 +488,11 @@ def validate(config: Config) -> Config:
         (t.lr > 0, "train.lr", "must be > 0"),
         (0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)"),
         (0 < t.lr_decay_total <= 1, "train.lr_decay_total", "must be in (0, 1]"),
+    ]
+
+
+def _dsp_checks(p: DSPConfig, caps_levels: int) -> list[Check]:
+    return [
         (p.lambda_cr >= 0, "dsp.lambda_cr", "must be >= 0"),
         (p.lambda_sr >= 0, "dsp.lambda_sr", "must be >= 0"),
         (p.lambda_intra >= 0, "dsp.lambda_intra", "must be >= 0"),
@@ -474,8 +510,12 @@ def validate(config: Config) -> Config:
         (p.aux_gradients in AUX_GRADIENTS, "dsp.aux_gradients", "must be all or features"),
         (p.cr_rows in CR_ROWS, "dsp.cr_rows", "must be all or shared"),
         (0 <= p.reg_rampup <= 1, "dsp.reg_rampup", "must be in [0, 1]"),
-        *_other_method_checks(config),
-        *_superpoint_checks(config),
+    ]
+
+
+def _run_checks(t: TrainConfig) -> list[Check]:
+    """train's workers, logging, checkpoints and device."""
+    return [
         (t.num_workers >= 0, "train.num_workers", "must be >= 0"),
         (t.val_every >= 0, "train.val_every", "must be >= 0"),
         (t.log_every > 0, "train.log_every", "must be > 0"),
@@ -491,16 +531,17 @@ def validate(config: Config) -> Config:
             "train.device",
             "must be auto, cpu, cuda or cuda:N",
         ),
+    ]
+
+
+def _augment_checks(a: AugmentConfig) -> list[Check]:
+    return [
         (0 < a.scale_min <= a.scale_max, "augment.scale_min", "must be > 0 and <= augment.scale_max"),
         (0 <= a.color_drop <= 1, "augment.color_drop", "must be in [0, 1]"),
     ]
-    for ok, key, message in checks:
-        if not ok:
-            raise ConfigError(f"{key} {message}")
-    return config
 
 
-def _other_method_checks(config: Config) -> list[tuple[bool, str, str]]:
+def _other_method_checks(config: Config) -> list[Check]:
     mt, erda = config.mean_teacher, config.erda
     return [
         (mt.weight >= 0, "mean_teacher.weight", "must be >= 0"),
@@ -518,7 +559,7 @@ def _other_method_checks(config: Config) -> list[tuple[bool, str, str]]:
 SUPERPOINT_SOURCES = ("cut-pursuit", "given")
 
 
-def _superpoint_checks(config: Config) -> list[tuple[bool, str, str]]:
+def _superpoint_checks(config: Config) -> list[Check]:
     sp, pr = config.superpoints, config.propagation
     return [
         (sp.source in SUPERPOINT_SOURCES, "superpoints.source", "must be cut-pursuit or given"),

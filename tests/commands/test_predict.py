@@ -314,13 +314,13 @@ def test_an_interrupted_write_leaves_no_temporary_and_says_one_line(
     ],
 )
 def test_system_failures_are_one_line(tmp_path, colour_model, monkeypatch, capsys, error, status, message):
-    from dsp3d.inference.predict import Predictor
+    from dsp3d.cli import commands
 
     def fail(*args, **kwargs):
         raise error
 
     write_cloud(tmp_path / "a.ply", make_scan(200))
-    monkeypatch.setattr(Predictor, "predict_file", fail)
+    monkeypatch.setattr(commands, "predict_file", fail)
     assert (
         main(["--quiet", "predict", str(colour_model), str(tmp_path / "a.ply"), "-o", str(tmp_path / "o")])
         == status
@@ -341,10 +341,10 @@ def test_the_next_run_removes_temporaries_of_a_killed_one(tmp_path, colour_model
 
 
 def test_outputs_are_checked_before_any_inference(tmp_path, colour_model, monkeypatch, capsys):
-    from dsp3d.inference.predict import Predictor
+    from dsp3d.cli import commands
 
     write_cloud(tmp_path / "a.ply", make_scan(200))
-    monkeypatch.setattr(Predictor, "predict_file", lambda *a, **k: pytest.fail("predicted"))
+    monkeypatch.setattr(commands, "predict_file", lambda *a, **k: pytest.fail("predicted"))
     (tmp_path / "file").write_text("x")
     assert (
         main(
@@ -504,3 +504,45 @@ def test_predictions_json_is_compact_and_documented(tmp_path, colour_model):
     documented = (Path(__file__).parents[2] / "docs" / "data.md").read_text()
     for key in [*listing, *entry]:
         assert f"`{key}`" in documented, key
+
+
+def sparse_scan(spacing: float = 0.5, side: int = 30) -> Cloud:
+    """Ground and a wall sampled ``spacing`` apart, as an aerial scan is against an indoor model."""
+    u, v = np.meshgrid(np.arange(side) * spacing, np.arange(side // 2) * spacing, indexing="ij")
+    ground = np.column_stack([u.ravel(), v.ravel(), np.zeros(u.size)])
+    wall = np.column_stack([u.ravel(), np.zeros(u.size), v.ravel() + spacing])
+    points = np.concatenate([ground, wall]).astype(np.float32)
+    colours = np.random.default_rng(0).random((len(points), 3)).astype(np.float32)
+    return Cloud(points=points, colors=colours, name="sparse")
+
+
+def test_a_cloud_much_sparser_than_the_model_is_warned_about_in_one_line(tmp_path, colour_model, capsys):
+    write_cloud(tmp_path / "sparse.ply", sparse_scan(0.5))
+    out = tmp_path / "out"
+    assert main(["--quiet", "predict", str(colour_model), str(tmp_path / "sparse.ply"), "-o", str(out)]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"warning: {tmp_path / 'sparse.ply'}: points 0.5 m apart, 5x the model's 0.1 m grid"
+    )
+    assert "\n" not in err
+    for part in ("each point costs about", "will take about", "data.grid_size=0.5", "--grid 0.5"):
+        assert part in err, part
+    assert len(read_fields(out / "sparse.ply")["pred"]) == len(sparse_scan(0.5).points)
+
+
+def test_grid_shows_a_sparse_cloud_to_the_model_at_its_scale(tmp_path, colour_model, capsys):
+    """--grid 0.5 on the 0.5 m cloud with a 0.1 m model: the cloud 5x smaller is the same prediction as
+    the cloud made 5x smaller in the file, at the model's own grid, and no warning."""
+    sparse = sparse_scan(0.5)
+    write_cloud(tmp_path / "sparse.ply", sparse)
+    shrunk = Cloud(points=sparse.points / 5, colors=sparse.colors, name="shrunk")
+    write_cloud(tmp_path / "shrunk.ply", shrunk)
+    out = tmp_path / "out"
+    args = ["--quiet", "predict", str(colour_model), str(tmp_path / "sparse.ply"), "-o", str(out)]
+    assert main([*args, "--grid", "0.5"]) == 0
+    assert main(["--quiet", "predict", str(colour_model), str(tmp_path / "shrunk.ply"), "-o", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    at_scale, small = read_fields(out / "sparse.ply")["pred"], read_fields(out / "shrunk.ply")["pred"]
+    assert (at_scale == small).mean() > 0.99  # equal up to float rounding of the scaled coordinates
+    assert main([*args, "--force", "--grid", "0"]) == 2
+    assert "--grid must be a positive size in metres, got 0.0" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dsp3d.data.types import Cloud
-from dsp3d.inference.pipeline import prediction_fields
+from dsp3d.inference.pipeline import predict_file, prediction_fields
 from dsp3d.inference.predict import Predictor
 from dsp3d.inference.voxels import subsample_in_chunks
 from dsp3d.io.classes import label_palette
@@ -86,7 +86,7 @@ def test_streamed_prediction_equals_the_in_memory_one(tmp_path, name, origin):
 
     out = tmp_path / "out" / name
     out.parent.mkdir()
-    totals = predictor().predict_file(src, out, probabilities=True, colors="keep", chunk_points=CHUNK)
+    totals = predict_file(predictor(), src, out, probabilities=True, colors="keep", chunk_points=CHUNK)
     before, after = read_fields(src), read_fields(out)
     for field, values in before.items():  # the input's own fields, same points, same order
         np.testing.assert_array_equal(after[field], values, err_msg=field)
@@ -121,7 +121,7 @@ def test_colours_prediction_shows_the_classes_in_red_green_blue(tmp_path, name):
     before = read_fields(src)
     out = tmp_path / "out" / name
     out.parent.mkdir()
-    totals = predictor().predict_file(src, out, colors="prediction", chunk_points=CHUNK)
+    totals = predict_file(predictor(), src, out, colors="prediction", chunk_points=CHUNK)
     after = read_fields(out)
     assert list(after) == [*before, "pred", "orig_red", "orig_green", "orig_blue"]  # red/green/blue in place
     pred = after["pred"].astype(int)
@@ -144,8 +144,12 @@ def test_a_colourless_las_gets_colour_for_the_prediction(tmp_path):
     write_cloud(tmp_path / "grey.las", grey)
     geometry = Predictor(GeometryModel(), GEOMETRY_META, torch.device("cpu"), 4000)
     (tmp_path / "out").mkdir()
-    geometry.predict_file(
-        tmp_path / "grey.las", tmp_path / "out" / "grey.las", colors="prediction", chunk_points=CHUNK
+    predict_file(
+        geometry,
+        tmp_path / "grey.las",
+        tmp_path / "out" / "grey.las",
+        colors="prediction",
+        chunk_points=CHUNK,
     )
     las = laspy.read(tmp_path / "out" / "grey.las")
     assert las.header.point_format.id == 3  # format 1 has no colour; 3 is format 1 with colour

@@ -42,3 +42,47 @@ def test_fast_paths_give_the_reference_logits_and_gradients(pair_batch, monkeypa
     assert fast_grads.keys() == slow_grads.keys()
     for name in fast_grads:
         torch.testing.assert_close(fast_grads[name], slow_grads[name], rtol=1e-8, atol=1e-9, msg=name)
+
+
+def _trained_looking(model):
+    """Norms with running statistics and affine parameters far from their initial values, so that a
+    folding mistake (scale, shift, their order) shows in the logits."""
+    generator = torch.Generator().manual_seed(5)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            size = module.num_features
+            module.running_mean.copy_(torch.randn(size, generator=generator, dtype=torch.float64))
+            module.running_var.copy_(torch.rand(size, generator=generator, dtype=torch.float64) + 0.5)
+            module.weight.data.copy_(torch.randn(size, generator=generator, dtype=torch.float64))
+            module.bias.data.copy_(torch.randn(size, generator=generator, dtype=torch.float64))
+    return model
+
+
+def test_inference_path_gives_the_eval_logits(pair_batch, device):
+    """Eval mode without autograd (prediction) folds the norms, splits the decoder's linear maps and
+    skips the max-pool's winners: the logits are those of the eval-mode forward with autograd on."""
+    torch.manual_seed(1)
+    model = KPFCNN(4, 5, make_levels(0.1, [16, 18, 20, 20]), first_features=8).double()
+    model = _trained_looking(model).eval().to(device)
+    batch = dataclasses.replace(
+        pair_batch, features=pair_batch.features.double(), points=[p.double() for p in pair_batch.points]
+    ).to(device)
+    with torch.enable_grad():
+        reference = model(batch)
+    assert reference.requires_grad  # the ordinary path ran
+    with torch.no_grad():
+        folded = model(batch)
+    torch.testing.assert_close(folded, reference.detach(), rtol=1e-9, atol=1e-10)
+    model.train()
+    with torch.no_grad():  # training mode normalises by the batch: no folding
+        batch_norm = model(batch)
+    assert not torch.allclose(batch_norm, folded)
+
+
+def test_max_pool_without_gradient_gives_the_maxima(device):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 7, generator=generator, dtype=torch.float64).to(device)
+    neighbors = torch.randint(0, 51, (30, 6), generator=generator).to(device)  # 50: the shadow row
+    with torch.no_grad():
+        fast = blocks.neighbour_max(x, neighbors)
+    torch.testing.assert_close(fast, dense_max_pool(x, neighbors), rtol=0, atol=0)

@@ -3,7 +3,15 @@ import pytest
 from scipy.spatial import cKDTree
 from toy_scenes import toy_scene_set
 
-from dsp3d.sampling.spheres import ClassBalancedSampler, PotentialSampler, crop_sphere, test_sphere_centers
+from dsp3d.sampling.spheres import (
+    ClassBalancedSampler,
+    PotentialSampler,
+    covering_centers,
+    crop_sphere,
+    lattice_side,
+    nearest_nodes,
+    test_sphere_centers,
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +116,43 @@ def test_centres_depend_on_points_not_on_their_box():
     distance, _ = cKDTree(points).query(centers)
     assert distance.max() < 0.8 * np.sqrt(3) / 2 + 1e-9  # each centre is its points' node: none in between
     assert len(centers) < 2 * 5 * 5 * 3  # the lattice cells of two 3 x 3 x 1 m groups, not 50 m of gap
+
+
+def test_nearest_nodes_of_the_body_centred_lattice():
+    # side 2: corners at even coordinates (in half-sides: multiples of 2), centres at odd ones
+    points = np.array([[0.1, 0.2, -0.1], [0.9, 1.1, 1.05], [1.9, 0.1, 0.0], [3.0, 3.0, 3.0]])
+    np.testing.assert_array_equal(
+        nearest_nodes(points, 2.0, np.zeros(3)), [[0, 0, 0], [1, 1, 1], [2, 0, 0], [3, 3, 3]]
+    )
+    np.testing.assert_array_equal(
+        nearest_nodes(points + 0.5, 2.0, np.full(3, 0.5)), nearest_nodes(points, 2.0, np.zeros(3))
+    )
+
+
+@pytest.mark.parametrize("reach", [0.5, 0.8, 1.2])
+def test_covering_centres_keep_every_point_within_reach(scenes, reach):
+    points = scenes.clouds[1].points
+    radius = 0.9
+    centers = covering_centers(points, radius, reach, np.array([0.1, 0.2, 0.3]))
+    nearest, _ = cKDTree(centers).query(points.astype(np.float64))
+    assert nearest.max() <= min(reach, 1.0) * radius * (1 + 1e-9)
+    assert len(np.unique(centers, axis=0)) == len(centers)
+
+
+def test_the_body_centred_lattice_needs_fewer_spheres_than_the_cubic_one():
+    """At the same distance from every point to its nearest centre, on a filled box."""
+    points = np.random.default_rng(0).random((20000, 3)) * [20, 20, 6]
+    radius, reach = 1.0, 0.7
+    bcc = covering_centers(points, radius, reach, np.zeros(3))
+    cubic = test_sphere_centers(points, radius, reach * 2 / np.sqrt(3))  # covering radius reach x radius
+    assert len(bcc) < 0.65 * len(cubic)
+    assert lattice_side(radius, reach) == pytest.approx(4 * 0.7 / np.sqrt(5))
+
+
+def test_covering_centres_of_a_group_ignore_a_far_point():
+    points = np.random.default_rng(1).random((500, 3)) * 4
+    anchor = np.array([0.2, 0.2, 0.2])
+    alone = covering_centers(points, 1.0, 0.8, anchor)
+    stray = covering_centers(np.concatenate([points, [[3e6, -2e6, 1e7]]]), 1.0, 0.8, anchor)
+    assert len(stray) == len(alone) + 1
+    np.testing.assert_array_equal(stray[np.linalg.norm(stray, axis=1) < 1e3], alone)

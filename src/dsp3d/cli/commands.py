@@ -12,6 +12,7 @@ from dsp3d.datasets.folder import load_folder_spec
 from dsp3d.datasets.registry import dataset_split
 from dsp3d.evaluation.evaluate import Scorer
 from dsp3d.evaluation.table import per_class_table
+from dsp3d.inference.pipeline import predict_file
 from dsp3d.inference.predict import Predictor
 from dsp3d.io.atomic import (
     atomic_write_json,
@@ -163,6 +164,15 @@ def _check_predict_outputs(paths: list[Path], out: Path, force: bool) -> None:
         )
 
 
+def _check_predict_options(batch_points: int, colors: str, grid: float | None) -> None:
+    if batch_points < 1:
+        raise DataError(f"--batch-points must be positive, got {batch_points}")
+    if grid is not None and not grid > 0:
+        raise DataError(f"--grid must be a positive size in metres, got {grid}")
+    if colors not in COLOR_MODES:
+        raise DataError(f"--colors must be one of {', '.join(COLOR_MODES)}, got {colors!r}")
+
+
 def predict_command(
     checkpoint: str,
     inputs: list[str],
@@ -173,20 +183,19 @@ def predict_command(
     batch_points: int,
     device_name: str,
     force: bool = False,
+    grid: float | None = None,
 ) -> dict:
     """Label every point of every input cloud; write each, in its own format, into ``outdir`` with its
     original fields plus ``pred`` (class index), optionally ``prob`` (its probability), the class colour
     by ``colors`` (``dsp3d.io.classes.COLOR_MODES``), and the sidecar ``<output>.classes.json``.
     ``outdir/predictions.json`` lists classes, palette and points per class of every file predicted
     there, by this run and earlier ones (merged; rewritten after each file, so a run that fails half-way
-    still lists the files it finished). An existing output is replaced only with ``force``. Returns that
-    summary."""
+    still lists the files it finished). An existing output is replaced only with ``force``. ``grid``:
+    subsample at this grid instead of the model's, the cloud shown to the model scaled
+    (``dsp3d.inference.pipeline.at_model_scale``). Returns that summary."""
     out = Path(outdir)
     paths = _check_predict_paths(inputs, out)
-    if batch_points < 1:
-        raise DataError(f"--batch-points must be positive, got {batch_points}")
-    if colors not in COLOR_MODES:
-        raise DataError(f"--colors must be one of {', '.join(COLOR_MODES)}, got {colors!r}")
+    _check_predict_options(batch_points, colors, grid)
     _check_predict_outputs(paths, out, force)
     device = resolve_device(device_name)
     model, meta = load_inference_model(checkpoint, device)
@@ -203,7 +212,7 @@ def predict_command(
         log.info("[%d/%d] %s", index + 1, len(paths), path)
         target = out / path.name
         # read, subsampled and written back in chunks: the full cloud is never in memory
-        counts = predictor.predict_file(path, target, spec, probabilities, colors)
+        counts = predict_file(predictor, path, target, spec, probabilities, colors, grid=grid)
         files = {key: entry for key, entry in files.items() if entry.get("output") != str(target)}
         files[str(path)] = {
             "output": str(target),

@@ -234,6 +234,15 @@ def _add_predict(sub) -> None:
     predict.add_argument(
         "--batch-points", type=int, default=60000, help="points per inference batch (memory)"
     )
+    predict.add_argument(
+        "--grid",
+        type=float,
+        default=None,
+        metavar="METRES",
+        help="subsample at this grid instead of the model's and show the cloud to the model that much "
+        "smaller (model grid / this grid): a cloud much sparser than the model's grid then costs what a "
+        "cloud at its grid costs, if seeing its shapes smaller is acceptable (default: the model's grid)",
+    )
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--force", action="store_true", help="replace outputs of the same name in -o")
 
@@ -510,6 +519,7 @@ def _predict_and_evaluate(args: argparse.Namespace) -> None:
             args.batch_points,
             args.device,
             force=args.force,
+            grid=args.grid,
         )
     else:
         from dsp3d.cli.commands import evaluate_command

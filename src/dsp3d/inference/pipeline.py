@@ -3,7 +3,8 @@
 1. summarise: one read of the file gathers what turns its fields into points and features (coordinate
    offset, colour and intensity ranges, extremes; ``CloudReader.summary``);
 2. subsample in chunks: a second read grid-subsamples it at the model's grid
-   (``dsp3d.inference.voxels``);
+   (``dsp3d.inference.voxels``), or at a coarser ``grid`` the user accepts, the voxels then shown to the
+   model scaled by model grid / grid (``at_model_scale``);
 3. vote over tiled spheres: the model's probabilities averaged over the test spheres holding each voxel
    (``Predictor.vote``);
 4. reproject: every original point takes its voxel's class, found again from its coordinates
@@ -19,23 +20,20 @@ the full cloud.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dsp3d import progress
+from dsp3d.data.types import SubsampledCloud
+from dsp3d.inference.predict import Predictor, VoxelVotes, check_features
 from dsp3d.inference.voxels import VoxelIndex, subsample_in_chunks
 from dsp3d.io.classes import COLOR_MODES, ORIG_RGB, PRED, PRED_RGB, PROB, RGB, label_palette, write_sidecar
 from dsp3d.io.clouds import reader_for, writer_for
-from dsp3d.io.errors import DataError
 from dsp3d.io.fields import CloudReading, FieldSpec
 from dsp3d.io.interface import DEFAULT_CHUNK_POINTS, CloudReader
-from dsp3d.training.export import InferenceMeta
-
-if TYPE_CHECKING:
-    from dsp3d.inference.predict import Predictor, VoxelVotes
 
 
 def predict_file(
@@ -46,10 +44,12 @@ def predict_file(
     probabilities: bool = False,
     colors: str = "keep",
     chunk_points: int = DEFAULT_CHUNK_POINTS,
+    grid: float | None = None,
 ) -> np.ndarray:
     """Label every point of the file ``path`` with ``predictor`` and write it again at ``out`` (its own
     format, its fields plus ``prediction_fields``), reading and writing ``chunk_points`` points at a
-    time. Returns the points per predicted class, int64 [C]."""
+    time; ``grid``: subsample at this grid (m) instead of the model's, see ``at_model_scale``. Returns
+    the points per predicted class, int64 [C]."""
     if colors not in COLOR_MODES:
         raise ValueError(f"colors must be one of {', '.join(COLOR_MODES)}, got {colors!r}")
     meta = predictor.meta
@@ -57,14 +57,27 @@ def predict_file(
     summary = reader.summary(spec, chunk_points)  # 1. summarise
     reading = summary.reading()
     check_features(meta, path, reading.colors is not None, reading.intensity is not None)
-    sub, voxels = subsample_in_chunks(reader, reading, summary, meta.grid_size, chunk_points)  # 2. subsample
-    votes = predictor.vote(sub, summary.count)  # 3. vote over tiled spheres
+    grid = meta.grid_size if grid is None else grid
+    sub, voxels = subsample_in_chunks(reader, reading, summary, grid, chunk_points)  # 2. subsample
+    sub = dataclasses.replace(sub, name=str(path))  # messages name the file
+    votes = predictor.vote(at_model_scale(sub, meta.grid_size), summary.count)  # 3. vote over spheres
     del sub
     reprojection = Reprojection(votes, voxels, reading, len(meta.class_names))  # 4. reproject
     del votes
     names = meta.class_names
     write_back(reader, out, reprojection, names, probabilities, colors, chunk_points, summary.count)  # 5.
     return reprojection.totals
+
+
+def at_model_scale(sub: SubsampledCloud, model_grid: float) -> SubsampledCloud:
+    """``sub`` (subsampled at its own grid) as a model of grid ``model_grid`` sees it: the same cloud when
+    the grids are equal, else its points scaled by model_grid / sub.grid_size about the frame's origin,
+    so that the voxels are a model grid apart. A cloud much sparser than a model can so be predicted at
+    the model's cost per point, its shapes seen that many times smaller (what ``--grid`` accepts)."""
+    if sub.grid_size == model_grid:
+        return sub
+    points = sub.points * np.float32(model_grid / sub.grid_size)
+    return dataclasses.replace(sub, points=points, grid_size=float(model_grid))
 
 
 class Reprojection:
@@ -137,18 +150,3 @@ def prediction_fields(
     targets = RGB if colors == "prediction" else PRED_RGB
     fields.update({name: rgb[:, k] for k, name in enumerate(targets)})
     return fields
-
-
-def check_features(meta: InferenceMeta, path, colors: bool, intensity: bool) -> None:
-    """DataError when a cloud (with or without ``colors`` and ``intensity``) lacks a field the model was
-    trained with."""
-    if "rgb" in meta.feature_names and not colors:
-        raise DataError(
-            f"{path}: no colour (red/green/blue) in this cloud, but the model was trained with colour "
-            f"(input features {', '.join(meta.feature_names)}); use a model trained without 'rgb'"
-        )
-    if "intensity" in meta.feature_names and not intensity:
-        raise DataError(
-            f"{path}: no intensity in this cloud, but the model was trained with it "
-            f"(input features {', '.join(meta.feature_names)})"
-        )

@@ -57,8 +57,11 @@ class _NeighbourMax(torch.autograd.Function):
         m_count, h_count = neighbors.shape
         padded = torch.cat([x.detach(), x.new_zeros((1, c_count))], 0)
         out = x.new_empty((m_count, c_count))
+        # Without a gradient to route (inference), the winners are not needed: only the maxima.
+        need_winner = ctx.needs_input_grad[0]
         # winner[m, c]: the row of ``padded`` the max came from (the first one on ties, as torch.max).
-        winner = torch.empty((m_count, c_count), dtype=torch.int64, device=x.device)
+        shape = (m_count, c_count) if need_winner else (0, c_count)
+        winner = torch.empty(shape, dtype=torch.int64, device=x.device)
         # Rank h as H - h so that the largest rank among the maximal entries is the first of them; the
         # amax of a masked rank is much cheaper than torch.max's indices on the CPU (measured), the more
         # so in the narrowest integer type that holds H.
@@ -71,6 +74,8 @@ class _NeighbourMax(torch.autograd.Function):
             values = _take_rows(padded, rows)  # [m, H, C]
             best = torch.amax(values, 1) if h_count else values.new_zeros((len(rows), c_count))
             out[start : start + step] = best
+            if not need_winner:
+                continue
             if h_count:
                 first = h_count - torch.amax((values == best[:, None]) * rank, 1)
                 # A NaN max equals nothing: any in-range row will do, the gradient is NaN anyway.

@@ -91,9 +91,16 @@ class KPConv(nn.Module):
         self.graph_key = KernelKeyCache()
 
     def forward(
-        self, q_points: torch.Tensor, s_points: torch.Tensor, neighbors: torch.Tensor, features: torch.Tensor
+        self,
+        q_points: torch.Tensor,
+        s_points: torch.Tensor,
+        neighbors: torch.Tensor,
+        features: torch.Tensor,
+        scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """q_points [M, 3], s_points [N, 3], neighbors int64 [M, H], features [N, C_in] -> [M, C_out]."""
+        """q_points [M, 3], s_points [N, 3], neighbors int64 [M, H], features [N, C_in] -> [M, C_out].
+
+        scale: [C_out] factors of the output channels, folded into the weights (an eval-mode norm's)."""
         # The points carry no gradient (rigid kernels): the influences are a constant of the graph, shared
         # by the layers that use the same neighbourhoods inside kernel_graph.shared_graphs().
         # Half / bfloat16 features (autocast, .half()) are convolved in float32: influences need more than
@@ -110,7 +117,10 @@ class KPConv(nn.Module):
             key=self.graph_key(self.kernel),
         )
         with torch.autocast(device_type=features.device.type, enabled=False):
-            out = KPConvFunction.apply(features.to(compute), self.weights.to(compute), graph)
+            weights = self.weights.to(compute)
+            if scale is not None:
+                weights = weights * scale.to(compute)
+            out = KPConvFunction.apply(features.to(compute), weights, graph)
         return out if features.dtype in (torch.float32, torch.float64) else out.to(features.dtype)
 
     def extra_repr(self) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 
 from dsp3d.batching.batch import Batch
 from dsp3d.levels import LevelSpec
-from dsp3d.model.blocks import ResnetBottleneckBlock, SimpleBlock, UnaryBlock
+from dsp3d.model.blocks import LEAKY_SLOPE, ResnetBottleneckBlock, SimpleBlock, UnaryBlock, inference_mode
 from dsp3d.model.indexing import gather_rows
 from dsp3d.model.kernel_graph import shared_graphs
 
@@ -133,7 +133,24 @@ class KPFCNN(nn.Module):
 
     def _merge(self, level: int, coarse: torch.Tensor, skip: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Nearest upsampling of ``coarse`` (level l+1) to level l, skip concatenation, unary."""
-        return self.decoder[level](torch.cat([gather_rows(coarse, batch.upsamples[level]), skip], dim=1))
+        unary = self.decoder[level]
+        if inference_mode(unary, unary.norm):
+            return self._folded_merge(unary, coarse, skip, batch.upsamples[level])
+        return unary(torch.cat([gather_rows(coarse, batch.upsamples[level]), skip], dim=1))
+
+    @staticmethod
+    def _folded_merge(
+        unary: UnaryBlock, coarse: torch.Tensor, skip: torch.Tensor, upsample: torch.Tensor
+    ) -> torch.Tensor:
+        """``_merge`` for inference: the unary's linear map split by its two inputs, [W_c | W_s], so that
+        W_c runs on the coarse level's rows before they are copied to the fine level (a quarter of them
+        on surfaces) and no [N_l, C_c + C_s] concatenation is built:
+        out = LeakyReLU(upsample(coarse @ W_c^T + b) + skip @ W_s^T), norm folded into W and b."""
+        weight, bias = unary.folded()
+        split = coarse.shape[1]
+        out = gather_rows(torch.addmm(bias, coarse, weight[:, :split].t()), upsample)  # [N_l, O], a copy
+        out.addmm_(skip, weight[:, split:].t())
+        return nn.functional.leaky_relu_(out, LEAKY_SLOPE) if unary.has_relu else out
 
     def decode(self, features: torch.Tensor, encoded: Encoded, batch: Batch) -> torch.Tensor:
         """features [N_s, K] (encode's, or reallocated ones with the same layout) -> logits [N_0, C]."""

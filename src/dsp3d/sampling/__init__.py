@@ -12,6 +12,7 @@ from dsp3d.sampling.spheres import (
     ClassBalancedSampler,
     PotentialSampler,
     SphereDraw,
+    covering_centers,
     crop_sphere,
     test_sphere_centers,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "SceneSet",
     "SphereDraw",
     "augment",
+    "covering_centers",
     "crop_sphere",
     "extract_sample",
     "feature_columns",
