@@ -6,13 +6,27 @@ is cheap. Everything costly (features, augmentation, the neighbour pyramid) happ
 workers, each batch from its own seed. The main process's choices do not depend on the workers, and the
 DataLoader returns batches in sampler order, so the stream is the same for a given seed whatever
 num_workers is (0 included), and each iteration over a loader replays it from the start.
+
+Faults (docs/reliability.md): a worker that dies or cannot hand a batch over stops the run within
+seconds with a ``LoaderFailed`` (or ``OutOfMemory``) that says why and what to change, never a hang.
+A worker hands a batch over by moving its tensors into shared memory (/dev/shm); torch does that while
+pickling it in the result queue's feeder thread, where a failure (shared memory full, a file-size limit,
+no memory to map it) is printed and the batch dropped: the worker lives on and the training process
+waits for that batch forever. So each worker moves its batch into shared memory itself, before handing
+it over (``_deliver``): the same copy, made where torch catches a failure and sends it on to the
+training process, which raises it. A worker that dies is seen by torch's own check (SIGCHLD, at once).
+A ``timeout`` on every batch is the last resort, for a worker that neither fails nor delivers (a stuck
+worker): generous, since only a hang should meet it. ``loader_faults`` turns torch's wording into one
+line.
 """
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +38,14 @@ from dsp3d.batching.batch import Batch
 from dsp3d.batching.pyramid import build_batch
 from dsp3d.config import AugmentConfig, DataConfig, DSPConfig, TrainConfig
 from dsp3d.data.types import SubsampledCloud
+from dsp3d.faults import (
+    LoaderFailed,
+    OutOfMemory,
+    allocation_size,
+    file_size_text,
+    free_space,
+    is_out_of_memory,
+)
 from dsp3d.levels import LevelSpec
 from dsp3d.sampling.augment import augment
 from dsp3d.sampling.pairs import PairSampler
@@ -32,6 +54,10 @@ from dsp3d.sampling.scenes import SceneSet, feature_columns
 from dsp3d.sampling.spheres import ClassBalancedSampler, PotentialSampler, SphereDraw, test_sphere_centers
 
 PICKERS = ("potential", "balanced")
+# Seconds the training process waits for one batch from its workers before it calls them stuck. A batch
+# takes seconds to build (400,000 points: about 3 s on one busy core); a dead or failing worker is seen
+# at once by other means, so only a worker that hangs waits this long.
+LOADER_TIMEOUT_S = 300
 
 
 @dataclass
@@ -168,7 +194,11 @@ class TrainSphereDataset(Dataset):
         return build_batch(samples, self.levels, pairs)
 
 
-def _keep(batch: Batch) -> Batch:
+def _deliver(batch: Batch) -> Batch:
+    """The loader's collate function: in a worker, the batch moved into shared memory before it is
+    handed over, so that a failure to do so reaches the training process (see the module docstring)."""
+    if torch.utils.data.get_worker_info() is not None:
+        batch.share_memory_()
     return batch
 
 
@@ -206,7 +236,7 @@ def make_train_loader(
         batch_size=None,
         sampler=planner,
         num_workers=workers,
-        collate_fn=_keep,
+        collate_fn=_deliver,
         pin_memory=pins_batches(train_cfg) if pin_memory is None else pin_memory,
         # Not persistent: a persistent loader keeps its iterator, so its workers outlive the stage until the
         # loader is collected (in an ablation worker process: until that process exits). A stage iterates
@@ -215,6 +245,7 @@ def make_train_loader(
         prefetch_factor=2 if workers > 0 else None,
         multiprocessing_context=worker_start_method() if workers > 0 else None,
         worker_init_fn=quiet_disconnects if workers > 0 else None,
+        timeout=LOADER_TIMEOUT_S if workers > 0 else 0,
     )
 
 
@@ -227,10 +258,15 @@ def pins_batches(train_cfg: TrainConfig) -> bool:
 def quiet_disconnects(worker_id: int) -> None:
     """In a loader worker: Ctrl-C is left to the main process, which shuts its workers down in order (a
     worker that reacted to the terminal's SIGINT itself could die mid-batch, and print a crash report);
+    a bus error (shared memory full) ends it without a message of its own;
     a background thread's error that only says the main process went away (a broken pipe or reset
     connection in multiprocessing's resource sharer) is not printed. Ctrl-C then prints the one line of
     dsp3d's command line, not a worker's traceback; every other error is reported as before."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Shared memory that cannot be backed is a bus error; torch's handler prints a line of its own before
+    # the worker dies. The default dies silently, and the training process says why (loader_faults).
+    if hasattr(signal, "SIGBUS"):
+        signal.signal(signal.SIGBUS, signal.SIG_DFL)
     report = sys.excepthook
 
     def hook(kind, value, traceback) -> None:
@@ -252,6 +288,111 @@ def worker_start_method() -> str | None:
     and starts without importing torch again. macOS keeps spawn, its safe default.
     """
     return "fork" if sys.platform.startswith("linux") else None
+
+
+# How torch words a loader fault: an error a worker raised (re-raised here with its traceback as text),
+# a worker that died (seen by its SIGCHLD handler or its liveness check), a batch that never came.
+_WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+")
+_WORKER_DIED = re.compile(r"DataLoader worker \(pids?(?:\(s\))? [\d, ]+\) (.*?)\.?(?: Details|$)", re.S)
+_TIMED_OUT = "DataLoader timed out after"
+
+
+@contextmanager
+def loader_faults(train_cfg: TrainConfig) -> Iterator[None]:
+    """Around the iteration over a training loader (and the steps it feeds: torch reports a dead worker
+    wherever the training process is then): a loader fault becomes a LoaderFailed or OutOfMemory that
+    says in one line what happened and what to change; any other error passes as it is."""
+    try:
+        yield
+    except (LoaderFailed, OutOfMemory):
+        raise
+    except Exception as error:  # torch raises a worker's error as the worker's type: ValueError, ...
+        fault = loader_fault(error, train_cfg)
+        if fault is None:
+            raise
+        raise fault from None
+
+
+def loader_fault(error: BaseException, train_cfg: TrainConfig) -> Exception | None:
+    """``error`` as one line if torch raised it for a loader worker (see ``loader_faults``), else None."""
+    text = str(error)
+    caught = _WORKER_ERROR.search(text)
+    if caught is not None:  # the worker's error, its last line: "RuntimeError: unable to ..."
+        lines = [line for line in text.splitlines() if line.strip()]
+        original = lines[-1].strip() if len(lines) > 1 else caught.group(1)
+        return _worker_error(original, train_cfg, isinstance(error, MemoryError))
+    died = _WORKER_DIED.search(text)
+    if died is not None:
+        return _worker_died(died.group(1).strip().rstrip("."), train_cfg)
+    if text.startswith(_TIMED_OUT):
+        return LoaderFailed(
+            f"no batch from the data-loader workers in {LOADER_TIMEOUT_S} s (a worker is stuck); "
+            f"{_fixes(train_cfg)}",
+            "train.num_workers=0",
+        )
+    return None
+
+
+def _worker_error(original: str, train_cfg: TrainConfig, memory: bool) -> Exception:
+    """A worker's error (its last line, ``Type: message``) as what it means for the run."""
+    lowered = original.lower()
+    if "shared memory" in lowered or ("no space left" in lowered and "/torch_" in original):
+        return _shared_memory_full(train_cfg)
+    if "unable to resize file" in lowered and "too large" in lowered:
+        return LoaderFailed(
+            "a data-loader worker cannot hand its batch over: in shared memory it is larger than "
+            f"{file_size_text()}; raise the limit, or {_fixes(train_cfg, smaller=True, shm=True)}",
+            "train.num_workers=0",
+        )
+    if memory or is_out_of_memory(RuntimeError(original)):
+        workers = train_cfg.num_workers
+        also = f"train.num_workers (now {workers})" if workers > 1 else "set train.num_workers: 0"
+        tried = allocation_size(RuntimeError(original))
+        doing = "building a batch in a data-loader worker"
+        return OutOfMemory(doing, "train.batch_points", train_cfg.batch_points, tried, also, here=False)
+    return LoaderFailed(
+        f"a data-loader worker failed: {original}; train.num_workers: 0 builds the batches in the "
+        "training process, where this error stops the run with its traceback",
+        None,
+    )
+
+
+def _shared_memory_full(train_cfg: TrainConfig) -> LoaderFailed:
+    fixes = _fixes(train_cfg, smaller=True, shm=True)
+    return LoaderFailed(
+        f"a data-loader worker cannot hand its batch over: shared memory is full ({free_space('/dev/shm')}); "
+        f"give the machine a larger /dev/shm (docker run --shm-size=2g), or {fixes}",
+        "train.num_workers=0",
+    )
+
+
+def _worker_died(how: str, train_cfg: TrainConfig) -> Exception:
+    """A worker that died, ``how`` in torch's words: "is killed by signal: Killed", "exited unexpectedly
+    with exit code 1", "exited unexpectedly"."""
+    if "bus error" in how.lower():  # its shared memory could not be backed
+        return _shared_memory_full(train_cfg)
+    if "signal: killed" in how.lower():
+        return LoaderFailed(
+            "a data-loader worker was killed (SIGKILL: most likely by the system, for memory); "
+            f"{_fixes(train_cfg, smaller=True)}",
+            f"train.batch_points={max(1, train_cfg.batch_points // 2)}",
+        )
+    how = how.strip()
+    how = "was " + how.removeprefix("is ") if how.startswith("is ") else how
+    return LoaderFailed(f"a data-loader worker {how}; {_fixes(train_cfg)}", "train.num_workers=0")
+
+
+def _fixes(train_cfg: TrainConfig, smaller: bool = False, shm: bool = False) -> str:
+    """What to change: smaller batches (``smaller``), fewer workers, or none (no shared memory then)."""
+    options = []
+    if smaller:
+        half = max(1, train_cfg.batch_points // 2)
+        options.append(f"lower train.batch_points (now {train_cfg.batch_points}, e.g. {half})")
+    if train_cfg.num_workers > 1:
+        options.append(f"fewer train.num_workers (now {train_cfg.num_workers})")
+    why = "no shared memory" if shm else "batches built in the training process"
+    options.append(f"set train.num_workers: 0 ({why})")
+    return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
 
 
 def iter_test_batches(

@@ -26,6 +26,7 @@ from scipy.spatial import cKDTree
 from dsp3d import progress
 from dsp3d.batching.pyramid import build_batch
 from dsp3d.data.types import Cloud, SubsampledCloud
+from dsp3d.faults import memory_guard
 from dsp3d.inference import pipeline
 from dsp3d.io.fields import FieldSpec
 from dsp3d.io.interface import DEFAULT_CHUNK_POINTS
@@ -81,13 +82,15 @@ def iter_tile_spheres(
 @dataclass
 class Predictor:
     """A model and how to run it on clouds: ``batch_points`` points per batch of test spheres (a larger
-    sphere gets a batch of its own), sphere centres ``spacing`` radii apart."""
+    sphere gets a batch of its own), sphere centres ``spacing`` radii apart. ``batch_setting``: what the
+    user calls batch_points, named when memory runs out (``--batch-points`` for dsp3d predict)."""
 
     model: torch.nn.Module
     meta: InferenceMeta
     device: torch.device
     batch_points: int = 60000
     spacing: float = 0.8
+    batch_setting: str = "batch_points"
 
     @torch.no_grad()
     def probabilities(self, cloud: SubsampledCloud) -> np.ndarray:
@@ -107,7 +110,8 @@ class Predictor:
             np.add.at(counts, index, 1)
 
         tiles = iter_tile_spheres(cloud.points, meta.sphere_radius, self.spacing)
-        with progress.task("predicting", total=len(cloud), unit="pts") as meter:
+        guard = memory_guard("predicting", self.batch_setting, self.batch_points)
+        with guard, progress.task("predicting", total=len(cloud), unit="pts") as meter:
             for centers, spheres, tile_points in tiles:
                 pending, total = [], 0
                 for center, indices in zip(centers, spheres, strict=True):
