@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dsp3d.config import DEMO_STEPS, Config, ConfigError, load_config, validate
 from dsp3d.evaluation.table import per_class_table, ratio_text
+from dsp3d.faults import RunStopped
 from dsp3d.io.atomic import atomic_write_json, prepare_output_folder
 from dsp3d.workflow import parallel
 from dsp3d.workflow.parallel import RunJob
@@ -79,7 +80,7 @@ def run_demo(
     finished = {}
     for run, result in _train_runs(configs, data, out, jobs):
         if "error" in result:
-            raise RuntimeError(f"demo run {run} failed: {result['error']} (log: {out / run / 'log.txt'})")
+            raise RunStopped(f"demo run {run} failed: {result['error']} (log: {out / run / 'log.txt'})")
         finished[run] = {key: result[key] for key in ("miou", "oa", "per_class_iou", "training")}
         log.info("%s", score_line(run, result))
     results = {
