@@ -66,11 +66,19 @@ def test_out_of_memory_names_the_size_the_setting_and_a_smaller_value(monkeypatc
 
 def test_an_address_space_limit_is_named(monkeypatch):
     monkeypatch.setattr(faults.resource, "getrlimit", lambda kind: (1_100_000 * 1024, 1_100_000 * 1024))
+    monkeypatch.setattr(faults, "_before_batches", [])
     text = str(OutOfMemory("training", "train.batch_points", 1000, None, here=False))
-    assert "ulimit -v allows 1.0 GiB of address space per process" in text
+    assert "(an allocation failed; ulimit -v allows 1.0 GiB of address space per process; " in text
     assert text.endswith("e.g. to 500, or raise the limit (ulimit -v)")
     here = str(OutOfMemory("training", "train.batch_points", 1000))
     assert re.search(r"; [\d.]+ [KMG]iB of the 1.0 GiB of address space that ulimit -v allows in use;", here)
+    faults.note_address_space()  # what training notes before its first batch
+    before = faults.format_bytes(faults._before_batches[0])
+    text = str(OutOfMemory("training", "train.batch_points", 1000, None, here=False))
+    assert (
+        f"ulimit -v allows 1.0 GiB of address space per process, {before} of it before the first batch;"
+        in text
+    )
 
 
 def test_the_guard_turns_allocation_failures_into_one_line_and_keeps_inner_ones():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import re
 import shutil
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,25 +71,45 @@ def allocation_size(error: BaseException) -> int | None:
     return None
 
 
+def address_space_in_use() -> int | None:
+    """This process's address space in bytes (VmSize, Linux), or None where it cannot be told."""
+    try:
+        with open("/proc/self/status") as status:
+            found = re.search(r"^VmSize:\s+(\d+) kB", status.read(), re.M)
+    except OSError:
+        return None
+    return int(found.group(1)) * 1024 if found else None
+
+
+_before_batches: list[int] = []  # the address space of the training process before its first batch
+
+
+def note_address_space() -> None:
+    """Called by training before its first batch: the address space then in use, which an out-of-memory
+    line under ``ulimit -v`` names (what is left for batches)."""
+    used = address_space_in_use()
+    _before_batches[:] = [used] if used is not None else []
+
+
 def address_space(here: bool = True) -> str:
     """Under an address-space limit (``ulimit -v``): ``1.0 of the 1.0 GiB of address space that ulimit -v
-    allows in use`` (``here``: this process's use; else the limit alone); empty without a limit."""
+    allows in use, 0.8 GiB of it before the first batch`` (``here``: with this process's use; else the
+    limit and the use before the first batch); empty without a limit."""
     if resource is None:
         return ""
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY:
         return ""
-    used = None
-    if here:
-        try:
-            with open("/proc/self/status") as status:
-                found = re.search(r"^VmSize:\s+(\d+) kB", status.read(), re.M)
-            used = int(found.group(1)) * 1024 if found else None
-        except OSError:
-            pass
+    used = address_space_in_use() if here else None
     if used is None:
-        return f"ulimit -v allows {format_bytes(soft)} of address space per process"
-    return f"{format_bytes(used)} of the {format_bytes(soft)} of address space that ulimit -v allows in use"
+        text = f"ulimit -v allows {format_bytes(soft)} of address space per process"
+    else:
+        text = (
+            f"{format_bytes(used)} of the {format_bytes(soft)} of address space that ulimit -v allows in use"
+        )
+    if _before_batches:
+        text += f", {format_bytes(_before_batches[0])} of it before the first batch"
+    return text
 
 
 class OutOfMemory(MemoryError):
@@ -133,12 +154,16 @@ def memory_guard(doing: str, setting: str, value: int, also: str = "") -> Iterat
     inner guard (a validation inside training: eval.batch_points) passes as it is."""
     try:
         yield
+        return
     except OutOfMemory:
         raise
     except Exception as error:
         if not is_out_of_memory(error):
             raise
-        raise OutOfMemory(doing, setting, value, allocation_size(error), also) from None
+        tried = allocation_size(error)
+        # The frames of the failed work (its batch, its activations) are let go before anything else.
+        traceback.clear_frames(error.__traceback__)
+    raise OutOfMemory(doing, setting, value, tried, also)
 
 
 # Errors that only a write gives (reading never does): the system refused to store more.

@@ -14,19 +14,21 @@ pickling it in the result queue's feeder thread, where a failure (shared memory 
 no memory to map it) is printed and the batch dropped: the worker lives on and the training process
 waits for that batch forever. So each worker moves its batch into shared memory itself, before handing
 it over (``_deliver``): the same copy, made where torch catches a failure and sends it on to the
-training process, which raises it. A worker that dies is seen by torch's own check (SIGCHLD, at once).
-A ``timeout`` on every batch is the last resort, for a worker that neither fails nor delivers (a stuck
-worker): generous, since only a hang should meet it. ``loader_faults`` turns torch's wording into one
-line.
+training process, which raises it. A failure still left to the feeder thread (pickling, a file
+descriptor) ends the worker at once (``_cannot_deliver``). A worker that ends is seen by torch's own
+check (SIGCHLD, at once). A ``timeout`` on every batch is the last resort, for a worker that neither
+fails nor delivers (a stuck worker): generous, since only a hang should meet it.
+``dsp3d.batching.worker_faults.loader_faults`` turns torch's wording of each into one line.
 """
 
 from __future__ import annotations
 
-import re
+import multiprocessing.queues
+import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,18 +36,11 @@ import torch
 from scipy.spatial import cKDTree
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dsp3d.batching import worker_faults
 from dsp3d.batching.batch import Batch
 from dsp3d.batching.pyramid import build_batch
 from dsp3d.config import AugmentConfig, DataConfig, DSPConfig, TrainConfig
 from dsp3d.data.types import SubsampledCloud
-from dsp3d.faults import (
-    LoaderFailed,
-    OutOfMemory,
-    allocation_size,
-    file_size_text,
-    free_space,
-    is_out_of_memory,
-)
 from dsp3d.levels import LevelSpec
 from dsp3d.sampling.augment import augment
 from dsp3d.sampling.pairs import PairSampler
@@ -54,10 +49,6 @@ from dsp3d.sampling.scenes import SceneSet, feature_columns
 from dsp3d.sampling.spheres import ClassBalancedSampler, PotentialSampler, SphereDraw, test_sphere_centers
 
 PICKERS = ("potential", "balanced")
-# Seconds the training process waits for one batch from its workers before it calls them stuck. A batch
-# takes seconds to build (400,000 points: about 3 s on one busy core); a dead or failing worker is seen
-# at once by other means, so only a worker that hangs waits this long.
-LOADER_TIMEOUT_S = 300
 
 
 @dataclass
@@ -244,9 +235,18 @@ def make_train_loader(
         persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
         multiprocessing_context=worker_start_method() if workers > 0 else None,
-        worker_init_fn=quiet_disconnects if workers > 0 else None,
-        timeout=LOADER_TIMEOUT_S if workers > 0 else 0,
+        worker_init_fn=prepare_worker if workers > 0 else None,
+        timeout=_timeout(workers),
     )
+
+
+def _timeout(workers: int) -> float:
+    """The loader's wait for one batch: LOADER_TIMEOUT_S where torch's SIGCHLD handler sees a dead
+    worker at once (its iterator made in the main thread). Elsewhere torch sees one only by checking
+    its workers' liveness between waits, every 5 s without a timeout but only after the timeout with
+    one: there a dead worker matters more than a stuck one, and there is none."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    return worker_faults.LOADER_TIMEOUT_S if workers > 0 and in_main_thread else 0
 
 
 def pins_batches(train_cfg: TrainConfig) -> bool:
@@ -255,18 +255,23 @@ def pins_batches(train_cfg: TrainConfig) -> bool:
     return train_cfg.device != "cpu" and torch.cuda.is_available()
 
 
-def quiet_disconnects(worker_id: int) -> None:
+def prepare_worker(worker_id: int) -> None:
     """In a loader worker: Ctrl-C is left to the main process, which shuts its workers down in order (a
     worker that reacted to the terminal's SIGINT itself could die mid-batch, and print a crash report);
-    a bus error (shared memory full) ends it without a message of its own;
     a background thread's error that only says the main process went away (a broken pipe or reset
     connection in multiprocessing's resource sharer) is not printed. Ctrl-C then prints the one line of
-    dsp3d's command line, not a worker's traceback; every other error is reported as before."""
+    dsp3d's command line, not a worker's traceback; every other error is reported as before.
+
+    Faults end the worker without a message of its own, the training process says why (loader_faults):
+    a bus error (shared memory full), a crash (a segmentation fault: memory under ulimit -v), and a
+    batch its result queue could not send (``_cannot_deliver``).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Shared memory that cannot be backed is a bus error; torch's handler prints a line of its own before
-    # the worker dies. The default dies silently, and the training process says why (loader_faults).
-    if hasattr(signal, "SIGBUS"):
-        signal.signal(signal.SIGBUS, signal.SIG_DFL)
+    for name in ("SIGBUS", "SIGSEGV", "SIGFPE"):  # torch's handlers print a line before the worker dies
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    # Read when the queue's feeder thread starts, at the worker's first batch: after this.
+    multiprocessing.queues.Queue._on_queue_feeder_error = staticmethod(_cannot_deliver)
     report = sys.excepthook
 
     def hook(kind, value, traceback) -> None:
@@ -274,6 +279,14 @@ def quiet_disconnects(worker_id: int) -> None:
             report(kind, value, traceback)
 
     sys.excepthook = hook
+
+
+def _cannot_deliver(error: Exception, obj) -> None:
+    """In a loader worker, multiprocessing's hook for an error of its result queue's feeder thread: a
+    batch that could not be sent (after ``_deliver``, only a pickling or file-descriptor failure is left).
+    multiprocessing prints the error and drops the batch, and the training process would wait for it
+    until the loader's timeout; the worker exits at once instead, with a status that says why."""
+    os._exit(worker_faults.CANNOT_DELIVER_STATUS)
 
 
 def worker_start_method() -> str | None:
@@ -288,111 +301,6 @@ def worker_start_method() -> str | None:
     and starts without importing torch again. macOS keeps spawn, its safe default.
     """
     return "fork" if sys.platform.startswith("linux") else None
-
-
-# How torch words a loader fault: an error a worker raised (re-raised here with its traceback as text),
-# a worker that died (seen by its SIGCHLD handler or its liveness check), a batch that never came.
-_WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+")
-_WORKER_DIED = re.compile(r"DataLoader worker \(pids?(?:\(s\))? [\d, ]+\) (.*?)\.?(?: Details|$)", re.S)
-_TIMED_OUT = "DataLoader timed out after"
-
-
-@contextmanager
-def loader_faults(train_cfg: TrainConfig) -> Iterator[None]:
-    """Around the iteration over a training loader (and the steps it feeds: torch reports a dead worker
-    wherever the training process is then): a loader fault becomes a LoaderFailed or OutOfMemory that
-    says in one line what happened and what to change; any other error passes as it is."""
-    try:
-        yield
-    except (LoaderFailed, OutOfMemory):
-        raise
-    except Exception as error:  # torch raises a worker's error as the worker's type: ValueError, ...
-        fault = loader_fault(error, train_cfg)
-        if fault is None:
-            raise
-        raise fault from None
-
-
-def loader_fault(error: BaseException, train_cfg: TrainConfig) -> Exception | None:
-    """``error`` as one line if torch raised it for a loader worker (see ``loader_faults``), else None."""
-    text = str(error)
-    caught = _WORKER_ERROR.search(text)
-    if caught is not None:  # the worker's error, its last line: "RuntimeError: unable to ..."
-        lines = [line for line in text.splitlines() if line.strip()]
-        original = lines[-1].strip() if len(lines) > 1 else caught.group(1)
-        return _worker_error(original, train_cfg, isinstance(error, MemoryError))
-    died = _WORKER_DIED.search(text)
-    if died is not None:
-        return _worker_died(died.group(1).strip().rstrip("."), train_cfg)
-    if text.startswith(_TIMED_OUT):
-        return LoaderFailed(
-            f"no batch from the data-loader workers in {LOADER_TIMEOUT_S} s (a worker is stuck); "
-            f"{_fixes(train_cfg)}",
-            "train.num_workers=0",
-        )
-    return None
-
-
-def _worker_error(original: str, train_cfg: TrainConfig, memory: bool) -> Exception:
-    """A worker's error (its last line, ``Type: message``) as what it means for the run."""
-    lowered = original.lower()
-    if "shared memory" in lowered or ("no space left" in lowered and "/torch_" in original):
-        return _shared_memory_full(train_cfg)
-    if "unable to resize file" in lowered and "too large" in lowered:
-        return LoaderFailed(
-            "a data-loader worker cannot hand its batch over: in shared memory it is larger than "
-            f"{file_size_text()}; raise the limit, or {_fixes(train_cfg, smaller=True, shm=True)}",
-            "train.num_workers=0",
-        )
-    if memory or is_out_of_memory(RuntimeError(original)):
-        workers = train_cfg.num_workers
-        also = f"train.num_workers (now {workers})" if workers > 1 else "set train.num_workers: 0"
-        tried = allocation_size(RuntimeError(original))
-        doing = "building a batch in a data-loader worker"
-        return OutOfMemory(doing, "train.batch_points", train_cfg.batch_points, tried, also, here=False)
-    return LoaderFailed(
-        f"a data-loader worker failed: {original}; train.num_workers: 0 builds the batches in the "
-        "training process, where this error stops the run with its traceback",
-        None,
-    )
-
-
-def _shared_memory_full(train_cfg: TrainConfig) -> LoaderFailed:
-    fixes = _fixes(train_cfg, smaller=True, shm=True)
-    return LoaderFailed(
-        f"a data-loader worker cannot hand its batch over: shared memory is full ({free_space('/dev/shm')}); "
-        f"give the machine a larger /dev/shm (docker run --shm-size=2g), or {fixes}",
-        "train.num_workers=0",
-    )
-
-
-def _worker_died(how: str, train_cfg: TrainConfig) -> Exception:
-    """A worker that died, ``how`` in torch's words: "is killed by signal: Killed", "exited unexpectedly
-    with exit code 1", "exited unexpectedly"."""
-    if "bus error" in how.lower():  # its shared memory could not be backed
-        return _shared_memory_full(train_cfg)
-    if "signal: killed" in how.lower():
-        return LoaderFailed(
-            "a data-loader worker was killed (SIGKILL: most likely by the system, for memory); "
-            f"{_fixes(train_cfg, smaller=True)}",
-            f"train.batch_points={max(1, train_cfg.batch_points // 2)}",
-        )
-    how = how.strip()
-    how = "was " + how.removeprefix("is ") if how.startswith("is ") else how
-    return LoaderFailed(f"a data-loader worker {how}; {_fixes(train_cfg)}", "train.num_workers=0")
-
-
-def _fixes(train_cfg: TrainConfig, smaller: bool = False, shm: bool = False) -> str:
-    """What to change: smaller batches (``smaller``), fewer workers, or none (no shared memory then)."""
-    options = []
-    if smaller:
-        half = max(1, train_cfg.batch_points // 2)
-        options.append(f"lower train.batch_points (now {train_cfg.batch_points}, e.g. {half})")
-    if train_cfg.num_workers > 1:
-        options.append(f"fewer train.num_workers (now {train_cfg.num_workers})")
-    why = "no shared memory" if shm else "batches built in the training process"
-    options.append(f"set train.num_workers: 0 ({why})")
-    return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
 
 
 def iter_test_batches(

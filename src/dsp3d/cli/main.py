@@ -486,7 +486,9 @@ def _train_fault_hint(error: Exception, out: Path) -> str:
     else:
         again = "run the same command again" + (f" with --set {override}" if override else "")
     if isinstance(error, WriteFailed):
-        first = {errno.EFBIG: "raise the file-size limit", errno.EROFS: "make the folder writable"}
+        writable = "make the folder writable"
+        first = {errno.EFBIG: "raise the file-size limit", errno.EROFS: writable}
+        first |= {errno.EACCES: writable, errno.EPERM: writable}
         return f"; {first.get(error.errno, 'free some space')}, then {again}"
     return f"; {again}"
 

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from dsp3d import progress
-from dsp3d.batching.loader import loader_faults, make_train_loader
+from dsp3d.batching.loader import make_train_loader
+from dsp3d.batching.worker_faults import loader_faults
 from dsp3d.config import Config
-from dsp3d.faults import memory_guard
+from dsp3d.faults import memory_guard, note_address_space
 from dsp3d.losses import LossTerms
 from dsp3d.methods import METHOD_STAGES
 from dsp3d.model.build import build_model
@@ -127,6 +128,7 @@ def _train_stages(
         metrics.start_fresh()
     # Out of memory, or a loader worker that fails: one line saying what to change (dsp3d.faults); the
     # checkpoints written so far stay, so the run resumes from the last one with the smaller setting.
+    note_address_space()
     with (
         memory_guard("training", "train.batch_points", config.train.batch_points),
         loader_faults(config.train),
