@@ -16,6 +16,7 @@ LAYERS = {
     "levels": 0,
     "methods": 0,
     "progress": 0,
+    "faults": 0,
     "io": 1,
     "config": 2,
     "datasets": 3,

@@ -1,7 +1,9 @@
 import itertools
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from toy_scenes import toy_scene_set
 from dsp3d.batching import Batch
 from dsp3d.batching.loader import iter_test_batches, make_train_loader, subsample_indices
 from dsp3d.config import AugmentConfig, DataConfig, DSPConfig, TrainConfig
+from dsp3d.faults import LoaderFailed, OutOfMemory
 from dsp3d.levels import make_levels
 from dsp3d.sampling.pairs import labelled_classes
 
@@ -220,3 +223,137 @@ def test_batch_to_copies_every_tensor(scenes):
     moved = batch.to("meta")  # another device: an unpinned tensor is copied synchronously
     assert moved.points[0].device.type == "meta" and moved.points[0].shape == batch.points[0].shape
     assert moved.pairs.device.type == "meta" and len(moved.neighbors) == len(batch.neighbors)
+
+
+def _faulty_loader(scenes, monkeypatch, fault):
+    """A one-worker loader whose worker meets ``fault(batch) -> batch`` after building each batch (the
+    worker is forked: it inherits the patch)."""
+    from dsp3d.batching import loader
+
+    build = loader.TrainSphereDataset.__getitem__
+
+    def faulty(self, spec):
+        batch = build(self, spec)
+        return fault(batch) if torch.utils.data.get_worker_info() is not None else batch
+
+    monkeypatch.setattr(loader.TrainSphereDataset, "__getitem__", faulty)
+    train = TrainConfig(batch_points=2500, spheres_per_batch=4, num_workers=1)
+    return make_train_loader(scenes, LEVELS, DATA, AugmentConfig(), train, pairs=None, seed=0), train
+
+
+def _first_fault(loader, train, while_waiting=None) -> tuple[Exception, float]:
+    """The error iterating ``loader`` under ``loader_faults`` ends with, and the seconds it took."""
+    from dsp3d.batching.worker_faults import loader_faults
+
+    started = time.monotonic()
+    with pytest.raises(Exception) as caught, loader_faults(train):
+        for _ in loader:
+            if while_waiting is not None:
+                while_waiting()
+    return caught.value, time.monotonic() - started
+
+
+def _raise(error):
+    def fault(batch):
+        raise error
+
+    return fault
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "said"),
+    [
+        (
+            RuntimeError(
+                "unable to allocate shared memory(shm) for file </torch_1_2_3>: No space left on device"
+            ),
+            LoaderFailed,
+            "a data-loader worker cannot hand its batch over: shared memory is full (",
+        ),
+        (
+            RuntimeError("unable to resize file </torch_1_2_3> to the right size: File too large (27)"),
+            LoaderFailed,
+            "a data-loader worker cannot hand its batch over: in shared memory it is larger than the ",
+        ),
+        (
+            RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 5083904 bytes"),
+            OutOfMemory,
+            "out of memory while building a batch in a data-loader worker (an allocation of 4.8 MiB failed",
+        ),
+        (
+            ValueError("a bug in the batch code"),
+            LoaderFailed,
+            "a data-loader worker failed: ValueError: a bug in the batch code; train.num_workers: 0 builds",
+        ),
+    ],
+)
+def test_a_workers_error_is_one_line_saying_what_to_change(scenes, monkeypatch, error, kind, said):
+    loader, train = _faulty_loader(scenes, monkeypatch, _raise(error))
+    fault, seconds = _first_fault(loader, train)
+    assert isinstance(fault, kind) and str(fault).startswith(said) and "\n" not in str(fault), fault
+    assert seconds < 60
+
+
+def test_a_batch_the_worker_cannot_send_stops_the_loader_at_once(scenes, monkeypatch):
+    """An error in the result queue's feeder thread: multiprocessing printed it and dropped the batch,
+    and the training process waited for that batch forever."""
+
+    def unpicklable(batch):
+        batch.pairs = lambda: None  # fails when the feeder thread pickles the batch
+        return batch
+
+    loader, train = _faulty_loader(scenes, monkeypatch, unpicklable)
+    fault, seconds = _first_fault(loader, train)
+    assert isinstance(fault, LoaderFailed) and seconds < 60
+    assert str(fault).startswith("a data-loader worker could not hand its batch over (no memory, ")
+
+
+@pytest.mark.parametrize(
+    ("signum", "said"),
+    [
+        (
+            signal.SIGKILL,
+            "a data-loader worker was killed (SIGKILL: most likely by the system, for memory); ",
+        ),
+        (signal.SIGBUS, "a data-loader worker cannot hand its batch over: shared memory is full ("),
+        (signal.SIGTERM, "a data-loader worker was killed by SIGTERM; set train.num_workers: 0"),
+    ],
+)
+def test_a_worker_killed_by_a_signal_stops_the_loader_at_once(scenes, monkeypatch, signum, said):
+    import multiprocessing
+
+    loader, train = _faulty_loader(scenes, monkeypatch, lambda batch: batch)
+    killed = []
+
+    def kill_the_worker():  # from another process, as kill PID does (a worker ends quietly at its parent's)
+        if not killed:
+            (worker,) = multiprocessing.active_children()
+            subprocess.run(["kill", f"-{int(signum)}", str(worker.pid)], check=True)
+            killed.append(time.monotonic())
+
+    fault, _ = _first_fault(loader, train, kill_the_worker)
+    assert isinstance(fault, LoaderFailed) and str(fault).startswith(said), fault
+    assert time.monotonic() - killed[0] < 30
+
+
+def test_a_stuck_worker_stops_the_loader_at_its_timeout(scenes, monkeypatch):
+    from dsp3d.batching import worker_faults as module
+
+    def stuck(batch):
+        time.sleep(3600)
+
+    monkeypatch.setattr(module, "LOADER_TIMEOUT_S", 2)
+    loader, train = _faulty_loader(scenes, monkeypatch, stuck)
+    fault, seconds = _first_fault(loader, train)
+    assert str(fault) == (
+        "no batch from the data-loader workers in 2 s (a worker is stuck); set train.num_workers: 0 "
+        "(batches built in the training process)"
+    )
+    assert seconds < 60 and fault.override == "train.num_workers=0"
+
+
+def test_errors_of_the_training_process_pass_as_they_are(scenes):
+    from dsp3d.batching.worker_faults import loader_faults
+
+    with pytest.raises(KeyError), loader_faults(TrainConfig()):
+        raise KeyError("not the loader's")

@@ -307,10 +307,15 @@ def test_an_interrupted_write_leaves_no_temporary_and_says_one_line(
     [
         (
             OSError(28, "No space left on device", "/full/a.ply"),
-            2,
-            "error: /full/a.ply: no space left on device",
+            1,
+            "error: /full/a.ply: cannot write it: no space left on the device (",
         ),
         (MemoryError(), 1, "error: out of memory; lower --batch-points or the batch_points settings"),
+        (
+            RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8000 bytes"),
+            1,
+            "error: out of memory; lower --batch-points or the batch_points settings",
+        ),
     ],
 )
 def test_system_failures_are_one_line(tmp_path, colour_model, monkeypatch, capsys, error, status, message):
@@ -325,7 +330,57 @@ def test_system_failures_are_one_line(tmp_path, colour_model, monkeypatch, capsy
         main(["--quiet", "predict", str(colour_model), str(tmp_path / "a.ply"), "-o", str(tmp_path / "o")])
         == status
     )
-    assert capsys.readouterr().err.strip() == message
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and "\n" not in err, err
+
+
+def test_out_of_memory_while_predicting_names_batch_points(tmp_path, colour_model, monkeypatch, capsys):
+    from dsp3d.inference import predict
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 5083904 bytes")
+
+    monkeypatch.setattr(predict, "build_batch", no_memory)
+    write_cloud(tmp_path / "a.ply", make_scan(200))
+    args = ["--quiet", "predict", str(colour_model), str(tmp_path / "a.ply"), "-o", str(tmp_path / "o")]
+    assert main([*args, "--batch-points", "20000"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: out of memory while predicting (an allocation of 4.8 MiB failed; ")
+    assert err.endswith("--batch-points is 20000): lower --batch-points, e.g. to 10000") and "\n" not in err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE limits file sizes on Linux")
+def test_predict_over_the_file_size_limit_is_one_line_and_leaves_no_partial_file(tmp_path, colour_model):
+    """ulimit -f below the second output's size: what a full disk does to a write half-way through."""
+    write_cloud(tmp_path / "small.ply", make_scan(200))
+    write_cloud(tmp_path / "large.ply", make_scan(10000))  # about 300 kB written back
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "small.ply"), str(tmp_path / "large.ply")]
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, "--quiet", "predict", str(colour_model), *inputs, "-o", str(out)],
+        preexec_fn=limit,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(
+        f"error: {out / 'large.ply'}: cannot write it: larger than the 195.3 KiB per file that ulimit -f "
+        "allows ("
+    )
+    assert done.stderr.strip().endswith(
+        f"; the files finished so far are listed in {out / 'predictions.json'}"
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "predictions.json",
+        "small.ply",
+        "small.ply.classes.json",
+    ]
+    assert list(json.loads((out / "predictions.json").read_text())["files"]) == [inputs[0]]
 
 
 def test_the_next_run_removes_temporaries_of_a_killed_one(tmp_path, colour_model):

@@ -3,6 +3,7 @@ temporaries of killed writers removed by the next run."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from dsp3d.config import Config, save_config
+from dsp3d.faults import WriteFailed
 from dsp3d.io.atomic import (
     atomic_output,
     atomic_write_json,
@@ -122,3 +124,75 @@ def test_temporaries_of_earlier_versions_go_once_untouched_for_an_hour(tmp_path)
     for path in legacy:
         os.utime(path, (hours_ago, hours_ago))
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted(legacy)
+
+
+class FillsUp:
+    """A binary file on a disk that fills up after ``room`` bytes: the write that crosses it stores what
+    fits and fails with ENOSPC, as on a full disk."""
+
+    def __init__(self, handle, room: int):
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        stored = self.handle.write(data[: max(self.room, 0)])
+        self.room -= stored
+        if stored < len(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return stored
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+@pytest.mark.parametrize("how", ["torch.save", "np.savez", "bytes"])
+def test_a_write_that_fails_half_way_is_one_line_and_leaves_the_old_file(tmp_path, monkeypatch, how):
+    from dsp3d.io import atomic
+
+    target = tmp_path / "last.pt"
+    target.write_bytes(b"the previous checkpoint")
+    real = atomic._RecordingFile
+    monkeypatch.setattr(atomic, "_RecordingFile", lambda handle: real(FillsUp(handle, 3000)))
+    with pytest.raises(WriteFailed) as caught:
+        if how == "torch.save":  # torch's zip writer says "unexpected pos ...", not the disk's error
+            save_checkpoint({"w": torch.zeros(100_000)}, target)
+        elif how == "np.savez":
+            atomic.atomic_save(target, lambda handle: np.savez(handle, w=np.zeros(100_000)))
+        else:
+            atomic.atomic_write_bytes(b"\0" * 100_000, target)
+    assert str(caught.value).startswith(f"{target}: cannot write it: no space left on the device (")
+    assert caught.value.errno == errno.ENOSPC and "\n" not in str(caught.value)
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_an_error_that_is_not_the_writes_stays_as_it_is(tmp_path):
+    with pytest.raises(FileNotFoundError), atomic_output(tmp_path / "out.ply"):
+        open(tmp_path / "missing-input.ply", "rb")  # reading an input while the output is written
+    assert list(tmp_path.iterdir()) == []
+
+
+LIMITED_SAVE = """
+import resource, sys, torch
+from dsp3d.training.checkpoint import save_checkpoint
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+save_checkpoint({"w": torch.zeros(10)}, sys.argv[1])  # small: fits
+save_checkpoint({"w": torch.zeros(100_000)}, sys.argv[1])  # 400 kB: over the limit
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a file-size limit (setrlimit)")
+def test_a_checkpoint_over_the_file_size_limit_is_one_line_and_the_old_one_stays(tmp_path):
+    target = tmp_path / "last.pt"
+    done = subprocess.run(
+        [sys.executable, "-c", LIMITED_SAVE, str(target)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]  # the exception's line (no command line here)
+    assert last == (
+        f"dsp3d.faults.WriteFailed: {target}: cannot write it: larger than the 195.3 KiB per file that "
+        f"ulimit -f allows ({last.split('allows (')[1]}"
+    )
+    assert "unexpected pos" not in done.stderr
+    assert torch.load(target, weights_only=True)["w"].shape == (10,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

@@ -1,15 +1,22 @@
 """`dsp3d ablate`: runs in parallel processes (--jobs), --steps, failed runs, refusal under torchrun."""
 
+import dataclasses
 import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
 
 import pytest
 import torch
 
 from dsp3d.cli import commands, main
 from dsp3d.cli.commands import refuse_under_torchrun
-from dsp3d.config import ConfigError
+from dsp3d.config import ConfigError, load_config
 from dsp3d.workflow import ablate, parallel
 from dsp3d.workflow.ablate import ablation_markdown, ablation_rows
+from dsp3d.workflow.parallel import RunJob
 
 # Tiny rooms, a tiny network and one coarse test scene: a run trains and scores in about a second.
 TINY = [
@@ -192,3 +199,36 @@ def test_one_process_under_a_launcher_is_not_refused(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.delenv("RANK")
     refuse_under_torchrun("demo")
+
+
+def test_a_run_whose_process_is_killed_is_reported_and_the_others_finish(tiny, tmp_path):
+    """A run's process killed (the system's out-of-memory killer): before, it broke the process pool and
+    every run still in it failed too."""
+    config = load_config(None, [*tiny, "train.steps=2", "data.dataset=synthetic"])
+    jobs = [
+        RunJob(
+            name,
+            dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed)),
+            tmp_path / name,
+        )
+        for seed, name in enumerate(("doomed", "survivor"))
+    ]
+    results: dict[str, dict] = {}
+
+    def collect() -> None:
+        results.update({job.name: result for job, result in parallel.run_jobs(jobs, 2, 1)})
+
+    thread = threading.Thread(target=collect)
+    thread.start()
+    deadline = time.monotonic() + 120
+    doomed = []
+    while not doomed and time.monotonic() < deadline:
+        doomed = [child for child in multiprocessing.active_children() if child.name == "doomed"]
+        time.sleep(0.05)
+    os.kill(doomed[0].pid, signal.SIGKILL)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert results["doomed"] == {
+        "error": "its process was killed (SIGKILL: most likely by the system, for memory)"
+    }
+    assert results["survivor"]["miou"] >= 0 and (tmp_path / "survivor" / "results.json").is_file()

@@ -78,6 +78,16 @@ class Batch:
 
         return Batch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
+    def share_memory_(self) -> Batch:
+        """Moves every tensor into shared memory, in place (what handing the batch to another process
+        does anyway); returns the batch."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            for tensor in value if isinstance(value, list) else [value]:
+                if isinstance(tensor, torch.Tensor):
+                    tensor.share_memory_()
+        return self
+
     def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True)."""
 

@@ -6,13 +6,29 @@ is cheap. Everything costly (features, augmentation, the neighbour pyramid) happ
 workers, each batch from its own seed. The main process's choices do not depend on the workers, and the
 DataLoader returns batches in sampler order, so the stream is the same for a given seed whatever
 num_workers is (0 included), and each iteration over a loader replays it from the start.
+
+Faults (docs/reliability.md): a worker that dies or cannot hand a batch over stops the run within
+seconds with a ``LoaderFailed`` (or ``OutOfMemory``) that says why and what to change, never a hang.
+A worker hands a batch over by moving its tensors into shared memory (/dev/shm); torch does that while
+pickling it in the result queue's feeder thread, where a failure (shared memory full, a file-size limit,
+no memory to map it) is printed and the batch dropped: the worker lives on and the training process
+waits for that batch forever. So each worker moves its batch into shared memory itself, before handing
+it over (``_deliver``): the same copy, made where torch catches a failure and sends it on to the
+training process, which raises it. A failure still left to the feeder thread (pickling, a file
+descriptor) ends the worker at once (``_cannot_deliver``). A worker that ends is seen by torch's own
+check (SIGCHLD, at once). A ``timeout`` on every batch is the last resort, for a worker that neither
+fails nor delivers (a stuck worker): generous, since only a hang should meet it.
+``dsp3d.batching.worker_faults.loader_faults`` turns torch's wording of each into one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing.queues
+import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,6 +37,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dsp3d.batching import worker_faults
 from dsp3d.batching.batch import Batch
 from dsp3d.batching.pyramid import build_batch
 from dsp3d.config import AugmentConfig, DataConfig, DSPConfig, TrainConfig
@@ -182,7 +199,11 @@ def with_superpoints(sample: Sample, scene_set: SceneSet, scene_id: int) -> Samp
     )
 
 
-def _keep(batch: Batch) -> Batch:
+def _deliver(batch: Batch) -> Batch:
+    """The loader's collate function: in a worker, the batch moved into shared memory before it is
+    handed over, so that a failure to do so reaches the training process (see the module docstring)."""
+    if torch.utils.data.get_worker_info() is not None:
+        batch.share_memory_()
     return batch
 
 
@@ -220,7 +241,7 @@ def make_train_loader(
         batch_size=None,
         sampler=planner,
         num_workers=workers,
-        collate_fn=_keep,
+        collate_fn=_deliver,
         pin_memory=pins_batches(train_cfg) if pin_memory is None else pin_memory,
         # Not persistent: a persistent loader keeps its iterator, so its workers outlive the stage until the
         # loader is collected (in an ablation worker process: until that process exits). A stage iterates
@@ -228,8 +249,18 @@ def make_train_loader(
         persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
         multiprocessing_context=worker_start_method() if workers > 0 else None,
-        worker_init_fn=quiet_disconnects if workers > 0 else None,
+        worker_init_fn=prepare_worker if workers > 0 else None,
+        timeout=_timeout(workers),
     )
+
+
+def _timeout(workers: int) -> float:
+    """The loader's wait for one batch: LOADER_TIMEOUT_S where torch's SIGCHLD handler sees a dead
+    worker at once (its iterator made in the main thread). Elsewhere torch sees one only by checking
+    its workers' liveness between waits, every 5 s without a timeout but only after the timeout with
+    one: there a dead worker matters more than a stuck one, and there is none."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    return worker_faults.LOADER_TIMEOUT_S if workers > 0 and in_main_thread else 0
 
 
 def pins_batches(train_cfg: TrainConfig) -> bool:
@@ -238,13 +269,23 @@ def pins_batches(train_cfg: TrainConfig) -> bool:
     return train_cfg.device != "cpu" and torch.cuda.is_available()
 
 
-def quiet_disconnects(worker_id: int) -> None:
+def prepare_worker(worker_id: int) -> None:
     """In a loader worker: Ctrl-C is left to the main process, which shuts its workers down in order (a
     worker that reacted to the terminal's SIGINT itself could die mid-batch, and print a crash report);
     a background thread's error that only says the main process went away (a broken pipe or reset
     connection in multiprocessing's resource sharer) is not printed. Ctrl-C then prints the one line of
-    dsp3d's command line, not a worker's traceback; every other error is reported as before."""
+    dsp3d's command line, not a worker's traceback; every other error is reported as before.
+
+    Faults end the worker without a message of its own, the training process says why (loader_faults):
+    a bus error (shared memory full), a crash (a segmentation fault: memory under ulimit -v), and a
+    batch its result queue could not send (``_cannot_deliver``).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("SIGBUS", "SIGSEGV", "SIGFPE"):  # torch's handlers print a line before the worker dies
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    # Read when the queue's feeder thread starts, at the worker's first batch: after this.
+    multiprocessing.queues.Queue._on_queue_feeder_error = staticmethod(_cannot_deliver)
     report = sys.excepthook
 
     def hook(kind, value, traceback) -> None:
@@ -252,6 +293,14 @@ def quiet_disconnects(worker_id: int) -> None:
             report(kind, value, traceback)
 
     sys.excepthook = hook
+
+
+def _cannot_deliver(error: Exception, obj) -> None:
+    """In a loader worker, multiprocessing's hook for an error of its result queue's feeder thread: a
+    batch that could not be sent (after ``_deliver``, only a pickling or file-descriptor failure is left).
+    multiprocessing prints the error and drops the batch, and the training process would wait for it
+    until the loader's timeout; the worker exits at once instead, with a status that says why."""
+    os._exit(worker_faults.CANNOT_DELIVER_STATUS)
 
 
 def worker_start_method() -> str | None:

@@ -207,7 +207,7 @@ def predict_command(
         )
     listing = out / "predictions.json"
     files = _earlier_predictions(listing, meta.class_names)
-    predictor = Predictor(model, meta, device, batch_points)
+    predictor = Predictor(model, meta, device, batch_points, batch_setting="--batch-points")
     for index, path in enumerate(paths):
         log.info("[%d/%d] %s", index + 1, len(paths), path)
         target = out / path.name

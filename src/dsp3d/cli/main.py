@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -21,6 +22,14 @@ from dsp3d.config import (
     describe_config,
     load_config,
     load_run_config,
+)
+from dsp3d.faults import (
+    STORAGE_ERRNOS,
+    OutOfMemory,
+    RunStopped,
+    WriteFailed,
+    is_out_of_memory,
+    write_failure,
 )
 from dsp3d.methods import METHODS, TABLE1_MODES
 
@@ -532,25 +541,32 @@ def _predict_and_evaluate(args: argparse.Namespace) -> None:
                 print(score_line(method, result))
 
 
-def _run(args: argparse.Namespace, interrupted: dict) -> int:
-    """Run the command of ``args``; ``interrupted["hint"]()`` says what to do after a Ctrl-C."""
+def _run(args: argparse.Namespace, hints: dict) -> int:
+    """Run the command of ``args``; ``hints["interrupt"]()`` says what to do after a Ctrl-C,
+    ``hints["fault"](error)`` after a fault of the machine (out of memory, disk full, a loader worker)."""
     if args.command == "demo":
         _demo_command(args)
     elif args.command == "train":
         config, out = _train_setup(args)
-        interrupted["hint"] = lambda: (  # the run's config.yaml is written when training starts
+        hints["interrupt"] = lambda: (  # the run's config.yaml is written when training starts
             f"; resume with: dsp3d train --resume {out}"
             if (out / "config.yaml").is_file()
             else "; the run had not started: run the same command again"
         )
+        hints["fault"] = lambda error: _train_fault_hint(error, out)
         _train_command(config, out, bool(args.resume), args.force)
     elif args.command == "ablate":
         return _ablate_command(args)
     elif args.command in ("predict", "evaluate"):
         if args.command == "predict":
             listing = Path(args.out) / "predictions.json"
-            interrupted["hint"] = lambda: (
+            hints["interrupt"] = lambda: (
                 f"; the files finished so far are listed in {listing}" if listing.is_file() else ""
+            )
+            hints["fault"] = lambda error: hints["interrupt"]()
+        else:
+            hints["fault"] = lambda error: (
+                f"; run it again with --set {error.override}" if isinstance(error, OutOfMemory) else ""
             )
         _predict_and_evaluate(args)
     elif args.command in ("plot", "report", "export"):
@@ -560,6 +576,23 @@ def _run(args: argparse.Namespace, interrupted: dict) -> int:
     elif args.command == "config":
         print(describe_config(load_config(args.file, args.overrides)))
     return 0
+
+
+def _train_fault_hint(error: Exception, out: Path) -> str:
+    """How to go on after a fault stopped ``dsp3d train``: the resume command (the same command again
+    before the run started), with the setting the fault suggests changing; after a refused write, what
+    to do about it first."""
+    override = getattr(error, "override", None)
+    if (out / "config.yaml").is_file():
+        again = f"continue with: dsp3d train --resume {out}" + (f" --set {override}" if override else "")
+    else:
+        again = "run the same command again" + (f" with --set {override}" if override else "")
+    if isinstance(error, WriteFailed):
+        writable = "make the folder writable"
+        first = {errno.EFBIG: "raise the file-size limit", errno.EROFS: writable}
+        first |= {errno.EACCES: writable, errno.EPERM: writable}
+        return f"; {first.get(error.errno, 'free some space')}, then {again}"
+    return f"; {again}"
 
 
 def _os_error_text(error: OSError) -> str:
@@ -611,23 +644,30 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Messages and status lines: a live display on a terminal, plain lines otherwise (dsp3d.progress).
     progress.setup(quiet=args.quiet)
-    interrupted: dict[str, Callable[[], str]] = {}
+    hints: dict[str, Callable] = {}
     previous = _interrupt_on_sigterm()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _data_warnings_as_lines(warnings.showwarning)
-            return _run(args, interrupted)
+            return _run(args, hints)
     except KeyboardInterrupt:
-        return _fail(f"interrupted{interrupted.get('hint', str)()}", 130)
+        return _fail(f"interrupted{hints.get('interrupt', str)()}", 130)
+    except (OutOfMemory, WriteFailed, RunStopped) as error:  # the machine's limits: the run stopped
+        return _fail(f"error: {error}{hints.get('fault', lambda error: '')(error)}", 1)
     except ConfigError as error:
         return _fail(f"config error: {error}", 2)
     except (FileNotFoundError, ValueError) as error:
         return _fail(f"error: {error}", 2)
     except OSError as error:
+        if error.errno in STORAGE_ERRNOS:  # a write refused outside dsp3d's writers: the run stopped
+            refused = write_failure(error.filename or "a file", error)
+            return _fail(f"error: {refused}{hints.get('fault', lambda error: '')(refused)}", 1)
         return _fail(f"error: {_os_error_text(error)}", 2)
     except CommandStopped as error:
         return _fail(f"error: {error}", 1)
-    except MemoryError:
+    except (MemoryError, RuntimeError) as error:  # out of memory where no setting is known to lower
+        if not is_out_of_memory(error):
+            raise
         return _fail("error: out of memory; lower --batch-points or the batch_points settings", 1)
     finally:
         progress.teardown()

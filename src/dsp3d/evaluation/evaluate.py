@@ -18,6 +18,7 @@ from dsp3d.config import EvalConfig
 from dsp3d.data.types import SubsampledCloud, TestScene
 from dsp3d.evaluation.metrics import ConfusionMatrix
 from dsp3d.evaluation.predictions import save_prediction
+from dsp3d.faults import memory_guard
 from dsp3d.levels import LevelSpec
 
 BRANCHES = ("basic", "cross", "intra")
@@ -88,13 +89,15 @@ class Scorer:
     ) -> dict:
         """The results.json entry of one run: mIoU, OA (percent) and per-class IoU over all ``scenes``.
         save_to: a folder that keeps each scene's predicted classes (evaluation.predictions), so that
-        pictures of the run need not predict them again."""
+        pictures of the run need not predict them again. Out of memory: an OutOfMemory naming
+        eval.batch_points."""
         was_training = model.training
         model.eval()
         matrix = ConfusionMatrix(len(self.class_names))
         plain = ConfusionMatrix(len(self.class_names))  # without the superpoint vote, when there is one
         total = sum(len(scene.cloud) for scene in scenes)
-        with progress.task(what, total=total, unit="pts") as task:
+        guard = memory_guard(what, "eval.batch_points", self.eval.batch_points)
+        with guard, progress.task(what, total=total, unit="pts") as task:
             for scene in scenes:
                 probs = self.vote(model, scene.cloud, branch, task)
                 plain.update(scene.full_labels, probs.argmax(axis=1)[scene.cloud.reprojection])

@@ -40,6 +40,7 @@ from scipy.spatial import cKDTree
 from dsp3d import progress
 from dsp3d.batching.pyramid import build_batch
 from dsp3d.data.types import Cloud, SubsampledCloud
+from dsp3d.faults import memory_guard
 from dsp3d.inference.resolution import Resolution, measure_resolution, sparse_warning
 from dsp3d.io.errors import DataError
 from dsp3d.levels import LevelSpec
@@ -191,13 +192,16 @@ class VoteSums:
 class Predictor:
     """A model and how to run it on clouds: ``batch_points`` points per batch of test spheres on a cloud
     at the model's resolution (fewer on sparser clouds, whose batches cost more memory per point; a
-    larger sphere gets a batch of its own), every voxel within ``reach`` radii of a sphere's centre."""
+    larger sphere gets a batch of its own), every voxel within ``reach`` radii of a sphere's centre.
+    ``batch_setting``: what the user calls batch_points, named when memory runs out (``--batch-points``
+    for dsp3d predict)."""
 
     model: torch.nn.Module
     meta: InferenceMeta
     device: torch.device
     batch_points: int = 60000
     reach: float = REACH
+    batch_setting: str = "batch_points"
 
     @torch.no_grad()
     def probabilities(self, cloud: SubsampledCloud) -> np.ndarray:
@@ -211,7 +215,8 @@ class Predictor:
         anchor = lattice_anchor(meta.levels)
         tiles = iter_tile_spheres(cloud.points, meta.sphere_radius, self.reach, anchor, tree=tree)
         batches = sphere_batches(tiles, resolution.batch_points(self.batch_points))
-        with progress.task("predicting", total=len(cloud), unit="pts") as meter:
+        guard = memory_guard("predicting", self.batch_setting, self.batch_points)
+        with guard, progress.task("predicting", total=len(cloud), unit="pts") as meter:
             for count, (spheres, finished) in enumerate(batches):
                 start = time.perf_counter()
                 votes.add(*self._run(cloud, spheres))

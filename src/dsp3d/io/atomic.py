@@ -10,6 +10,9 @@ existing target stays untouched until the new content is complete.
   process (SIGKILL, power loss) cannot clean up: ``remove_stale_temporaries`` removes, in a folder,
   the temporary files of this naming whose writing process no longer runs; commands call it on their
   output folders before they write (``prepare_output_folder``).
+- A write the system refuses (disk full, a file-size limit, a quota, a read-only file system) is a
+  ``dsp3d.faults.WriteFailed`` naming the target, the reason and the free space, whatever the writer
+  made of it: torch's zip writer, for one, reports a failed write as ``unexpected pos ...``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from dsp3d.faults import WriteFailed, storage_error, write_failure
 from dsp3d.io.errors import DataError
 
 # .<stem>.<pid: 8+ hex digits><4 random hex digits>.tmp<suffix>
@@ -57,19 +61,29 @@ def atomic_output(path: str | os.PathLike, durable: bool = False) -> Iterator[Pa
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
+        refused = _refused_write(error, tmp)
+        if refused is not None:
+            raise write_failure(path, refused) from None
         raise
+
+
+def _refused_write(error: BaseException, tmp: Path) -> OSError | None:
+    """The OSError of a write the system refused in ``error`` (any error of the temporary file itself:
+    creating it in a folder made read-only since, too), or None for any other error (an input read while
+    the output is written, Ctrl-C) which then stays as it is."""
+    if isinstance(error, WriteFailed | KeyboardInterrupt):
+        return None
+    if isinstance(error, OSError) and error.filename is not None and Path(error.filename) == tmp:
+        return error
+    return storage_error(error)
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike, durable: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically (its folder is created when missing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path, durable) as tmp, open(tmp, "xb") as handle:
-        handle.write(data)
-    return path
+    return atomic_save(path, lambda handle: handle.write(data), durable)
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
@@ -86,11 +100,47 @@ def atomic_save(path: str | os.PathLike, write, durable: bool = False) -> Path:
     """Call ``write(handle)`` on a new binary file that atomically becomes ``path`` (np.save, torch.save:
     writers that take an open file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_failure(path, error) from None
     with atomic_output(path, durable) as tmp:
         with open(tmp, "xb") as handle:
-            write(handle)
+            recording = _RecordingFile(handle)
+            try:
+                write(recording)
+            except Exception:
+                if recording.refused is not None:  # whatever the writer made of it
+                    raise write_failure(path, recording.refused) from None
+                raise
     return path
+
+
+class _RecordingFile:
+    """A binary file that remembers the first OSError its writes raised, for writers that report a
+    failed write as an error of their own (torch.save: ``unexpected pos``); everything else is the
+    file's own."""
+
+    def __init__(self, handle) -> None:
+        self._handle = handle
+        self.refused: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as error:
+            self.refused = self.refused or error
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._handle.flush()
+        except OSError as error:
+            self.refused = self.refused or error
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
 
 
 def _process_runs(pid: int) -> bool:

@@ -12,6 +12,7 @@ import os
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from dsp3d import progress
 from dsp3d.data.types import Cloud, SubsampledCloud
+from dsp3d.faults import RunStopped
 from dsp3d.io.atomic import atomic_save
 from dsp3d.io.errors import DataWarning
 from dsp3d.preprocessing.cache import cache_key, load_subsampled, save_subsampled
@@ -108,6 +110,12 @@ def _build_all(todo: list, grid_size: float, cache_dir: Path, workers: int, mete
         try:
             for future in as_completed(futures):
                 report(futures[future], future.result())
+        except BrokenProcessPool:  # a process died (the system's out-of-memory killer): every scene fails
+            raise RunStopped(
+                "a preprocessing process was killed (most likely by the system, for memory; the scenes "
+                f"preprocessed so far are kept); lower data.prep_workers (now {workers}), e.g. to 1",
+                "data.prep_workers=1",
+            ) from None
         except BaseException:
             for future in futures:
                 future.cancel()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from dsp3d.faults import WriteFailed
 from dsp3d.io.atomic import atomic_save
 
 log = logging.getLogger("dsp3d")
@@ -136,7 +137,10 @@ class RunCheckpoints:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / "last.next.pt"
-        save_checkpoint(payload, tmp)
+        try:
+            save_checkpoint(payload, tmp)
+        except WriteFailed as error:  # last.pt and last.prev.pt stay as they were
+            raise error.about(self.last) from None
         if self.last.exists():
             self.last.replace(self.previous)
         tmp.replace(self.last)

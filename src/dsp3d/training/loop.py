@@ -24,7 +24,9 @@ import torch
 
 from dsp3d import progress
 from dsp3d.batching.loader import make_train_loader
+from dsp3d.batching.worker_faults import loader_faults
 from dsp3d.config import Config
+from dsp3d.faults import memory_guard, note_address_space
 from dsp3d.io.atomic import atomic_save
 from dsp3d.losses import LossTerms
 from dsp3d.methods import METHOD_STAGES, STAGE_MODES
@@ -105,14 +107,10 @@ def train(
     test scores to it). Under torchrun (an initialised process group, see dsp3d.training.distributed)
     every rank calls this: the ranks train one model data-parallel, rank 0 alone writes ``run_dir``.
     """
-    writes = distributed.current_world().is_main
-    owned = metrics is None
-    metrics = MetricsFile(run_dir, writes, config) if owned else metrics
-    try:
+    if metrics is not None:
         return _train_stages(config, scenes, run_dir, resume, validate, metrics, relabel)
-    finally:
-        if owned:
-            metrics.close()
+    with MetricsFile(run_dir, distributed.current_world().is_main, config) as owned:
+        return _train_stages(config, scenes, run_dir, resume, validate, owned, relabel)
 
 
 def _train_stages(
@@ -140,17 +138,24 @@ def _train_stages(
     else:
         metrics.start_fresh()
     metrics.log_environment(run_environment(device, config.train.seed))
-    while state.stage < len(stages):
-        mode = stages[state.stage]
-        log.info("stage %d/%d: %s", state.stage + 1, len(stages), mode)
-        stage_scenes = relabelled_scenes(model, scenes, mode, state.stage, relabel, Path(run_dir), writes)
-        args = (model, stage_scenes, config, mode, state, device, metrics, checkpoints, reports)
-        reports.append(train_stage(*args, resumed=resumed, validate=validate))
-        stage_payload = {"kind": TRAINING_KIND, "stage": state.stage + 1, "mode": mode}
-        checkpoints.save_stage(state.stage, {**stage_payload, "state_dict": model.state_dict()})
-        state, resumed = StageState(stage=state.stage + 1, best_miou=state.best_miou), None
-        # A stage end is a resume point too: the next stage starts from these weights, fresh optimiser.
-        checkpoints.save_last(_checkpoint(model, None, {}, state, reports, mode))
+    # Out of memory, or a loader worker that fails: one line saying what to change (dsp3d.faults); the
+    # checkpoints written so far stay, so the run resumes from the last one with the smaller setting.
+    note_address_space()
+    with (
+        memory_guard("training", "train.batch_points", config.train.batch_points),
+        loader_faults(config.train),
+    ):
+        while state.stage < len(stages):
+            mode = stages[state.stage]
+            log.info("stage %d/%d: %s", state.stage + 1, len(stages), mode)
+            stage_scenes = relabelled_scenes(model, scenes, mode, state.stage, relabel, Path(run_dir), writes)
+            args = (model, stage_scenes, config, mode, state, device, metrics, checkpoints, reports)
+            reports.append(train_stage(*args, resumed=resumed, validate=validate))
+            stage_payload = {"kind": TRAINING_KIND, "stage": state.stage + 1, "mode": mode}
+            checkpoints.save_stage(state.stage, {**stage_payload, "state_dict": model.state_dict()})
+            state, resumed = StageState(stage=state.stage + 1, best_miou=state.best_miou), None
+            # A stage end is a resume point too: the next stage starts from these weights, fresh optimiser.
+            checkpoints.save_last(_checkpoint(model, None, {}, state, reports, mode))
     return model, reports
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dsp3d.config import Config
+from dsp3d.faults import write_failure
 from dsp3d.io.atomic import atomic_write_text
 from dsp3d.progress import Field, Task, eta_seconds, format_count, format_duration, is_live
 from dsp3d.training import distributed
@@ -59,8 +60,13 @@ class MetricsFile:
         return self.loggers
 
     def _append(self, record: dict) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        """One JSON line more. A write the system refuses (disk full) is a WriteFailed naming the file; a
+        line it cut short is dropped when the run resumes (``trim``)."""
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:
+            raise write_failure(self.path, error) from None
 
     def write(self, record: dict) -> None:
         if not self.writes:
@@ -109,10 +115,22 @@ class MetricsFile:
                 kept.append(line)
         atomic_write_text("".join(line + "\n" for line in kept), self.path)
 
-    def close(self) -> None:
-        for tracker in self.loggers or []:
-            tracker.close()
-        self.loggers = None
+    def close(self, quiet: bool = False) -> None:
+        """Close the trackers; quiet: a tracker that cannot write its last events (disk full) says
+        nothing, for a run that stops with an error of its own (which stays the one reported)."""
+        trackers, self.loggers = self.loggers or [], None
+        for tracker in trackers:
+            try:
+                tracker.close()
+            except OSError:
+                if not quiet:
+                    raise
+
+    def __enter__(self) -> MetricsFile:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.close(quiet=error is not None)
 
 
 class StageLog:

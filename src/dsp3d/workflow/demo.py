@@ -28,6 +28,7 @@ from dsp3d.config import (
     validate,
 )
 from dsp3d.evaluation.table import per_class_table, ratio_text
+from dsp3d.faults import RunStopped
 from dsp3d.io.atomic import atomic_write_json, prepare_output_folder
 from dsp3d.training.environment import run_environment
 from dsp3d.training.loop import resolve_device
@@ -128,7 +129,7 @@ def _finished_runs(configs: dict[tuple[str, int], Config], data, out: Path, jobs
     for (run, seed), result in _train_runs(configs, data, out, jobs):
         if "error" in result:
             run_log = out / run / f"seed{seed}" / "log.txt"
-            raise RuntimeError(f"demo run {run} seed {seed} failed: {result['error']} (log: {run_log})")
+            raise RunStopped(f"demo run {run} seed {seed} failed: {result['error']} (log: {run_log})")
         finished[(run, seed)] = {key: result[key] for key in ("miou", "oa", "per_class_iou", "training")}
         log.info("%s", score_line(f"{run} seed {seed}", result))
     return finished

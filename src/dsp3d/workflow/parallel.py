@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.connection import wait
 from pathlib import Path
 
 from dsp3d import progress
-from dsp3d.config import Config
+from dsp3d.config import Config, ConfigError
+from dsp3d.faults import OutOfMemory, RunStopped, WriteFailed
+from dsp3d.io.errors import DataError
 
 log = logging.getLogger("dsp3d")
 
@@ -47,36 +49,80 @@ def cpu_count() -> int:
 
 def run_jobs(jobs: list[RunJob], workers: int, threads: int) -> Iterator[tuple[RunJob, dict]]:
     """Yield ``(job, result)`` as runs finish, ``workers`` at a time; a failed run's result is
-    ``{"error": message}`` (its traceback is in its log.txt). Ctrl-C stops every worker."""
-    context = get_context("spawn")  # no fork after torch / CUDA initialisation
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(threads,))
+    ``{"error": message}`` (its traceback is in its log.txt). Ctrl-C stops every run.
+
+    Each run has a process of its own (spawned: no fork after torch / CUDA initialisation), so that a
+    run whose process dies (killed for memory) is told apart from the others, which go on. (A pool of
+    processes, concurrent.futures', breaks as a whole when one of them dies: every run still in it
+    fails, and which one died is not known.) Starting a process costs about two seconds, once a run.
+    """
+    context = get_context("spawn")
+    waiting, running = list(jobs), []
     try:
         with progress.task("runs", total=len(jobs), unit="runs") as task:
-            yield from _collect(pool, jobs, task)
-    except BaseException:  # Ctrl-C (the workers have it too, but a worker goes on to its next run), an error
-        for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public API (< 3.14)
-            process.terminate()
-        raise
-    finally:  # runs not started are dropped, not run
-        pool.shutdown(wait=True, cancel_futures=True)
+            while waiting or running:
+                while waiting and len(running) < workers:
+                    running.append(_Started(context, waiting.pop(0), threads))
+                wait([handle for started in running for handle in started.handles()], timeout=POLL_S)
+                for started in [started for started in running if started.finished()]:
+                    running.remove(started)
+                    task.update(1)
+                    yield started.job, started.result()
+                task.update(0, note=running_line([started.job for started in running]))
+    finally:  # Ctrl-C or an error here: the runs still going are stopped, those not started dropped
+        for started in running:
+            started.stop()
 
 
-def _collect(pool: ProcessPoolExecutor, jobs: list[RunJob], task: progress.Task):
-    pending = {pool.submit(_worker_run, job.config, job.run_dir): job for job in jobs}
-    while pending:
-        done, _ = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
-        for future in done:
-            job = pending.pop(future)
+class _Started:
+    """A run in its own process, and the result it sends back through a pipe."""
+
+    def __init__(self, context, job: RunJob, threads: int):
+        self.job = job
+        self.receiver, sender = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_worker_main, args=(job.config, job.run_dir, threads, sender), name=job.name
+        )
+        self.process.start()
+        sender.close()  # the child holds its end: its exit closes the pipe
+        self.received: dict | None = None
+
+    def handles(self) -> list:
+        return [self.receiver, self.process.sentinel]
+
+    def finished(self) -> bool:
+        """Whether the run is over (its result read, or its process ended without one)."""
+        if self.received is None and self.receiver.poll():
             try:
-                result = future.result()
-            except BrokenProcessPool as error:
-                result = {"error": f"its process stopped (killed, out of memory?): {error}"}
-            except Exception as error:  # noqa: BLE001 - an unpicklable result or error: still a failed run
-                result = {"error": f"{type(error).__name__}: {error}"}
-            task.update(1)
-            yield job, result
-        running_ids = {id(job) for job in pending.values()}
-        task.update(0, note=running_line([job for job in jobs if id(job) in running_ids]))
+                self.received = self.receiver.recv()
+            except (EOFError, OSError):  # the process ended before it sent anything
+                pass
+        return self.received is not None or not self.process.is_alive()
+
+    def result(self) -> dict:
+        self.process.join()
+        self.receiver.close()
+        if self.received is not None:
+            return self.received
+        return {"error": process_end_text(self.process.exitcode)}
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join()
+
+
+def process_end_text(exitcode: int | None) -> str:
+    """Why a run's process ended without a result, from its exit status."""
+    if exitcode is not None and exitcode < 0:
+        if -exitcode == signal.SIGKILL:
+            return "its process was killed (SIGKILL: most likely by the system, for memory)"
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"its process was killed by {name}"
+    return f"its process stopped (exit status {exitcode}) before it reported; see its log"
 
 
 def running_line(jobs: list[RunJob]) -> str:
@@ -112,10 +158,20 @@ def last_step_record(path: Path) -> dict | None:
     return None
 
 
-def _init_worker(threads: int) -> None:
+def _worker_main(config: Config, run_dir: Path, threads: int, sender) -> None:
+    """A run's process: ``threads`` torch threads, the run, its result sent back to the parent. Ctrl-C
+    is left to the parent, which stops every run (a run that reacted to it itself would print a
+    traceback)."""
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    try:
+        result = _worker_run(config, run_dir)
+    except Exception as error:  # noqa: BLE001 - before its log opened (a run folder that cannot be made)
+        result = {"error": _error_text(error)}
+    sender.send(result)
+    sender.close()
 
 
 def _worker_run(config: Config, run_dir: Path) -> dict:
@@ -134,6 +190,13 @@ def _worker_run(config: Config, run_dir: Path) -> dict:
             result = run_method(config, data, run_dir)
         except Exception as error:  # noqa: BLE001 - reported by the parent, traceback kept in the log
             log.error("%s", traceback.format_exc())
-            return {"error": f"{type(error).__name__}: {error}"}
+            return {"error": _error_text(error)}
         result["seconds"] = round(time.perf_counter() - started, 1)
         return result
+
+
+def _error_text(error: Exception) -> str:
+    """A run's error as its line in the summary: dsp3d's own one-line errors as they are, any other with
+    its type."""
+    said = isinstance(error, OutOfMemory | WriteFailed | RunStopped | DataError | ConfigError)
+    return str(error) if said else f"{type(error).__name__}: {error}"

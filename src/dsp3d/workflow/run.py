@@ -88,9 +88,8 @@ def run_method(config: Config, data: PreparedData, run_dir: str | Path, resume: 
         return merge_results(result, data.class_names, world)
 
     scenes = fully_labelled(data.train) if method == "full" else data.train
-    metrics = MetricsFile(run_dir, world.is_main, config)  # open until the test scores are in
     relabel = superpoint_relabeller(config, scorer)
-    try:
+    with MetricsFile(run_dir, world.is_main, config) as metrics:  # open until the test scores are in
         model, reports = train(config, scenes, run_dir, resume, validate, metrics, relabel)
         if world.is_main:
             export_inference_model(model.backbone, inference_meta(config, data), run_dir / "model.pt")
@@ -98,8 +97,6 @@ def run_method(config: Config, data: PreparedData, run_dir: str | Path, resume: 
         result["training"] = [_stage_summary(report) for report in reports]
         result["environment"] = run_environment(scorer.device, config.train.seed)
         metrics.log_final(result, config)
-    finally:
-        metrics.close()
     if world.is_main:
         atomic_write_json(result, run_dir / "results.json")  # last: a run with results.json is finished
     return result
