@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dsp3d import __version__, progress
+from dsp3d.cli.suggest import add_suggest
 from dsp3d.config import DEMO_STEPS, ConfigError, describe_config, load_config, load_run_config
 from dsp3d.methods import METHODS, TABLE1_MODES
 
@@ -23,7 +24,8 @@ points, with DSP (dense supervision propagation) and other weak-label methods.
   dsp3d demo                          generated rooms: weak baseline, DSP and full supervision
   dsp3d config [FILE]                 every setting, its value and its meaning
   dsp3d train [--config FILE]         train a method on your data (docs/data.md)
-  dsp3d predict model.pt CLOUD -o OUT label every point of your clouds"""
+  dsp3d predict model.pt CLOUD -o OUT label every point of your clouds
+  dsp3d suggest RUN_DIR --budget 0.5%  which points to label next"""
 
 
 def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_demo, _add_train, _add_ablate, _add_predict, _add_evaluate, _add_config_command):
         add(sub)
     _add_picture_commands(sub)
+    add_suggest(sub, _command)
     for command in sub.choices.values():  # --quiet also after the command name (dsp3d train --quiet ...)
         command.add_argument(
             "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only results and errors"
@@ -457,6 +460,10 @@ def _run(args: argparse.Namespace, interrupted: dict) -> int:
         _picture_command(args)
     elif args.command == "config":
         print(describe_config(load_config(args.file, args.overrides)))
+    elif args.command == "suggest":
+        from dsp3d.cli.suggest import suggest_command
+
+        return suggest_command(args)
     return 0
 
 
