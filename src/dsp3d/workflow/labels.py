@@ -110,13 +110,17 @@ def merge_labels(config: Config, csv_path, out, force: bool = False, where: str 
 
 
 def _check_folder(out, force: bool) -> Path:
+    """``out``, checked before any work (and made only when the merge is written): a folder that holds
+    something is replaced only with ``force``."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: a file, not a folder; choose another -o")
     if out.is_dir() and any(out.iterdir()) and not force:
         kind = "a weak-label folder" if (out / INDEX_FILE).is_file() else "files"
         raise DataError(
             f"{out}: holds {kind} already; add --force to replace it, or write into another folder"
         )
-    return prepare_output_folder(out)
+    return out
 
 
 def _check_coordinates(csv_path: Path, row: LabelledPoint, points: np.ndarray) -> None:

@@ -46,7 +46,7 @@ from dsp3d.preprocessing.subsample import grid_subsample
 from dsp3d.preprocessing.superpoints import PartitionSettings, cached_partition
 from dsp3d.training.export import InferenceMeta, load_inference_model
 from dsp3d.training.loop import resolve_device
-from dsp3d.workflow.prepare import partition_settings, prepare_data, resolve_features, superpoints_of
+from dsp3d.workflow.prepare import partition_settings, prepare_data, superpoints_of
 
 log = logging.getLogger("dsp3d")
 
@@ -112,6 +112,10 @@ def model_source(path, config_path=None, overrides=()) -> ModelSource:
     else:
         raise DataError(f"{path}: no such run folder or model file")
     config = None
+    if overrides and not config_path and run is None:
+        raise DataError(
+            f"--set: nothing to override: {path} is a model file outside a run folder (give --config)"
+        )
     if config_path:
         config = load_config(config_path, list(overrides))
     elif run is not None:
@@ -193,7 +197,15 @@ def file_scenes(
 def check_scene(sub: SubsampledCloud, meta: InferenceMeta, where: str) -> None:
     """DataError when a scene lacks a field the model was trained with, or holds labels outside the
     model's classes."""
-    resolve_features(list(meta.feature_names), [sub], adapt=False)
+    trained = f"the model was trained with it (input features {', '.join(meta.feature_names)})"
+    for feature, present, word in (
+        ("rgb", sub.colors, "colour (red/green/blue)"),
+        ("intensity", sub.intensity, "intensity"),
+    ):
+        if feature in meta.feature_names and present is None:
+            raise DataError(
+                f"{where}: no {word} in this cloud, but {trained}; use a model trained without '{feature}'"
+            )
     if sub.labels is not None and len(sub.labels) and sub.labels.max() >= len(meta.class_names):
         raise DataError(
             f"{where}: labels up to {int(sub.labels.max())}, but the model knows {len(meta.class_names)} "
