@@ -401,6 +401,8 @@ def _scenes(
             f"{source.model}: no scenes; give cloud files, or a run folder or --config whose dataset's "
             "training scenes to suggest in"
         )
+    if config.train.method == "full" and not config.data.weak_labels:
+        raise DataError(f"{source.where}: a full-supervision run: every training point is labelled already")
     return dataset_scenes(config, meta, use_superpoints)
 
 
