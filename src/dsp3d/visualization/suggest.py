@@ -1,5 +1,5 @@
 """A picture of each scene's suggested points (``dsp3d suggest``): rows from above and at an angle;
-columns: the scan in grey with the picks (ringed in black, magenta points, the superpoints their clicks
+columns: the scan in grey with the picks (ringed in magenta, magenta points, the superpoints their clicks
 label in amber), the model's prediction, and the score (green: little to gain, red: most). Drawn on the
 subsampled cloud (at most MAX_POINTS of it), points above ``cut`` of the height hidden except the
 picks."""
@@ -21,6 +21,7 @@ from dsp3d.visualization.render import ANGLE, TOP, height_cut, project, render
 from dsp3d.workflow.suggest import SceneSuggestion, Suggestions
 
 PANEL = (420, 320)
+RING = "#e600e6"  # PICK_COLOR: the rings stand out on grey, class colours and the score alike
 MAX_POINTS = 300_000
 
 
@@ -71,7 +72,7 @@ def suggestion_figure(result: SceneSuggestion, class_names: list[str], cut: floa
                 where.row[rings] + 1,
                 s=40,
                 facecolors="none",
-                edgecolors="#e600e6",
+                edgecolors=RING,
                 linewidths=1.2,
             )
             ax.set_title(f"{title}, {view.name}", fontsize=9)
@@ -89,7 +90,7 @@ def suggestion_figure(result: SceneSuggestion, class_names: list[str], cut: floa
 
 
 def _legend(result: SceneSuggestion, class_names: list[str], regions: bool) -> list[Patch]:
-    ring = Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor="black", linestyle="none")
+    ring = Line2D([], [], marker="o", markerfacecolor="none", markeredgecolor=RING, linestyle="none")
     handles = [ring, Patch(color=np.array(PICK_COLOR) / 255, label="pick (the scan)")]
     ring.set_label("pick")
     if regions:
