@@ -4,6 +4,7 @@ is a run folder like ``dsp3d train``'s."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -206,3 +207,23 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "(20000,) (20000, 13)" in printed and "'kind': 'test'" in printed
     assert dsp3d.load_run("runs/api").finished
+
+
+def test_run_suggest_picks_what_the_command_picks_and_add_labels_merges(tiny_demo, tmp_path):
+    run = dsp3d.load_run(tiny_demo / "baseline")
+    quick = run.suggest(4, device="cpu")  # nothing written
+    assert len(quick) == 4 and quick.folder is None and [row.rank for row in quick.rows] == [1, 2, 3, 4]
+    written = run.suggest("4", out=tmp_path / "next", device="cpu", pictures=False)
+    assert [(r.scene, r.point) for r in written.rows] == [(r.scene, r.point) for r in quick.rows]
+    csv_path = tmp_path / "next" / "suggestions.csv"
+    lines = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([lines[0], lines[1] + "wall", *lines[2:]]) + "\n")
+    folder = run.add_labels(csv_path, tmp_path / "labels")
+    before = (tiny_demo / "baseline" / "weak_labels" / "weak_labels.json").read_text()
+    after = (folder / "weak_labels.json").read_text()
+    labelled = [
+        sum(s["num_labelled"] for s in json.loads(text)["scenes"].values()) for text in (before, after)
+    ]
+    assert labelled[1] == labelled[0] + 1
+    with pytest.raises(ValueError, match="--budget 0: must be at least 1"):
+        run.suggest(0)

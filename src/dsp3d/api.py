@@ -10,6 +10,9 @@
     run = dsp3d.train(config, out="runs/quick")          # what `dsp3d train` does
     run.results["miou"], run.metrics[-1], run.model()    # results.json, metrics.jsonl, model.pt
 
+    picks = run.suggest("0.25%", out="next")             # which points to label next (dsp3d suggest)
+    labels = run.add_labels("next/suggestions.csv", out="labels")  # its class column filled in
+
 ``import dsp3d`` stays light: this module (and torch) loads at the first use of one of these names.
 Messages go through logging (logger ``dsp3d``): ``logging.basicConfig(level=logging.INFO)`` shows them.
 """
@@ -48,7 +51,7 @@ from dsp3d.workflow.run_folder import (
 
 log = logging.getLogger("dsp3d")
 
-__all__ = ["Model", "Prediction", "Run", "load_config", "load_model", "load_run", "train"]
+__all__ = ["Model", "Prediction", "Run", "Suggested", "load_config", "load_model", "load_run", "train"]
 
 
 @dataclass
@@ -219,6 +222,69 @@ class Run:
     def model(self, device: str = "auto", batch_points: int = 60000) -> Model:
         """Its trained model (model.pt); see ``load_model``."""
         return load_model(self.path / "model.pt", device, batch_points)
+
+    def suggest(
+        self,
+        budget: int | str,
+        scenes: Sequence[str | Path] = (),
+        out: str | Path | None = None,
+        *,
+        measure: str = "entropy",
+        superpoints: str = "auto",
+        spacing: float | None = None,
+        class_weights: bool = True,
+        colors: str = "keep",
+        pictures: bool = True,
+        device: str = "auto",
+        force: bool = False,
+    ) -> Suggested:
+        """Which points to label next, as ``dsp3d suggest`` picks them: ``budget`` points (a count, or a
+        share of the points such as ``"0.5%"``) among the cloud files ``scenes`` or, without files, the
+        run's training scenes (its weak labels are what is labelled). With ``out``, the folder gets the
+        scenes with a ``suggest`` field, suggestions.csv / .json and (``pictures``) a picture per scene;
+        an earlier output there is replaced only with ``force``. The other options: ``dsp3d suggest
+        --help``. Fill in the CSV's class column, then ``add_labels``."""
+        from dsp3d.inference.suggest import parse_budget
+        from dsp3d.workflow.suggest import SuggestOptions, model_source, suggest
+        from dsp3d.workflow.suggest_outputs import check_outputs, suggestion_rows, write_outputs
+
+        options = SuggestOptions(
+            parse_budget(budget), measure, superpoints, spacing, class_weights, device, batch_points=60000
+        )
+        check = None if out is None else (lambda found: check_outputs(found, out, force))
+        chosen = suggest(model_source(self.path), [str(s) for s in scenes], options, before_voting=check)
+        if out is None:
+            return Suggested(suggestion_rows(chosen), chosen.meta, None)
+        rows = write_outputs(chosen, out, colors)
+        if pictures:
+            from dsp3d.visualization.suggest import write_suggestion_pictures
+
+            write_suggestion_pictures(chosen, out)
+        return Suggested(rows, chosen.meta, Path(out))
+
+    def add_labels(self, csv: str | Path, out: str | Path, force: bool = False) -> Path:
+        """A weak-label folder ``out`` holding the run's weak labels and the labels of ``csv`` (its
+        suggestions.csv with the class column filled in), as ``dsp3d suggest RUN --labels CSV -o OUT``;
+        train on it with ``config.data.weak_labels = str(out)``. Returns ``out``."""
+        from dsp3d.workflow.labels import merge_labels
+        from dsp3d.workflow.suggest import model_source
+
+        source = model_source(self.path)
+        return merge_labels(source.config, csv, out, force, str(self.path)).folder
+
+
+@dataclass
+class Suggested:
+    """The points ``Run.suggest`` picked: ``rows`` (dsp3d.io.suggestions.Suggestion: rank, scene, point,
+    x, y, z, predicted, confidence, score, region_points), best first; ``meta``: how they were chosen;
+    ``folder``: where the outputs went (None when none were written)."""
+
+    rows: list
+    meta: dict
+    folder: Path | None
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def load_run(path: str | Path) -> Run:

@@ -176,3 +176,41 @@ def test_index_file_is_plain_json(tmp_path):
 def test_save_rejects_out_of_range(tmp_path):
     with pytest.raises(ValueError, match="s1"):
         save_weak_labels(tmp_path, {"s1": np.array([0, 10])}, {"scenes": {"s1": {"num_points": 10}}})
+
+
+def test_classes_travel_with_their_indices(tmp_path):
+    from dsp3d.preprocessing.weak_labels import load_weak_label_classes
+
+    indices = {"a": np.array([7, 2, 5, 2]), "b": np.array([1, 3])}
+    classes = {"a": np.array([1, 0, 4, 0])}  # point 2 twice, with one class: kept once
+    save_weak_labels(tmp_path / "w", indices, {"protocol": "given"}, classes)
+    loaded, meta = load_weak_labels(tmp_path / "w", {"a": 10, "b": 10})
+    assert loaded["a"].tolist() == [2, 5, 7]
+    given = load_weak_label_classes(tmp_path / "w", meta, loaded)
+    assert list(given) == ["a"]  # b has no classes: its scene's own labels supervise
+    assert given["a"].tolist() == [0, 4, 1]
+    assert meta["scenes"]["a"]["classes_file"] == "a.classes.npy"
+    # Saved again without classes (a run that does not keep them): no stale classes_file entry
+    save_weak_labels(tmp_path / "again", loaded, meta)
+    _, again = load_weak_labels(tmp_path / "again", {"a": 10, "b": 10})
+    assert "classes_file" not in again["scenes"]["a"]
+
+
+def test_one_point_with_two_classes_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="point 2 has two classes"):
+        save_weak_labels(tmp_path, {"a": np.array([2, 2])}, {}, {"a": np.array([0, 1])})
+    with pytest.raises(ValueError, match="one integer class per"):
+        save_weak_labels(tmp_path, {"a": np.array([2, 3])}, {}, {"a": np.array([0])})
+
+
+def test_a_damaged_class_file_names_itself(tmp_path):
+    from dsp3d.preprocessing.weak_labels import load_weak_label_classes
+
+    save_weak_labels(tmp_path, {"a": np.array([1, 2])}, {}, {"a": np.array([0, 1])})
+    loaded, meta = load_weak_labels(tmp_path, {"a": 5})
+    np.save(tmp_path / "a.classes.npy", np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="a.classes.npy: one integer class per index"):
+        load_weak_label_classes(tmp_path, meta, loaded)
+    (tmp_path / "a.classes.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="a.classes.npy is missing"):
+        load_weak_label_classes(tmp_path, meta, loaded)

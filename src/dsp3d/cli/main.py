@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dsp3d import progress
+from dsp3d.cli.suggest import add_suggest
 from dsp3d.config import (
     DEMO_METHODS,
     DEMO_SEEDS,
@@ -41,7 +42,8 @@ points, with DSP (dense supervision propagation) and other weak-label methods.
   dsp3d config [FILE]                 every setting, its value and its meaning
   dsp3d train [--config FILE]         train a method on your data (docs/data.md)
   dsp3d superpoints [--config FILE]   the superpoints of your data and what weak labels reach through them
-  dsp3d predict model.pt CLOUD -o OUT label every point of your clouds"""
+  dsp3d predict model.pt CLOUD -o OUT label every point of your clouds
+  dsp3d suggest RUN_DIR --budget 0.5%  which points to label next"""
 
 
 def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         add(sub)
     _add_picture_commands(sub)
+    add_suggest(sub, _command)
     for command in sub.choices.values():  # --quiet also after the command name (dsp3d train --quiet ...)
         command.add_argument(
             "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only results and errors"
@@ -575,6 +578,10 @@ def _run(args: argparse.Namespace, hints: dict) -> int:
         _superpoints_command(args)
     elif args.command == "config":
         print(describe_config(load_config(args.file, args.overrides)))
+    elif args.command == "suggest":
+        from dsp3d.cli.suggest import suggest_command
+
+        return suggest_command(args)
     return 0
 
 

@@ -44,6 +44,8 @@ FIELD_MEANINGS = {
         for name, c in zip(names, RGB, strict=True)
     },
     **{name: f"the scan's own {c}" for name, c in zip(ORIG_RGB, RGB, strict=True)},
+    "suggest": "rank of the pick, 0 not picked",  # dsp3d suggest
+    "suggest_region": "rank of the pick labelling it",
 }
 
 CLASSES_PREFIX = "classes:"

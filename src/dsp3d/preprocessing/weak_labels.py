@@ -8,6 +8,10 @@ On disk, a folder holds one ``<scene>.npy`` of indices per scene and ``weak_labe
 meta (protocol, ratio / count, seed, grid size...) and, under "scenes", per scene its file, its number
 of labelled points and, when the caller gave them (see ``scene_record``), the number of subsampled
 points and a hash of their labels, so that reusing the labels on different data is detected.
+
+A scene may also carry the class of each of its labelled points (``<scene>.classes.npy``, int64 aligned
+with the sorted indices, recorded as ``classes_file``): labels a user gave (``dsp3d suggest --labels``),
+which then supervise in place of the scene's own labels at those points.
 """
 
 from __future__ import annotations
@@ -130,30 +134,60 @@ def _file_name(scene: str, taken: set[str]) -> str:
     return name
 
 
-def save_weak_labels(folder, indices_by_scene: dict[str, np.ndarray], meta: dict) -> None:
+def save_weak_labels(
+    folder,
+    indices_by_scene: dict[str, np.ndarray],
+    meta: dict,
+    classes_by_scene: dict[str, np.ndarray] | None = None,
+) -> None:
     """Write one ``<scene>.npy`` of int64 indices per scene and ``weak_labels.json``.
 
     meta: JSON-able; an optional meta["scenes"][name] (from ``scene_record``) is kept and checked on load.
-    Each file is written atomically; the index file is written last, so it only ever lists complete files.
+    classes_by_scene: per scene (any of them), the class of each of its indices (int [K], in the order of
+    ``indices_by_scene``'s), written as ``<scene>.classes.npy``; one point given two classes is a
+    ValueError. Each file is written atomically; the index file is written last, so it only ever lists
+    complete files.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = dict(meta)
     given = dict(meta.pop("scenes", None) or {})
+    classes_by_scene = classes_by_scene or {}
     scenes, taken = {}, set()
     for scene, indices in indices_by_scene.items():
         indices = np.asarray(indices)
         if indices.ndim != 1 or not (np.issubdtype(indices.dtype, np.integer) or len(indices) == 0):
             raise ValueError(f"weak labels of scene {scene!r} must be a 1-D integer array")
+        record = {k: v for k, v in given.get(scene, {}).items() if k != "classes_file"}
+        classes = None
+        if scene in classes_by_scene:
+            indices, classes = _sorted_classes(scene, indices.astype(np.int64), classes_by_scene[scene])
         indices = np.unique(indices.astype(np.int64))
-        record = {**given.get(scene, {}), "file": _file_name(scene, taken), "num_labelled": len(indices)}
+        record.update(file=_file_name(scene, taken), num_labelled=len(indices))
         if len(indices) and (indices[0] < 0 or indices[-1] >= record.get("num_points", np.inf)):
             raise ValueError(f"weak labels of scene {scene!r} are out of range of its points")
         atomic_save(folder / record["file"], lambda handle, a=indices: np.save(handle, a))
+        if classes is not None:
+            record["classes_file"] = record["file"].removesuffix(".npy") + ".classes.npy"
+            atomic_save(folder / record["classes_file"], lambda handle, a=classes: np.save(handle, a))
         scenes[scene] = record
     document = {**meta, "format_version": FORMAT_VERSION, "scenes": scenes}
     text = json.dumps(document, indent=1, sort_keys=True)
     atomic_write_text(text, folder / INDEX_FILE)
+
+
+def _sorted_classes(scene: str, indices: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
+    """(the unique sorted indices, the class of each), from ``indices`` and their ``classes``."""
+    classes = np.asarray(classes)
+    if classes.shape != indices.shape or not (np.issubdtype(classes.dtype, np.integer) or not len(classes)):
+        raise ValueError(f"classes of scene {scene!r}: one integer class per weak-label index expected")
+    pairs = np.unique(np.stack([indices, classes.astype(np.int64)], axis=1), axis=0)
+    unique, counts = np.unique(pairs[:, 0], return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"weak labels of scene {scene!r}: point {unique[counts > 1][0]} has two classes")
+    if len(pairs) and pairs[:, 1].min() < 0:
+        raise ValueError(f"weak labels of scene {scene!r}: negative class")
+    return pairs[:, 0], pairs[:, 1]
 
 
 def _read_index(folder: Path) -> dict:
@@ -234,3 +268,27 @@ def load_weak_labels(
                 )
         result[scene] = _read_indices(folder / record.get("file", f"{scene}.npy"), num_points)
     return result, document
+
+
+def load_weak_label_classes(folder, document: dict, indices_by_scene: dict[str, np.ndarray]) -> dict:
+    """{scene: int64 [K] class of each weak-label index} of the scenes of ``indices_by_scene`` whose
+    record in ``document`` (``load_weak_labels``'s meta) names a ``classes_file``; errors name the file."""
+    folder = Path(folder)
+    classes = {}
+    for scene, indices in indices_by_scene.items():
+        name = document["scenes"].get(scene, {}).get("classes_file")
+        if not name:
+            continue
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"weak-label class file {path} is missing")
+        try:
+            values = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise ValueError(f"weak-label class file {path} is not a readable .npy array: {error}") from error
+        if values.shape != indices.shape or not (np.issubdtype(values.dtype, np.integer) or not len(values)):
+            raise ValueError(f"weak-label class file {path}: one integer class per index of {scene!r}")
+        if len(values) and values.min() < 0:
+            raise ValueError(f"weak-label class file {path} holds negative classes")
+        classes[scene] = values.astype(np.int64)
+    return classes

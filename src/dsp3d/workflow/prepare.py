@@ -37,6 +37,7 @@ from dsp3d.preprocessing.superpoints import (
 )
 from dsp3d.preprocessing.weak_labels import (
     count_weak_labels,
+    load_weak_label_classes,
     load_weak_labels,
     ratio_weak_labels,
     save_weak_labels,
@@ -88,6 +89,12 @@ def draw_weak_labels(
         return indices, {"protocol": "full"}
     if d.weak_labels:
         by_scene, meta = load_weak_labels(d.weak_labels, expected)
+        given = load_weak_label_classes(d.weak_labels, meta, by_scene)
+        for cloud in clouds:  # classes a user gave (dsp3d suggest --labels) supervise at their points
+            if cloud.name in given:
+                cloud.labels = with_given_classes(cloud, by_scene[cloud.name], given[cloud.name])
+        if given:
+            meta = {**meta, "classes_given": True}
         return [by_scene[cloud.name] for cloud in clouds], meta
     if d.label_protocol == "given":
         indices = [np.flatnonzero(cloud.labels >= 0).astype(np.int64) for cloud in clouds]
@@ -99,6 +106,13 @@ def draw_weak_labels(
         return indices, {"protocol": "count", "count": d.label_count, "seed": d.weak_seed}
     indices = [ratio_weak_labels(c.labels, d.ratio, scene_seed(d.weak_seed, c.name)) for c in clouds]
     return indices, {"protocol": "ratio", "ratio": d.ratio, "seed": d.weak_seed}
+
+
+def with_given_classes(cloud: SubsampledCloud, indices: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """int64 [M]: the cloud's labels (IGNORE where it has none) with ``classes`` at ``indices``."""
+    labels = np.full(len(cloud), -1, np.int64) if cloud.labels is None else cloud.labels.copy()
+    labels[indices] = classes
+    return labels
 
 
 # Input features that need a per-point attribute of the clouds, and what users call it.
@@ -216,6 +230,8 @@ def prepare_data(
     held_out = [scene.cloud for scene in test + val]
     features = resolve_features(list(config.data.features), train_clouds + held_out, adapt_features)
     weak, meta = draw_weak_labels(config, train_clouds, full)
+    if meta.get("classes_given"):
+        check_given_classes(config, train_clouds, weak, split.class_names)
     if not test_only:
         check_training_labels(config, train_clouds, weak, full)
     meta.update({"grid_size": grid, "dataset": config.data.dataset})
@@ -334,6 +350,18 @@ def _dataset_name(config: Config) -> str:
     return config.data.root or config.data.dataset
 
 
+def check_given_classes(
+    config: Config, clouds: list[SubsampledCloud], weak: list[np.ndarray], class_names: list[str]
+) -> None:
+    """DataError when a weak-label folder gives a point a class outside the dataset's class list."""
+    for cloud, indices in zip(clouds, weak, strict=True):
+        if len(indices) and cloud.labels[indices].max() >= len(class_names):
+            raise DataError(
+                f"{config.data.weak_labels}: scene {cloud.name} has a weak label of class "
+                f"{int(cloud.labels[indices].max())}, but the dataset has {len(class_names)} classes"
+            )
+
+
 def check_training_labels(
     config: Config, clouds: list[SubsampledCloud], weak: list[np.ndarray], full: bool
 ) -> None:
@@ -367,9 +395,10 @@ def require_test_labels(config: Config, test: list[TestScene], why: str) -> None
 
 
 def write_weak_labels(data: PreparedData, folder: str | Path) -> None:
-    """Save the weak labels used, so another run (or method) can reuse exactly the same ones."""
-    save_weak_labels(
-        folder,
-        {cloud.name: idx for cloud, idx in zip(data.train.clouds, data.train.weak_indices, strict=True)},
-        data.weak_meta,
-    )
+    """Save the weak labels used, so another run (or method) can reuse exactly the same ones (with their
+    classes when a user gave some: weak_meta "classes_given")."""
+    pairs = list(zip(data.train.clouds, data.train.weak_indices, strict=True))
+    classes = None
+    if data.weak_meta.get("classes_given"):
+        classes = {cloud.name: cloud.labels[idx] for cloud, idx in pairs}
+    save_weak_labels(folder, {cloud.name: idx for cloud, idx in pairs}, data.weak_meta, classes)
