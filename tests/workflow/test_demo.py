@@ -110,13 +110,31 @@ def test_a_method_added_to_the_one_list_is_a_demo_run(monkeypatch):
         {("baseline", 0): scores(30.0, 1.0), ("erda", 0): scores(29.0, 1.0)}, ("baseline", "erda"), [0]
     )
     assert rows["erda"]["method"] == "erda" and rows["erda"]["vs_baseline"]["mean"] == -1.0
-    assert "erda" in build_parser().parse_args(["demo"]).runs.split(",")
+    assert build_parser().parse_args(["demo", "--runs", "baseline,erda"]).runs == "baseline,erda"
+    # Without --runs: the paper's table (weak baseline, DSP, full labels); superpoint-st is one --runs away.
+    assert build_parser().parse_args(["demo"]).runs.split(",") == ["baseline", "dsp", "full"]
+    assert DEMO_METHODS["superpoint"] == "superpoint-st"
+
+
+def test_the_demo_runs_the_superpoint_method_beside_the_baseline(small_synthetic, tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--steps", "4", "--seeds", "1", "--out", str(out), "--runs", "baseline,superpoint"]
+    for item in small_synthetic + ["eval.sphere_spacing=1.5"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    assert "superpoint vs baseline, seed by seed: " in capsys.readouterr().out
+    row = json.loads((out / "results.json").read_text())["runs"]["superpoint"]
+    assert row["method"] == "superpoint-st" and 0 <= row["miou"] <= 100
+    # Two superpoint stages share the budget; the relabelling round between them is kept for a resume.
+    stages = [(stage["mode"], stage["steps"]) for stage in row["per_seed"]["0"]["training"]]
+    assert stages == [("superpoint", 2), ("superpoint-relabelled", 2)]
+    assert (out / "superpoint" / "seed0" / "relabelled" / "stage2.npz").is_file()
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--runs", "baseline,superpointz"], "--runs superpointz: choose among baseline,dsp,full"),
+        (["--runs", "baseline,superpointz"], "--runs superpointz: choose among baseline,dsp,superpoint,full"),
         (["--seeds", "0"], "--seeds must be >= 1, got 0"),
     ],
 )

@@ -16,6 +16,7 @@ from pathlib import Path
 from dsp3d import progress
 from dsp3d.cli.suggest import add_suggest
 from dsp3d.config import (
+    DEMO_DEFAULT_RUNS,
     DEMO_METHODS,
     DEMO_SEEDS,
     DEMO_STEPS,
@@ -156,7 +157,9 @@ def _add_demo(sub) -> None:
     )
     demo.add_argument("--out", default="demo_out", help="output folder")
     demo.add_argument(
-        "--runs", default=",".join(DEMO_METHODS), help=f"comma-separated among {','.join(DEMO_METHODS)}"
+        "--runs",
+        default=",".join(DEMO_DEFAULT_RUNS),
+        help=f"comma-separated among {','.join(DEMO_METHODS)} (default {','.join(DEMO_DEFAULT_RUNS)})",
     )
     demo.add_argument(
         "--jobs", type=int, default=None, help="runs at a time, one thread each (default: one per core)"
