@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -168,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.make_only:
         return 0
     load = os.getloadavg()[0]
+    # A fresh output folder per run: predict keeps a folder's earlier files and refuses one that lists
+    # another model's classes (the outdoor run's, say).
+    shutil.rmtree(work / "out", ignore_errors=True)
     result = run_cli(Path(args.src), model, cloud, work / "out")
     output = work / "out" / cloud.name
     points = args.points if args.scene == "room" else reader_for(cloud).summary(None, 1 << 20).count
