@@ -119,6 +119,12 @@ def _tiny_runs_module():
 
 
 @pytest.fixture(scope="session")
+def tiny_overrides():
+    """tiny_runs.tiny_overrides: ``tiny_overrides(cache_dir)`` gives the config overrides of the tiny runs."""
+    return _tiny_runs_module().tiny_overrides
+
+
+@pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> Path:
     """A folder like `dsp3d demo`'s with runs baseline and dsp (read-only for tests: copy to modify)."""
     return _tiny_runs_module().build_tiny_runs(tmp_path_factory.mktemp("tiny_runs"))

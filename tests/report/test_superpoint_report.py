@@ -11,29 +11,13 @@ from dsp3d.config import load_config
 from dsp3d.workflow.prepare import prepare_data
 from dsp3d.workflow.run import run_method
 
-TINY_RUN = [
-    "data.synthetic.train_rooms=1",
-    "data.synthetic.test_rooms=1",
-    "data.synthetic.density=40",
-    "data.grid_size=0.15",
-    "data.sphere_radius=1.2",
-    "data.ratio=0.1",
-    "data.prep_workers=1",
-    "model.first_features=8",
-    "train.steps=2",
-    "train.num_workers=0",
-    "train.batch_points=3000",
-    "train.device=cpu",
-    "train.loggers=[]",
-    "eval.sphere_spacing=1.0",
-    "eval.batch_points=20000",
-]
-
 
 @pytest.fixture(scope="module")
-def superpoint_run(tmp_path_factory):
+def superpoint_run(tmp_path_factory, tiny_overrides):
     root = tmp_path_factory.mktemp("superpoint_run")
-    config = load_config(None, [*TINY_RUN, f"data.cache_dir={root / 'cache'}", "train.method=superpoint"])
+    # The tiny runs' settings, with 2 steps and no tracker (later overrides win).
+    overrides = [*tiny_overrides(root / "cache"), "train.steps=2", "train.loggers=[]"]
+    config = load_config(None, [*overrides, "train.method=superpoint"])
     run_method(config, prepare_data(config), root / "superpoint")
     return root / "superpoint"
 
