@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dsp3d import progress
+from dsp3d.cli.arguments import add_config_args
 from dsp3d.cli.suggest import add_suggest
 from dsp3d.config import (
     DEMO_DEFAULT_RUNS,
@@ -45,18 +46,6 @@ points, with DSP (dense supervision propagation) and other weak-label methods.
   dsp3d superpoints [--config FILE]   the superpoints of your data and what weak labels reach through them
   dsp3d predict model.pt CLOUD -o OUT label every point of your clouds
   dsp3d suggest RUN_DIR --budget 0.5%  which points to label next"""
-
-
-def _add_config_args(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--config", required=required, help="YAML config file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.lr=0.005 (repeatable)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,7 +166,7 @@ def _add_train(sub) -> None:
         "A run folder gets config.yaml, metrics.jsonl, TensorBoard events, weak_labels/, checkpoints/,\n"
         "model.pt and results.json. `dsp3d config` lists every setting.",
     )
-    _add_config_args(train, required=False)
+    add_config_args(train, required=False)
     train.add_argument("--out", default=None, help="run folder (default runs/<config name>, or runs/default)")
     train.add_argument(
         "--resume",
@@ -213,7 +202,7 @@ def _add_ablate(sub) -> None:
     )
     ablate.add_argument("--out", default="ablation_out", help="output folder")
     ablate.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
-    _add_config_args(ablate, required=False)
+    add_config_args(ablate, required=False)
 
 
 def _add_predict(sub) -> None:
@@ -273,7 +262,7 @@ def _add_evaluate(sub) -> None:
         "of a run folder read instead of predicting again).",
     )
     evaluate.add_argument("checkpoint", help="model.pt written by train / demo")
-    _add_config_args(evaluate, required=True)
+    add_config_args(evaluate, required=True)
     evaluate.add_argument("--out", default=None, help="where to write the results (JSON)")
 
 
@@ -288,7 +277,7 @@ def _add_superpoints(sub) -> None:
         "labels (and the config's own) reach through them, and how much of it is right (section\n"
         "propagation). Writes OUT/superpoints.json and one picture per drawn scene (OUT/pictures/).",
     )
-    _add_config_args(superpoints, required=False)
+    add_config_args(superpoints, required=False)
     superpoints.add_argument("--out", default="superpoints", help="output folder")
     superpoints.add_argument(
         "--scenes", type=int, default=1, help="test and training scenes drawn (each split's first N)"

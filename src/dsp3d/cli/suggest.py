@@ -7,6 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from dsp3d.cli.arguments import add_config_args
+
 log = logging.getLogger("dsp3d")
 
 DESCRIPTION = """After a run (a run folder) or with a model file, rank the unlabelled points of the scenes
@@ -42,16 +44,10 @@ def add_suggest(sub, command) -> None:
         metavar="CSV",
         help="merge this filled-in suggestions.csv into the run's weak labels, written to -o",
     )
-    parser.add_argument(
-        "--config", default=None, help="a config whose dataset's training scenes to use instead of the run's"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value",
+    add_config_args(
+        parser,
+        required=False,
+        config_help="a config whose dataset's training scenes to use instead of the run's",
     )
     _add_choice_args(parser)
 
