@@ -107,12 +107,13 @@ def labelled_state(run_dir: Path, config):
     return data.train.clouds, data.train.weak_indices
 
 
-def active_picks(run_dir: Path, count: int, use_class_weights: bool) -> dict[str, np.ndarray]:
+def active_picks(run_dir: Path, count: int, use_class_weights: bool, balance: str) -> dict[str, np.ndarray]:
     """{scene: picked voxels} of ``dsp3d suggest`` on the run's training scenes."""
     from dsp3d.inference.suggest import Budget
     from dsp3d.workflow.suggest import SuggestOptions, model_source, suggest
 
-    options = SuggestOptions(Budget(count, None, str(count)), class_weights=use_class_weights, device="cpu")
+    budget = Budget(count, None, str(count))
+    options = SuggestOptions(budget, class_weights=use_class_weights, device="cpu", balance=balance)
     chosen = suggest(model_source(run_dir), [], options)
     return {result.scene.name: result.picks.points for result in chosen.scenes}
 
@@ -146,7 +147,7 @@ def run_chain(dataset: str, seed: int, strategy: str, args: argparse.Namespace) 
         labels_dir = root / strategy / f"labels{r}"
         if not (labels_dir / "weak_labels.json").is_file():
             if strategy == "active":
-                picks = active_picks(previous, count, has_validation(config))
+                picks = active_picks(previous, count, has_validation(config), args.balance)
             else:
                 picks = random_picks(clouds, weak, count, seed, r)
             record = pick_record(clouds, weak, picks)
@@ -184,6 +185,7 @@ def chain_command(args: argparse.Namespace, kind: str, dataset: str, seed: int, 
         f"--start={args.start}",
         f"--step={args.step}",
         f"--stop={args.stop}",
+        f"--balance={args.balance}",
         *[f"--set={o}" for o in args.overrides],
     ]
     return [
@@ -505,6 +507,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--step", type=float, default=0.0025)
     parser.add_argument("--stop", type=float, default=0.015)
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each pinned to its own core")
+    parser.add_argument(
+        "--balance",
+        default="none",
+        choices=("none", "classes"),
+        help="dsp3d suggest --balance of the active picks",
+    )
     parser.add_argument("--full", action="store_true", help="also train full labels per seed (the reference)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "active"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

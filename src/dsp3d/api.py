@@ -233,6 +233,7 @@ class Run:
         superpoints: str = "auto",
         spacing: float | None = None,
         class_weights: bool = True,
+        balance: str = "none",
         colors: str = "keep",
         pictures: bool = True,
         device: str = "auto",
@@ -249,7 +250,14 @@ class Run:
         from dsp3d.workflow.suggest_outputs import check_outputs, suggestion_rows, write_outputs
 
         options = SuggestOptions(
-            parse_budget(budget), measure, superpoints, spacing, class_weights, device, batch_points=60000
+            parse_budget(budget),
+            measure,
+            superpoints,
+            spacing,
+            class_weights,
+            device,
+            batch_points=60000,
+            balance=balance,
         )
         check = None if out is None else (lambda found: check_outputs(found, out, force))
         chosen = suggest(model_source(self.path), [str(s) for s in scenes], options, before_voting=check)

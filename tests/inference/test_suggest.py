@@ -116,6 +116,34 @@ def test_choose_keeps_the_best_over_all_scenes_ties_by_scene_then_rank():
         return Candidates(np.arange(n), np.array(values, dtype=float), -np.ones(n, int), np.ones(n, int))
 
     kept = choose([candidates([0.9, 0.5, 0.5]), candidates([0.7, 0.5]), candidates([])], 4)
-    assert [k.tolist() for k in kept] == [[1, 3, 4], [2], []]
+    assert [k.tolist() for k in kept] == [[1, 3, 4], [2, 0], []]
     everything = choose([candidates([0.9, 0.5, 0.5]), candidates([0.7, 0.5])], 10)
     assert [k.tolist() for k in everything] == [[1, 3, 4], [2, 5]]
+
+
+def test_a_balanced_choice_takes_the_best_of_every_class_first():
+    def candidates(values, classes):
+        n = len(values)
+        one = np.ones(n, int)
+        return Candidates(np.arange(n), np.array(values, float), -one, one, np.array(classes))
+
+    scenes = [candidates([0.9, 0.8, 0.7, 0.2], [0, 0, 0, 1]), candidates([0.6, 0.5, 0.1], [0, 2, 2])]
+    # by value: 0.9 (s0 c0), 0.8 (s0 c0), 0.7 (s0 c0), 0.6 (s1 c0)
+    assert [k.tolist() for k in choose(scenes, 4)] == [[1, 2, 3, 0], [4, 0, 0]]
+    # balanced: the best of classes 0, 2, 1 (0.9, 0.5, 0.2), then the second best of each: 0.8 (class 0)
+    assert [k.tolist() for k in choose(scenes, 4, balanced=True)] == [[1, 4, 0, 3], [0, 2, 0]]
+    # a class that runs out leaves its share: rounds of 3 (0.9, 0.5, 0.2), 2 (0.8, 0.1), 1 (0.7), 1 (0.6)
+    assert [k.tolist() for k in choose(scenes, 10, balanced=True)] == [[1, 4, 6, 3], [7, 2, 5]]
+    unclassed = Candidates(np.arange(1), np.ones(1), -np.ones(1, int), np.ones(1, int))
+    with pytest.raises(ValueError, match="class"):
+        choose([unclassed], 1, balanced=True)
+
+
+def test_the_class_of_a_pick_is_its_superpoints_mean_prediction_or_its_points():
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    superpoints = np.array([0, 0, 0, 1, 1])
+    picks = Candidates(np.array([0, 3]), np.ones(2), np.array([0, 1]), np.array([3, 2]))
+    # superpoint 0: mean (0.467, 0.533) -> class 1, though its pick (point 0) alone says 0; 1: (0.35, 0.65)
+    assert picks.with_classes(probabilities, superpoints).classes.tolist() == [1, 1]
+    assert picks.with_classes(probabilities, None).classes.tolist() == [0, 0]
+    assert picks.with_classes(probabilities, superpoints).take(1).classes.tolist() == [1]

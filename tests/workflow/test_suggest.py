@@ -14,6 +14,7 @@ import torch
 from dsp3d.cli import main
 from dsp3d.config import load_run_config
 from dsp3d.inference.suggest import Budget, class_weights, parse_budget
+from dsp3d.io.errors import DataError
 from dsp3d.levels import make_levels
 from dsp3d.model.kpfcnn import KPFCNN
 from dsp3d.preprocessing.weak_labels import load_weak_label_classes, load_weak_labels
@@ -74,6 +75,23 @@ def fill_in(csv_path, truth: dict, wrong_first: str | None = None) -> list[dict]
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+def test_a_balanced_choice_goes_through_and_equals_the_plain_one_for_a_single_class(tiny_demo):
+    run_dir = tiny_demo / "baseline"
+    plain = suggest(
+        model_source(run_dir), [], SuggestOptions(parse_budget("1%"), superpoints="on", device="cpu")
+    )
+    options = SuggestOptions(parse_budget("1%"), superpoints="on", device="cpu", balance="classes")
+    balanced = suggest(model_source(run_dir), [], options)
+    assert balanced.meta["balance"] == "classes" and plain.meta["balance"] == "none"
+    classes = balanced.scenes[0].picks.classes
+    # the tiny run's model predicts one class on every open superpoint: nothing to share, the same picks
+    assert len(classes) == balanced.count == plain.count and len(set(classes.tolist())) == 1
+    np.testing.assert_array_equal(balanced.scenes[0].picks.points, plain.scenes[0].picks.points)
+    np.testing.assert_array_equal(balanced.scenes[0].ranks, plain.scenes[0].ranks)
+    with pytest.raises(DataError, match="--balance must be one of none, classes"):
+        suggest(model_source(run_dir), [], dataclasses.replace(options, balance="class"))
 
 
 def test_merged_labels_keep_the_old_ones_and_train(tiny_demo, tmp_path, capsys):

@@ -78,6 +78,13 @@ def _add_choice_args(parser: argparse.ArgumentParser) -> None:
         "--no-class-weights", action="store_true", help="do not favour the classes the run scores worst on"
     )
     parser.add_argument(
+        "--balance",
+        default="none",
+        choices=("none", "classes"),
+        help="classes: share the picks among the classes the model predicts at them (the best of every "
+        "class first, then the second best, ...); none: by the model's doubt alone",
+    )
+    parser.add_argument(
         "--colors",
         default="keep",
         choices=("keep", "suggest"),
@@ -119,6 +126,7 @@ def _suggest(source, args: argparse.Namespace) -> int:
         class_weights=not args.no_class_weights,
         device=args.device,
         batch_points=args.batch_points,
+        balance=args.balance,
     )
     out = Path(args.out or "suggestions")
     suggestions = suggest(

@@ -26,7 +26,7 @@ The picks, best first:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -107,20 +107,43 @@ def point_scores(probabilities: np.ndarray, weights: np.ndarray, measure: str = 
 class Candidates:
     """A scene's best picks in rank order (best first): ``points`` int64 [K] (subsampled points),
     ``values`` float64 [K] (what decides the rank), ``regions`` int64 [K] (each pick's superpoint, -1
-    without superpoints) and ``region_sizes`` int64 [K] (its points; 1 without superpoints)."""
+    without superpoints), ``region_sizes`` int64 [K] (its points; 1 without superpoints) and ``classes``
+    int64 [K] (the class the model predicts there, what a class-balanced choice shares the picks by; None
+    until ``with_classes``)."""
 
     points: np.ndarray
     values: np.ndarray
     regions: np.ndarray
     region_sizes: np.ndarray
+    classes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.points)
 
     def take(self, count: int) -> Candidates:
+        return self.select(slice(0, count))
+
+    def select(self, which) -> Candidates:
+        """The candidates at ``which`` (a slice, a bool mask [K] or indices), in their order."""
+        classes = None if self.classes is None else self.classes[which]
         return Candidates(
-            self.points[:count], self.values[:count], self.regions[:count], self.region_sizes[:count]
+            self.points[which], self.values[which], self.regions[which], self.region_sizes[which], classes
         )
+
+    def with_classes(self, probabilities: np.ndarray, superpoints: np.ndarray | None) -> Candidates:
+        """These candidates with ``classes``: the argmax of the mean probabilities (float [M, C]) over each
+        pick's superpoint (int64 [M] per point), or at the pick's point without superpoints."""
+        if superpoints is None or len(self) == 0:
+            classes = np.asarray(probabilities)[self.points].argmax(axis=1)
+        else:
+            count = int(superpoints.max()) + 1
+            wanted = np.zeros(count, dtype=bool)
+            wanted[self.regions] = True
+            members = np.flatnonzero(wanted[superpoints])
+            sums = np.zeros((count, probabilities.shape[1]))
+            np.add.at(sums, superpoints[members], np.asarray(probabilities, dtype=np.float64)[members])
+            classes = sums[self.regions].argmax(axis=1)
+        return replace(self, classes=classes.astype(np.int64))
 
 
 def point_candidates(
@@ -193,19 +216,33 @@ def nearest_to_centroid(
     return best[chosen]
 
 
-def choose(candidates: list[Candidates], count: int) -> list[np.ndarray]:
-    """Per scene, the 1-based global ranks of its first picks (int64 [k_s], in its own rank order) when the
-    best ``count`` of all scenes' candidates are kept: by value, ties by scene order then rank. Each
-    scene's candidates must be in rank order (values not increasing)."""
+def choose(candidates: list[Candidates], count: int, balanced: bool = False) -> list[np.ndarray]:
+    """Per scene, the 1-based global rank of each of its candidates (int64 [K_s], 0 where not kept) when
+    the best ``count`` of all scenes' candidates are kept: by value, ties by scene order then rank. Each
+    scene's candidates must be in rank order (values not increasing): without ``balanced`` a scene's kept
+    candidates are its first ones.
+
+    ``balanced``: the picks are shared among the predicted classes (``Candidates.classes``): the best
+    candidate of every class first (by value among them), then the second best of every class, and so
+    on; a class that runs out of candidates leaves its share to the others. Without it the picks follow
+    the values alone, which can put most of a budget into the one or two classes the model doubts most."""
     values = np.concatenate([c.values for c in candidates]) if candidates else np.zeros(0)
     scene = np.concatenate([np.full(len(c), s) for s, c in enumerate(candidates)]) if candidates else values
     position = np.concatenate([np.arange(len(c)) for c in candidates]) if candidates else values
-    order = np.lexsort((position, scene, -values))[:count]
+    order = np.lexsort((position, scene, -values))
+    if balanced and len(order):
+        if any(c.classes is None for c in candidates):
+            raise ValueError("a balanced choice needs every candidate's class (Candidates.with_classes)")
+        classes = np.concatenate([c.classes for c in candidates])[order]
+        # Each candidate's place within its class, in value order: 0 for the best of its class.
+        within = np.zeros(len(order), dtype=np.int64)
+        first = {}
+        for place, c in enumerate(classes.tolist()):
+            within[place] = first.get(c, 0)
+            first[c] = within[place] + 1
+        order = order[np.argsort(within, kind="stable")]
+    order = order[:count]
     ranks = np.zeros(len(values), dtype=np.int64)
     ranks[order] = np.arange(1, len(order) + 1)
     bounds = np.cumsum([0] + [len(c) for c in candidates])
-    kept = []
-    for s in range(len(candidates)):
-        own = ranks[bounds[s] : bounds[s + 1]]
-        kept.append(own[own > 0])
-    return kept
+    return [ranks[bounds[s] : bounds[s + 1]] for s in range(len(candidates))]

@@ -51,6 +51,7 @@ from dsp3d.workflow.prepare import partition_settings, prepare_data, superpoints
 log = logging.getLogger("dsp3d")
 
 SUPERPOINT_MODES = ("auto", "on", "off")
+BALANCE_MODES = ("none", "classes")
 SPACING_GRIDS = 5  # picks without superpoints: at least this many grid sizes apart unless --spacing says
 
 
@@ -59,7 +60,8 @@ class SuggestOptions:
     """How to pick. budget: how many; measure: entropy or margin; superpoints: on (one pick per
     superpoint), off (picks ``spacing`` metres apart; None: SPACING_GRIDS grid sizes) or auto (on for a
     run whose method propagates labels through superpoints); class_weights: favour the classes the run
-    scores worst on; device and batch_points: as dsp3d predict's."""
+    scores worst on; device and batch_points: as dsp3d predict's; balance: classes (the picks shared
+    among the classes the model predicts at them) or none (by value alone)."""
 
     budget: Budget
     measure: str = "entropy"
@@ -68,10 +70,13 @@ class SuggestOptions:
     class_weights: bool = True
     device: str = "auto"
     batch_points: int = 60000
+    balance: str = "none"
 
     def check(self) -> None:
         if self.measure not in MEASURES:
             raise DataError(f"--measure must be one of {', '.join(MEASURES)}, got {self.measure!r}")
+        if self.balance not in BALANCE_MODES:
+            raise DataError(f"--balance must be one of {', '.join(BALANCE_MODES)}, got {self.balance!r}")
         if self.superpoints not in SUPERPOINT_MODES:
             raise DataError(
                 f"--superpoints must be one of {', '.join(SUPERPOINT_MODES)}, got {self.superpoints!r}"
@@ -271,26 +276,33 @@ class Suggestions:
 class Ranking:
     """How every scene's points are ranked: ``count`` picks in all; ``weights`` float [C] per class;
     ``measure``; ``spacing`` (metres) between picks without superpoints; ``click_weight``: what one click
-    lends its superpoint."""
+    lends its superpoint; ``balanced``: the picks shared among the predicted classes."""
 
     count: int
     weights: np.ndarray
     measure: str
     spacing: float
     click_weight: float
+    balanced: bool = False
+
+    def candidates_per_scene(self) -> int:
+        """How many candidates a scene offers: ``count``, or with a class-balanced choice ``count`` per
+        class (a rare class's best candidates can lie far down a scene's ranking)."""
+        return self.count * (len(self.weights) if self.balanced else 1)
 
 
 def rank_scene(predictor: Predictor, scene: SuggestScene, ranking: Ranking) -> SceneSuggestion:
     """The scene's votes, scores and best candidates (up to ``ranking.count``; ``ranks`` still empty)."""
     probabilities = predictor.probabilities(scene.cloud)
     scores = point_scores(probabilities, ranking.weights, ranking.measure)
-    points, unlabelled, count = scene.cloud.points, ~scene.labelled, ranking.count
+    points, unlabelled, count = scene.cloud.points, ~scene.labelled, ranking.candidates_per_scene()
     if scene.superpoints is not None:
         picks = superpoint_candidates(
             points, scores, unlabelled, scene.superpoints, ranking.click_weight, count
         )
     else:
         picks = point_candidates(points, scores, unlabelled, ranking.spacing, count)
+    picks = picks.with_classes(probabilities, scene.superpoints)
     predicted = probabilities.argmax(1).astype(np.int64)
     confidence = probabilities.max(1).astype(np.float32)
     return SceneSuggestion(scene, predicted, confidence, scores, picks, np.zeros(0, dtype=np.int64))
@@ -326,6 +338,7 @@ def suggest(
         options.measure,
         SPACING_GRIDS * meta.grid_size if options.spacing is None else options.spacing,
         (config.propagation if config else PropagationConfig()).click_weight,
+        options.balance == "classes",
     )
     predictor = Predictor(
         network, meta, device, options.batch_points, config.eval.sphere_spacing if config else 0.8
@@ -336,15 +349,15 @@ def suggest(
             "[%d/%d] %s: voting on %s points", index + 1, len(scenes), scene.name, f"{len(scene.cloud):,}"
         )
         results.append(rank_scene(predictor, scene, ranking))
-    kept = choose([result.picks for result in results], count)
-    found = int(sum(len(k) for k in kept))
+    kept = choose([result.picks for result in results], count, ranking.balanced)
+    found = int(sum((k > 0).sum() for k in kept))
     if found < count:
         raise DataError(
             f"--budget {options.budget.text}: only {found:,} of {count:,} picks fit {ranking.spacing:g} m "
             "apart in these scenes; lower --spacing or --budget"
         )
     for result, ranks in zip(results, kept, strict=True):
-        result.picks, result.ranks = result.picks.take(len(ranks)), ranks
+        result.picks, result.ranks = result.picks.select(ranks > 0), ranks[ranks > 0]
     described = describe(source, options, meta, ranking, use_superpoints, iou_source)
     described["subsampled_points"] = int(sum(len(scene.cloud) for scene in scenes))
     return Suggestions(results, list(meta.class_names), described)
@@ -366,6 +379,7 @@ def describe(
         "count": ranking.count,
         "grid_size": meta.grid_size,
         "measure": options.measure,
+        "balance": options.balance,
         "superpoints": use_superpoints,
         "spacing": None if use_superpoints else ranking.spacing,
         "click_weight": ranking.click_weight if use_superpoints else None,
