@@ -509,7 +509,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, each pinned to its own core")
     parser.add_argument(
         "--balance",
-        default="none",
+        default="classes",
         choices=("none", "classes"),
         help="dsp3d suggest --balance of the active picks",
     )

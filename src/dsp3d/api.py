@@ -233,7 +233,7 @@ class Run:
         superpoints: str = "auto",
         spacing: float | None = None,
         class_weights: bool = True,
-        balance: str = "none",
+        balance: str = "classes",
         colors: str = "keep",
         pictures: bool = True,
         device: str = "auto",

@@ -79,11 +79,9 @@ def fill_in(csv_path, truth: dict, wrong_first: str | None = None) -> list[dict]
 
 def test_a_balanced_choice_goes_through_and_equals_the_plain_one_for_a_single_class(tiny_demo):
     run_dir = tiny_demo / "baseline"
-    plain = suggest(
-        model_source(run_dir), [], SuggestOptions(parse_budget("1%"), superpoints="on", device="cpu")
-    )
-    options = SuggestOptions(parse_budget("1%"), superpoints="on", device="cpu", balance="classes")
+    options = SuggestOptions(parse_budget("1%"), superpoints="on", device="cpu")  # balance: classes
     balanced = suggest(model_source(run_dir), [], options)
+    plain = suggest(model_source(run_dir), [], dataclasses.replace(options, balance="none"))
     assert balanced.meta["balance"] == "classes" and plain.meta["balance"] == "none"
     classes = balanced.scenes[0].picks.classes
     # the tiny run's model predicts one class on every open superpoint: nothing to share, the same picks

@@ -79,7 +79,7 @@ def _add_choice_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--balance",
-        default="none",
+        default="classes",
         choices=("none", "classes"),
         help="classes: share the picks among the classes the model predicts at them (the best of every "
         "class first, then the second best, ...); none: by the model's doubt alone",

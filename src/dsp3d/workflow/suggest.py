@@ -70,7 +70,7 @@ class SuggestOptions:
     class_weights: bool = True
     device: str = "auto"
     batch_points: int = 60000
-    balance: str = "none"
+    balance: str = "classes"
 
     def check(self) -> None:
         if self.measure not in MEASURES:
