@@ -357,3 +357,23 @@ def test_errors_of_the_training_process_pass_as_they_are(scenes):
 
     with pytest.raises(KeyError), loader_faults(TrainConfig()):
         raise KeyError("not the loader's")
+
+
+def test_a_worker_death_raised_inside_a_checkpoint_write_is_still_one_line():
+    """torch's SIGCHLD handler can raise while torch.save writes a checkpoint; torch.save then raises its
+    own error ("enforce fail ... unexpected pos") with the handler's as its context."""
+    from dsp3d.batching.worker_faults import loader_fault
+
+    train = TrainConfig(batch_points=2500, num_workers=1)
+    try:
+        try:
+            raise RuntimeError("DataLoader worker (pid 23233) is killed by signal: Killed. ")
+        except RuntimeError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 99318 vs 99288")  # noqa: B904
+    except RuntimeError as error:
+        fault = loader_fault(error, train)
+    assert isinstance(fault, LoaderFailed)
+    assert str(fault).startswith("a data-loader worker was killed (SIGKILL: most likely by the system")
+    assert "\n" not in str(fault)
+    unrelated = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 99318 vs 99288")
+    assert loader_fault(unrelated, train) is None

@@ -117,12 +117,26 @@ def loader_fault(error: BaseException, train_cfg: TrainConfig) -> Exception | No
             f"{_fixes(train_cfg)}",
             "train.num_workers=0",
         )
-    # torch's liveness check raises "exited unexpectedly" from its SIGCHLD handler's error, which says how
-    said = _WORKER_ENDED.search(str(error.__cause__ or "")) or _WORKER_ENDED.search(text)
+    # torch's liveness check raises "exited unexpectedly" from its SIGCHLD handler's error, which says how;
+    # and the handler's error raised inside other code can come back as that code's own error (torch.save
+    # writing a checkpoint: "enforce fail ... unexpected pos"), with the handler's as its context.
+    said = next((found for each in _chain(error) if (found := _WORKER_ENDED.search(str(each)))), None)
     if said is None and not _broken_off(error):
         return None
     how = _how_torch_says(said.group(1)) if said is not None else _ended_child()
     return _worker_ended(how, train_cfg)
+
+
+def _chain(error: BaseException, depth: int = 8) -> Iterator[BaseException]:
+    """``error``'s cause first, then ``error`` and the errors it was raised from or while handling
+    (``__cause__``, ``__context__``), at most ``depth`` of them, each once."""
+    if error.__cause__ is not None:
+        yield error.__cause__
+    seen, current = set(), error
+    while current is not None and len(seen) < depth and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 def _broken_off(error: BaseException) -> bool:
