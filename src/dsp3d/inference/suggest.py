@@ -136,12 +136,13 @@ class Candidates:
         if superpoints is None or len(self) == 0:
             classes = np.asarray(probabilities)[self.points].argmax(axis=1)
         else:
-            count = int(superpoints.max()) + 1
-            wanted = np.zeros(count, dtype=bool)
-            wanted[self.regions] = True
-            members = np.flatnonzero(wanted[superpoints])
-            sums = np.zeros((count, probabilities.shape[1]))
-            np.add.at(sums, superpoints[members], np.asarray(probabilities, dtype=np.float64)[members])
+            # Per-class sums over each superpoint (the argmax of the sum is the mean's), by bincount as
+            # the scores' means are: np.add.at over [M, C] takes seconds on a million points.
+            p, count = np.asarray(probabilities, dtype=np.float64), int(superpoints.max()) + 1
+            sums = np.stack(
+                [np.bincount(superpoints, weights=p[:, c], minlength=count) for c in range(p.shape[1])],
+                axis=1,
+            )
             classes = sums[self.regions].argmax(axis=1)
         return replace(self, classes=classes.astype(np.int64))
 

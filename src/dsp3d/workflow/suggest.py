@@ -292,7 +292,8 @@ class Ranking:
 
 
 def rank_scene(predictor: Predictor, scene: SuggestScene, ranking: Ranking) -> SceneSuggestion:
-    """The scene's votes, scores and best candidates (up to ``ranking.count``; ``ranks`` still empty)."""
+    """The scene's votes, scores and best candidates, each with its predicted class (up to
+    ``ranking.candidates_per_scene()``; ``ranks`` still empty)."""
     probabilities = predictor.probabilities(scene.cloud)
     scores = point_scores(probabilities, ranking.weights, ranking.measure)
     points, unlabelled, count = scene.cloud.points, ~scene.labelled, ranking.candidates_per_scene()
