@@ -120,3 +120,10 @@ def test_non_finite_numbers_are_refused(value):
 def test_a_label_count_of_nothing_is_refused():
     with pytest.raises(ConfigError, match=r"data\.label_count must be >= 1 with data\.label_protocol=count"):
         load_config(None, ["data.label_protocol=count"])
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5"])
+def test_a_relabel_share_outside_zero_to_one_is_refused(value):
+    with pytest.raises(ConfigError, match=r"propagation\.relabel_share must be in \[0, 1\] \(0: off\)"):
+        load_config(None, [f"propagation.relabel_share={value}"])
+    assert load_config(None, ["propagation.relabel_share=0.2"]).propagation.relabel_share == 0.2

@@ -262,6 +262,9 @@ class PropagationConfig:
     # mean predicted probability of a class reaches this (stage 1's model, test-time voting on the
     # training scenes) is labelled with that class, with a click's weight (click_weight)
     relabel_threshold: float = 0.8
+    # > 0: class-balanced instead (relabel_threshold unused): in every class, the relabel_share most
+    # confident of the open superpoints the model predicts as that class, over all training scenes
+    relabel_share: float = 0.0
 
 
 @dataclass
@@ -579,6 +582,7 @@ def _superpoint_checks(config: Config) -> list[Check]:
         (0 < pr.self_training_threshold <= 1, "propagation.self_training_threshold", "must be in (0, 1]"),
         (0 <= pr.rampup <= 1, "propagation.rampup", "must be in [0, 1]"),
         (0 < pr.relabel_threshold <= 1, "propagation.relabel_threshold", "must be in (0, 1]"),
+        (0 <= pr.relabel_share <= 1, "propagation.relabel_share", "must be in [0, 1] (0: off)"),
     ]
 
 

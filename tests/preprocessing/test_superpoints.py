@@ -9,6 +9,7 @@ from dsp3d.preprocessing import superpoints as sp
 from dsp3d.preprocessing.superpoints import (
     PartitionError,
     PartitionSettings,
+    Propagation,
     merge_small,
     partition_points,
     propagate_labels,
@@ -257,11 +258,9 @@ def test_a_given_partition_is_cached_and_a_scene_without_segments_is_a_clear_err
         sp.cached_given_partition({"s": 2}, 0.05, lambda: Cloud(points), reprojection, 2, tmp_path, "scan2")
 
 
-def test_relabelling_takes_confident_unreached_superpoints_only():
-    from dsp3d.preprocessing.superpoints import Propagation, relabel_superpoints
-
+def _relabelling_case():
     # sp 0: has a weak label (point 0); sp 1: reached by propagation (point 3); sp 2: unreached and
-    # confident (mean 0.95 for class 2); sp 3: unreached, not confident (mean 0.6).
+    # confident (mean 0.95 for class 2); sp 3: unreached, not confident (mean 0.6 for class 1).
     superpoints = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     labels = np.array([1, 1, 0, 0, 2, 2, 1, 0])
     weak = np.array([0])
@@ -270,13 +269,52 @@ def test_relabelling_takes_confident_unreached_superpoints_only():
     )
     probabilities = np.full((8, 3), 0.05)
     probabilities[4:6] = [0.025, 0.025, 0.95]
-    probabilities[6:8] = [0.2, 0.6, 0.2]
-    result, count = relabel_superpoints(superpoints, probabilities, weak, labels, lent, 0.9, click_weight=1.0)
+    probabilities[6:8] = [[0.2, 0.7, 0.1], [0.2, 0.5, 0.3]]
+    means = sp.superpoint_means(superpoints, probabilities)
+    opened = sp.open_superpoints(superpoints, weak, labels, lent)
+    return superpoints, lent, means, opened
+
+
+def test_superpoint_means_and_open_superpoints():
+    superpoints, lent, means, opened = _relabelling_case()
+    np.testing.assert_allclose(means[2], [0.025, 0.025, 0.95])
+    np.testing.assert_allclose(means[3], [0.2, 0.6, 0.2])
+    assert opened.tolist() == [False, False, True, True]
+    # an id no point carries is never open
+    nothing_lent = Propagation(np.array([-1, -1]), np.zeros(2, np.float32))
+    opened = sp.open_superpoints(np.array([0, 2]), np.array([0]), np.array([1, 1]), nothing_lent)
+    assert opened.tolist() == [False, False, True]
+
+
+def test_relabelling_takes_confident_unreached_superpoints_only():
+    superpoints, lent, means, opened = _relabelling_case()
+    result, count = sp.relabel_superpoints(superpoints, means, opened, lent, 0.9, click_weight=1.0)
     assert count == 1
     np.testing.assert_array_equal(result.labels, [-1, 1, -1, 0, 2, 2, -1, -1])
     np.testing.assert_allclose(result.weights, [0, 1, 0, 0.5, 0.5, 0.5, 0, 0])  # one click over 2 points
     # The input is not modified.
     assert lent.labels[4] == -1
+    # Per-class thresholds: class 1 needs only 0.6, class 2 now 0.96, so sp 3 is taken and sp 2 is not.
+    result, count = sp.relabel_superpoints(superpoints, means, opened, lent, np.array([1, 0.6, 0.96]), 1.0)
+    assert count == 1
+    np.testing.assert_array_equal(result.labels, [-1, 1, -1, 0, -1, -1, 1, 1])
+
+
+def test_class_balanced_thresholds_keep_each_predicted_class_its_share_over_all_scenes():
+    # scene a: open superpoints predicted class 0 at 0.9, 0.5 and class 1 at 0.6; a closed one at 0.99.
+    # scene b: class 0 at 0.7 and 0.3, class 1 at 0.4. Class 2 is never predicted.
+    a = np.array([[0.9, 0.1, 0], [0.5, 0.3, 0.2], [0.3, 0.6, 0.1], [0.99, 0.01, 0]])
+    b = np.array([[0.7, 0.2, 0.1], [0.3, 0.29, 0.28], [0.35, 0.4, 0.25]])
+    opened = [np.array([True, True, True, False]), np.array([True, True, True])]
+    half = sp.class_balanced_thresholds([a, b], opened, 0.5, 3)
+    # class 0: 0.9, 0.7, 0.5, 0.3 -> the top 2 reach 0.7; class 1: 0.6, 0.4 -> the top 1 reaches 0.6
+    np.testing.assert_allclose(half[:2], [0.7, 0.6])
+    assert half[2] == np.inf
+    everything = sp.class_balanced_thresholds([a, b], opened, 1.0, 3)
+    np.testing.assert_allclose(everything[:2], [0.3, 0.4])
+    # a share too small for one superpoint still keeps the most confident of the class
+    np.testing.assert_allclose(sp.class_balanced_thresholds([a, b], opened, 0.01, 3)[:2], [0.9, 0.6])
+    assert np.all(sp.class_balanced_thresholds([a[:0]], [opened[0][:0]], 0.5, 3) == np.inf)
 
 
 def test_tiles_cover_every_point_once_and_halve_the_longer_side():

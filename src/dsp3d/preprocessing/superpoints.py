@@ -534,34 +534,71 @@ def scene_partitions(
     ]
 
 
-def relabel_superpoints(
-    superpoints: np.ndarray,
-    probabilities: np.ndarray,
-    weak_indices: np.ndarray,
-    labels: np.ndarray,
-    lent: Propagation,
-    threshold: float,
-    click_weight: float,
-) -> tuple[Propagation, int]:
-    """``lent`` plus a label for every superpoint that neither a weak label nor ``lent`` reached, where
-    the mean of its points' ``probabilities`` (float [M, C], a model's voted predictions) reaches
-    ``threshold`` for some class: that class, with one click's weight (min(1, click_weight / n) for its
-    n points). labels int64 [M] is read at ``weak_indices`` only. Returns it and the number of
-    superpoints so labelled."""
+def superpoint_means(superpoints: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """float64 [S, C]: the mean of each superpoint's rows of ``probabilities`` (float [M, C]); 0 for a
+    superpoint id with no point."""
     count = int(superpoints.max()) + 1 if len(superpoints) else 0
-    touched = np.zeros(count, dtype=bool)
-    weak = weak_indices[labels[weak_indices] >= 0]
-    touched[superpoints[weak]] = True
-    touched[superpoints[lent.reached]] = True
     sums = np.zeros((count, probabilities.shape[1]), dtype=np.float64)
     np.add.at(sums, superpoints, probabilities)
     sizes = np.bincount(superpoints, minlength=count)
-    means = sums / np.maximum(sizes, 1)[:, None]
-    confident = ~touched & (means.max(1) >= threshold) & (sizes > 0)
+    return sums / np.maximum(sizes, 1)[:, None]
+
+
+def open_superpoints(
+    superpoints: np.ndarray, weak_indices: np.ndarray, labels: np.ndarray, lent: Propagation
+) -> np.ndarray:
+    """bool [S]: the superpoints that hold a point but neither a usable weak label (labels int64 [M], read
+    at ``weak_indices`` only) nor a label ``lent`` by propagation."""
+    count = int(superpoints.max()) + 1 if len(superpoints) else 0
+    closed = np.bincount(superpoints, minlength=count) == 0
+    weak = weak_indices[labels[weak_indices] >= 0]
+    closed[superpoints[weak]] = True
+    closed[superpoints[lent.reached]] = True
+    return ~closed
+
+
+def class_balanced_thresholds(
+    means: list[np.ndarray], opened: list[np.ndarray], share: float, num_classes: int
+) -> np.ndarray:
+    """float64 [C]: for every class, the confidence that the ``share`` most confident of the open
+    superpoints predicted as that class reach, over all scenes (``means[i]`` float [S_i, C] from
+    superpoint_means, ``opened[i]`` bool [S_i] from open_superpoints). Class-balanced self-training (Zou et
+    al., ECCV 2018): one threshold for every class would lend the classes the model is surest of and
+    nothing else (on the ScanNet sample, relabel_threshold 0.8 lent floors only, experiments.md). A class
+    no open superpoint is predicted as gets inf; ties at a threshold all pass it."""
+    confidence = np.concatenate([m[o].max(1) for m, o in zip(means, opened, strict=True)] + [np.zeros(0)])
+    predicted = np.concatenate(
+        [m[o].argmax(1) for m, o in zip(means, opened, strict=True)] + [np.zeros(0, int)]
+    )
+    thresholds = np.full(num_classes, np.inf)
+    for c in range(num_classes):
+        ranked = np.sort(confidence[predicted == c])[::-1]
+        if len(ranked):
+            thresholds[c] = ranked[int(np.ceil(share * len(ranked))) - 1]
+    return thresholds
+
+
+def relabel_superpoints(
+    superpoints: np.ndarray,
+    means: np.ndarray,
+    opened: np.ndarray,
+    lent: Propagation,
+    threshold: float | np.ndarray,
+    click_weight: float,
+) -> tuple[Propagation, int]:
+    """``lent`` plus a label for every ``opened`` superpoint (bool [S], open_superpoints) whose mean
+    probability (``means`` float [S, C], superpoint_means of a model's voted predictions) reaches
+    ``threshold`` for its most probable class (a float, or float [C] per class:
+    class_balanced_thresholds): that class, with one click's weight (min(1, click_weight / n) for its n
+    points). Returns it and the number of superpoints so labelled."""
+    sizes = np.bincount(superpoints, minlength=len(means))
+    predicted = means.argmax(1) if len(means) else np.zeros(0, dtype=np.int64)
+    needed = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (means.shape[1],))[predicted]
+    confident = opened & (means.max(1, initial=0.0) >= needed)
     weight_of = np.where(confident, np.minimum(1.0, click_weight / np.maximum(sizes, 1)), 0.0)
     new = confident[superpoints] & (weight_of[superpoints] > 0)
     labels_out = lent.labels.copy()
     weights_out = lent.weights.copy()
-    labels_out[new] = means.argmax(1)[superpoints[new]]
+    labels_out[new] = predicted[superpoints[new]]
     weights_out[new] = weight_of[superpoints[new]]
     return Propagation(labels_out, weights_out), int(np.count_nonzero(confident & (weight_of > 0)))

@@ -13,7 +13,13 @@ from dsp3d.evaluation.evaluate import Scorer
 from dsp3d.evaluation.metrics import ConfusionMatrix
 from dsp3d.io.atomic import atomic_write_json
 from dsp3d.methods import METHOD_STAGES, STAGE_MODES
-from dsp3d.preprocessing.superpoints import Propagation, relabel_superpoints
+from dsp3d.preprocessing.superpoints import (
+    Propagation,
+    class_balanced_thresholds,
+    open_superpoints,
+    relabel_superpoints,
+    superpoint_means,
+)
 from dsp3d.sampling.scenes import SceneSet
 from dsp3d.training import distributed
 from dsp3d.training.environment import run_environment
@@ -105,30 +111,31 @@ def run_method(config: Config, data: PreparedData, run_dir: str | Path, resume: 
 def superpoint_relabeller(config: Config, scorer: Scorer):
     """The self-training round of superpoint-st (training.loop.Relabeller): the model votes on every
     training scene as at test time, and each superpoint that no weak label reached takes the class its
-    points' mean probability gives, where that reaches propagation.relabel_threshold (with one click's
-    weight)."""
+    points' mean probability gives, with one click's weight, where that mean reaches
+    propagation.relabel_threshold or, with propagation.relabel_share > 0, where it is among the
+    relabel_share most confident of the open superpoints predicted as that class (over all scenes)."""
     options = config.propagation
 
     def relabel(model, scenes: SceneSet) -> SceneSet:
         was_training = model.training
         model.eval()
-        labels, weights, total = [], [], 0
+        means, opened, lent = [], [], []
         for index, cloud in enumerate(scenes.clouds):
-            probabilities = scorer.vote(model.backbone, cloud)
-            lent = Propagation(scenes.propagated_labels[index], scenes.propagated_weights[index])
-            lent, count = relabel_superpoints(
-                scenes.superpoints[index],
-                probabilities,
-                scenes.weak_indices[index],
-                cloud.labels,
-                lent,
-                options.relabel_threshold,
-                options.click_weight,
-            )
-            labels.append(lent.labels)
-            weights.append(lent.weights)
-            total += count
+            superpoints = scenes.superpoints[index]
+            means.append(superpoint_means(superpoints, scorer.vote(model.backbone, cloud)))
+            lent.append(Propagation(scenes.propagated_labels[index], scenes.propagated_weights[index]))
+            opened.append(open_superpoints(superpoints, scenes.weak_indices[index], cloud.labels, lent[-1]))
         model.train(was_training)
+        threshold = options.relabel_threshold
+        if options.relabel_share > 0:
+            threshold = class_balanced_thresholds(means, opened, options.relabel_share, scenes.num_classes)
+        labels, weights, total = [], [], 0
+        for index in range(len(scenes.clouds)):
+            args = (means[index], opened[index], lent[index], threshold, options.click_weight)
+            propagation, count = relabel_superpoints(scenes.superpoints[index], *args)
+            labels.append(propagation.labels)
+            weights.append(propagation.weights)
+            total += count
         log.info("self-training round: %d superpoints labelled by the model's confident predictions", total)
         return dataclasses.replace(scenes, propagated_labels=labels, propagated_weights=weights)
 
