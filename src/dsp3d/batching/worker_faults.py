@@ -129,7 +129,8 @@ def loader_fault(error: BaseException, train_cfg: TrainConfig) -> Exception | No
 
 def _chain(error: BaseException, depth: int = 8) -> Iterator[BaseException]:
     """``error``'s cause first, then ``error`` and the errors it was raised from or while handling
-    (``__cause__``, ``__context__``), at most ``depth`` of them, each once."""
+    (``__cause__``, ``__context__``), at most ``depth`` of them, each once (the cause comes again in its
+    place in the chain)."""
     if error.__cause__ is not None:
         yield error.__cause__
     seen, current = set(), error

@@ -20,6 +20,7 @@ from dsp3d.evaluation.metrics import ConfusionMatrix
 from dsp3d.evaluation.predictions import save_prediction
 from dsp3d.faults import memory_guard
 from dsp3d.levels import LevelSpec
+from dsp3d.preprocessing.superpoints import superpoint_means
 
 BRANCHES = ("basic", "cross", "intra")
 
@@ -121,8 +122,4 @@ def superpoint_vote(probs: np.ndarray, scene: TestScene) -> np.ndarray:
     ``scene`` (scene.superpoints, int64 [M])."""
     if scene.superpoints is None:
         raise ValueError(f"{scene.cloud.name}: eval.superpoint_vote needs the scene's superpoints")
-    count = int(scene.superpoints.max()) + 1
-    sums = np.zeros((count, probs.shape[1]), dtype=np.float64)
-    np.add.at(sums, scene.superpoints, probs)
-    sizes = np.bincount(scene.superpoints, minlength=count)
-    return (sums / sizes[:, None])[scene.superpoints].astype(np.float32)
+    return superpoint_means(scene.superpoints, probs)[scene.superpoints].astype(np.float32)

@@ -33,6 +33,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from dsp3d.io.errors import DataError
+from dsp3d.preprocessing.superpoints import superpoint_means
 
 MEASURES = ("entropy", "margin")
 
@@ -136,14 +137,7 @@ class Candidates:
         if superpoints is None or len(self) == 0:
             classes = np.asarray(probabilities)[self.points].argmax(axis=1)
         else:
-            # Per-class sums over each superpoint (the argmax of the sum is the mean's), by bincount as
-            # the scores' means are: np.add.at over [M, C] takes seconds on a million points.
-            p, count = np.asarray(probabilities, dtype=np.float64), int(superpoints.max()) + 1
-            sums = np.stack(
-                [np.bincount(superpoints, weights=p[:, c], minlength=count) for c in range(p.shape[1])],
-                axis=1,
-            )
-            classes = sums[self.regions].argmax(axis=1)
+            classes = superpoint_means(superpoints, probabilities)[self.regions].argmax(axis=1)
         return replace(self, classes=classes.astype(np.int64))
 
 

@@ -536,10 +536,13 @@ def scene_partitions(
 
 def superpoint_means(superpoints: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     """float64 [S, C]: the mean of each superpoint's rows of ``probabilities`` (float [M, C]); 0 for a
-    superpoint id with no point."""
+    superpoint id with no point. One bincount per class: np.add.at over [M, C] takes seconds on a
+    million points (measured with dsp3d suggest)."""
     count = int(superpoints.max()) + 1 if len(superpoints) else 0
-    sums = np.zeros((count, probabilities.shape[1]), dtype=np.float64)
-    np.add.at(sums, superpoints, probabilities)
+    values = np.asarray(probabilities, dtype=np.float64)
+    sums = np.zeros((count, values.shape[1]), dtype=np.float64)
+    for c in range(values.shape[1]):
+        sums[:, c] = np.bincount(superpoints, weights=values[:, c], minlength=count)
     sizes = np.bincount(superpoints, minlength=count)
     return sums / np.maximum(sizes, 1)[:, None]
 
