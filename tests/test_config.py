@@ -123,6 +123,13 @@ def test_a_label_count_of_nothing_is_refused():
 
 
 @pytest.mark.parametrize("value", ["-0.1", "1.5"])
+def test_a_class_balance_outside_zero_to_one_is_refused(value):
+    with pytest.raises(ConfigError, match=r"train\.class_balance must be in \[0, 1\]"):
+        load_config(None, [f"train.class_balance={value}"])
+    assert load_config(None, ["train.class_balance=0.5"]).train.class_balance == 0.5
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
 def test_a_relabel_share_outside_zero_to_one_is_refused(value):
     with pytest.raises(ConfigError, match=r"propagation\.relabel_share must be in \[0, 1\] \(0: off\)"):
         load_config(None, [f"propagation.relabel_share={value}"])

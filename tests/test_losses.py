@@ -105,6 +105,32 @@ def test_balanced_cross_entropy_gives_every_labelled_class_the_same_total_weight
     assert balanced.seg_intra.item() != pytest.approx(plain.seg_intra.item())
 
 
+def test_class_balance_weighs_each_point_by_a_power_of_its_class_count():
+    logits = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 0, 0, 1])
+    mask = torch.ones(4, dtype=torch.bool)
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    # class 0: three points of weight 3 ** -0.5 each; class 1: one point of weight 1
+    w0 = 3**-0.5
+    expected = (w0 * ce[:3].sum() + ce[3]) / (3 * w0 + 1)
+    torch.testing.assert_close(weak_cross_entropy(logits, labels, mask, balance=0.5), expected)
+    torch.testing.assert_close(
+        weak_cross_entropy(logits, labels, mask, balance=1.0), weak_cross_entropy(logits, labels, mask, True)
+    )
+    torch.testing.assert_close(weak_cross_entropy(logits, labels, mask, balance=0.0), ce.mean())
+    # With weights the counts are weighted: class 0's mass is 1 + 0.25 + 0.25 = 1.5.
+    weights = torch.tensor([1.0, 0.25, 0.25, 2.0])
+    per_point = weights / torch.tensor([1.5, 1.5, 1.5, 2.0]) ** 0.5
+    expected = (per_point * ce).sum() / per_point.sum()
+    balanced = weak_cross_entropy(logits, labels, mask, weights=weights, balance=0.5)
+    torch.testing.assert_close(balanced, expected)
+    # stage_loss balances the basic and the intra branches alike
+    intra = logits.flip(1)
+    terms = stage_loss("isfr", logits, None, intra, labels, mask, class_balance=0.5)
+    torch.testing.assert_close(terms.seg, weak_cross_entropy(logits, labels, mask, balance=0.5))
+    torch.testing.assert_close(terms.seg_intra, weak_cross_entropy(intra, labels, mask, balance=0.5))
+
+
 # The losses of the other weak-supervision methods, on small exact inputs.
 
 

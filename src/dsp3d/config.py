@@ -281,6 +281,10 @@ class TrainConfig:
     weight_decay: float = 1e-3  # SGD weight decay
     lr_decay_total: float = 0.1  # lr falls by this factor over a stage (paper: 0.1 per 150 epochs)
     grad_clip: float = 100.0  # gradients are clipped to this total norm
+    # Class balance of the labelled points' cross-entropy, every method: each labelled point weighs
+    # (its class's labelled mass in the batch) ** -class_balance, so 0 is the plain mean (the paper's),
+    # 1 gives every class present the same total weight and 0.5 is the square-root compromise
+    class_balance: float = 0.0
     seed: int = 0  # training seed: weights, sphere stream, augmentation
     num_workers: int = 1  # processes that build batches while the model trains
     device: str = "auto"  # auto (CUDA when present), cpu, cuda or cuda:N
@@ -494,6 +498,7 @@ def _schedule_checks(t: TrainConfig) -> list[Check]:
         (t.lr > 0, "train.lr", "must be > 0"),
         (0 <= t.momentum < 1, "train.momentum", "must be in [0, 1)"),
         (0 < t.lr_decay_total <= 1, "train.lr_decay_total", "must be in (0, 1]"),
+        (0 <= t.class_balance <= 1, "train.class_balance", "must be in [0, 1] (0: off, 1: classes alike)"),
     ]
 
 

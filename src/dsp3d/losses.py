@@ -51,24 +51,28 @@ def weak_cross_entropy(
     mask: torch.Tensor,
     balanced: bool = False,
     weights: torch.Tensor | None = None,
+    balance: float = 0.0,
 ) -> torch.Tensor:
     """Mean cross-entropy over the points where ``mask`` (bool [N]) is True; logits [N, C], labels [N].
 
     balanced: each labelled point weighs 1 / (labelled points of its class in the batch), so every class
     present weighs the same in total.
+    balance: the same with the power ``balance`` of that count (0: none, 1: ``balanced``, 0.5 the
+    square root); the counts are weighted by ``weights`` where given.
     weights: float [N], each point's weight (the superpoint method's propagated labels weigh less than
     the weak labels themselves): the mean is sum w CE / sum w over ``mask``.
     A batch with no labelled point gives an exact 0 that is still part of the graph (zero gradient).
     """
     if not bool(mask.any()):
         return logits.sum() * 0.0
-    if not balanced and weights is None:
+    power = 1.0 if balanced else balance
+    if power == 0 and weights is None:
         return F.cross_entropy(logits[mask].float(), labels[mask])
     targets = labels[mask]
     point_weights = weights[mask].float() if weights is not None else torch.ones_like(targets).float()
-    if balanced:
+    if power > 0:
         mass = torch.zeros(logits.shape[1], device=logits.device).index_add_(0, targets, point_weights)
-        point_weights = point_weights / mass[targets]
+        point_weights = point_weights / mass[targets] ** power
     losses = F.cross_entropy(logits[mask].float(), targets, reduction="none")
     return (losses * point_weights).sum() / point_weights.sum()
 
@@ -96,6 +100,7 @@ def stage_loss(
     intra_balanced: bool = False,
     lambda_intra: float = 1.0,
     weights: torch.Tensor | None = None,
+    class_balance: float = 0.0,
 ) -> LossTerms:
     """The loss of DSP's stage mode ``mode`` (a key of dsp3d.methods.STAGE_MODES).
 
@@ -106,13 +111,15 @@ def stage_loss(
     lambda_intra: weight of the intra branch's cross-entropy (the paper's eq. 10: 1).
     weights: float [N_0], each labelled point's weight in both cross-entropies (weak_cross_entropy), or
     None (every weak label weighs 1).
+    class_balance: the power of the class balance of both cross-entropies (weak_cross_entropy's
+    ``balance``; intra_balanced still balances the intra branch fully).
     """
     if mode not in STAGE_MODES:
         raise ValueError(f"unknown training mode '{mode}'; valid: {', '.join(STAGE_MODES)}")
     uses_cross, uses_intra = STAGE_MODES[mode].cross, STAGE_MODES[mode].intra
     mask = weak_mask & (labels >= 0)
     zero = basic.sum() * 0.0
-    seg = weak_cross_entropy(basic, labels, mask, weights=weights)
+    seg = weak_cross_entropy(basic, labels, mask, weights=weights, balance=class_balance)
     cross_reg = seg_intra = self_reg = zero
     if uses_cross:
         if cross is None:
@@ -123,7 +130,9 @@ def stage_loss(
     if uses_intra:
         if intra is None:
             raise ValueError(f"mode '{mode}' needs the intra branch's logits")
-        seg_intra = weak_cross_entropy(intra, labels, mask, balanced=intra_balanced, weights=weights)
+        seg_intra = weak_cross_entropy(
+            intra, labels, mask, balanced=intra_balanced, weights=weights, balance=class_balance
+        )
         self_reg = consistency(intra, basic)
     total = seg + lambda_cr * cross_reg + lambda_intra * seg_intra + lambda_sr * self_reg
     return LossTerms(total, seg, cross_reg, seg_intra, self_reg)

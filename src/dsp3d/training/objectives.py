@@ -103,6 +103,7 @@ class StageObjective:
             intra_balanced=dsp.intra_balanced,
             lambda_intra=dsp.lambda_intra,
             weights=weights,
+            class_balance=self.config.train.class_balance,
         )
         if self.stage.superpoint:
             terms = self.superpoint_terms(terms, outputs.basic, batch, ~mask, step, total)
