@@ -91,17 +91,19 @@ def test_balanced_cross_entropy_gives_every_labelled_class_the_same_total_weight
     mask = torch.ones(4, dtype=torch.bool)
     ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     expected = (ce[:3].mean() + ce[3]) / 2  # class 0: three points of weight 1/3; class 1: one of weight 1
-    assert weak_cross_entropy(logits, labels, mask, balanced=True).item() == pytest.approx(expected.item())
+    assert weak_cross_entropy(logits, labels, mask, balance=1.0).item() == pytest.approx(expected.item())
     assert weak_cross_entropy(logits, labels, mask).item() == pytest.approx(ce.mean().item())
     one_class = torch.tensor([True, True, False, False])  # a single class: balancing changes nothing
-    assert weak_cross_entropy(logits, labels, one_class, balanced=True).item() == pytest.approx(
+    assert weak_cross_entropy(logits, labels, one_class, balance=1.0).item() == pytest.approx(
         weak_cross_entropy(logits, labels, one_class).item()
     )
     intra = logits.flip(1)
     plain = stage_loss("isfr", logits, None, intra, labels, mask)
     balanced = stage_loss("isfr", logits, None, intra, labels, mask, intra_balanced=True)
     assert balanced.seg.item() == pytest.approx(plain.seg.item())  # the basic branch is never balanced
-    assert balanced.seg_intra.item() == pytest.approx(weak_cross_entropy(intra, labels, mask, True).item())
+    assert balanced.seg_intra.item() == pytest.approx(
+        weak_cross_entropy(intra, labels, mask, balance=1.0).item()
+    )
     assert balanced.seg_intra.item() != pytest.approx(plain.seg_intra.item())
 
 
@@ -114,8 +116,9 @@ def test_class_balance_weighs_each_point_by_a_power_of_its_class_count():
     w0 = 3**-0.5
     expected = (w0 * ce[:3].sum() + ce[3]) / (3 * w0 + 1)
     torch.testing.assert_close(weak_cross_entropy(logits, labels, mask, balance=0.5), expected)
+    # balance 1: every class present weighs the same in total
     torch.testing.assert_close(
-        weak_cross_entropy(logits, labels, mask, balance=1.0), weak_cross_entropy(logits, labels, mask, True)
+        weak_cross_entropy(logits, labels, mask, balance=1.0), (ce[:3].mean() + ce[3]) / 2
     )
     torch.testing.assert_close(weak_cross_entropy(logits, labels, mask, balance=0.0), ce.mean())
     # With weights the counts are weighted: class 0's mass is 1 + 0.25 + 0.25 = 1.5.
@@ -198,7 +201,7 @@ def test_weighted_cross_entropy_is_the_weighted_mean():
     both = torch.tensor([True, True, True])
     expected = 0.5 * (each[0] * 1.0 + each[1] * 0.25) / 1.25 + 0.5 * each[2]
     torch.testing.assert_close(
-        weak_cross_entropy(logits, labels, both, balanced=True, weights=weights), expected
+        weak_cross_entropy(logits, labels, both, weights=weights, balance=1.0), expected
     )
 
 

@@ -49,30 +49,27 @@ def weak_cross_entropy(
     logits: torch.Tensor,
     labels: torch.Tensor,
     mask: torch.Tensor,
-    balanced: bool = False,
     weights: torch.Tensor | None = None,
     balance: float = 0.0,
 ) -> torch.Tensor:
     """Mean cross-entropy over the points where ``mask`` (bool [N]) is True; logits [N, C], labels [N].
 
-    balanced: each labelled point weighs 1 / (labelled points of its class in the batch), so every class
-    present weighs the same in total.
-    balance: the same with the power ``balance`` of that count (0: none, 1: ``balanced``, 0.5 the
-    square root); the counts are weighted by ``weights`` where given.
+    balance: each labelled point weighs (labelled points of its class in the batch) ** -balance: 0 none,
+    1 every class present weighs the same in total, 0.5 the square root; the counts are weighted by
+    ``weights`` where given.
     weights: float [N], each point's weight (the superpoint method's propagated labels weigh less than
     the weak labels themselves): the mean is sum w CE / sum w over ``mask``.
     A batch with no labelled point gives an exact 0 that is still part of the graph (zero gradient).
     """
     if not bool(mask.any()):
         return logits.sum() * 0.0
-    power = 1.0 if balanced else balance
-    if power == 0 and weights is None:
+    if balance == 0 and weights is None:
         return F.cross_entropy(logits[mask].float(), labels[mask])
     targets = labels[mask]
     point_weights = weights[mask].float() if weights is not None else torch.ones_like(targets).float()
-    if power > 0:
+    if balance > 0:
         mass = torch.zeros(logits.shape[1], device=logits.device).index_add_(0, targets, point_weights)
-        point_weights = point_weights / mass[targets] ** power
+        point_weights = point_weights / mass[targets] ** balance
     losses = F.cross_entropy(logits[mask].float(), targets, reduction="none")
     return (losses * point_weights).sum() / point_weights.sum()
 
@@ -107,12 +104,12 @@ def stage_loss(
     basic / cross / intra: logits [N_0, C] of the decoder branches; labels int64 [N_0]; weak_mask bool [N_0];
     cross_rows: bool [N_0], the points of paired samples (L_CR is computed on those only).
     cr_target_detach: stop the gradient of L_CR into the basic branch's logits.
-    intra_balanced: class-balance the intra branch's cross-entropy (weak_cross_entropy's ``balanced``).
+    intra_balanced: class-balance the intra branch's cross-entropy fully (weak_cross_entropy's balance 1).
     lambda_intra: weight of the intra branch's cross-entropy (the paper's eq. 10: 1).
     weights: float [N_0], each labelled point's weight in both cross-entropies (weak_cross_entropy), or
     None (every weak label weighs 1).
     class_balance: the power of the class balance of both cross-entropies (weak_cross_entropy's
-    ``balance``; intra_balanced still balances the intra branch fully).
+    ``balance``; with intra_balanced the intra branch's is 1).
     """
     if mode not in STAGE_MODES:
         raise ValueError(f"unknown training mode '{mode}'; valid: {', '.join(STAGE_MODES)}")
@@ -130,9 +127,8 @@ def stage_loss(
     if uses_intra:
         if intra is None:
             raise ValueError(f"mode '{mode}' needs the intra branch's logits")
-        seg_intra = weak_cross_entropy(
-            intra, labels, mask, balanced=intra_balanced, weights=weights, balance=class_balance
-        )
+        intra_balance = 1.0 if intra_balanced else class_balance
+        seg_intra = weak_cross_entropy(intra, labels, mask, weights=weights, balance=intra_balance)
         self_reg = consistency(intra, basic)
     total = seg + lambda_cr * cross_reg + lambda_intra * seg_intra + lambda_sr * self_reg
     return LossTerms(total, seg, cross_reg, seg_intra, self_reg)
