@@ -3,6 +3,9 @@ the class palette of predictions."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +22,7 @@ from dsp3d.inference.predict import (
     VoteSums,
     iter_tile_spheres,
     lattice_anchor,
+    ordered_map,
     sphere_batches,
     tile_order,
     tiled_probabilities,
@@ -236,3 +240,65 @@ def test_the_lattice_is_anchored_off_every_cell_boundary(grid):
     for spec in levels:
         fraction = (anchor / spec.grid_size) % 1.0
         np.testing.assert_allclose(np.minimum(fraction, 1 - fraction), 1 / 3, atol=1e-9)
+
+
+def test_two_workers_give_the_votes_of_one(room):
+    """Batches run two at a time (the CPU default) add their votes in the batches' order: the same
+    probabilities as one batch at a time."""
+    sub, meta = room
+    one = Predictor(NeighbourhoodModel(), meta, torch.device("cpu"), 3000, workers=1).probabilities(sub)
+    two = Predictor(NeighbourhoodModel(), meta, torch.device("cpu"), 3000, workers=2).probabilities(sub)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_worker_count_defaults_to_two_on_a_cpu_with_two_threads():
+    meta = InferenceMeta(["a"], ["ones"], make_levels(0.1, [10, 10]), 8, 15, 0.02, 1.0, "x")
+    predictor = Predictor(PointwiseModel(), meta, torch.device("cpu"))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert predictor.worker_count() == 1
+        torch.set_num_threads(2)
+        assert predictor.worker_count() == 2
+        assert Predictor(PointwiseModel(), meta, torch.device("cpu"), workers=3).worker_count() == 3
+        assert Predictor(PointwiseModel(), meta, torch.device("meta")).worker_count() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_ordered_map_keeps_the_order_and_at_most_workers_calls_at_once():
+    running, seen = [0], []
+    lock = threading.Lock()
+
+    def slow_first(item: int) -> tuple[int, int]:
+        with lock:
+            running[0] += 1
+            seen.append(running[0])
+        time.sleep(0.05 if item % 2 == 0 else 0.0)  # even items finish after the odd ones begun later
+        with lock:
+            running[0] -= 1
+        return item, torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        results = list(ordered_map(slow_first, range(7), workers=2))
+        assert torch.get_num_threads() == 4  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert [item for item, _ in results] == list(range(7))
+    assert {threads for _, threads in results} == {2}  # 4 torch threads shared by 2 workers
+    assert max(seen) == 2
+
+
+def test_ordered_map_passes_an_error_on_and_restores_the_threads():
+    def fails_on_three(item: int) -> int:
+        if item == 3:
+            raise ValueError("item 3")
+        return item
+
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="item 3"):
+        list(ordered_map(fails_on_three, range(6), workers=2))
+    assert torch.get_num_threads() == before
+    assert list(ordered_map(fails_on_three, range(3), workers=1)) == [0, 1, 2]

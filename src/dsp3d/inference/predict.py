@@ -19,6 +19,14 @@ on a cell boundary of every level of its pyramid, which then keeps its points tw
 generated rooms with the lattice at the origin: 1.5-1.7x the points at levels 1-4, most of the 2.3x
 slowdown that commit 3103132 brought).
 
+Concurrency: on the CPU, ``workers`` batches (two where torch has two threads or more) are built and run
+at once, each on its own thread with half of torch's threads, rather than one batch at a time on all of
+them: much of a batch (the neighbour searches, the kernel graphs, the sparse products, numpy's
+gathers) runs on one thread whatever torch's setting, and torch's own threads wait for each other between
+small operations (bench_predict_cli's 2M points, width 128: the voting pass took 22.9 s on one thread,
+16.5 s on two torch threads and 13.2 s as two workers of one thread each). The votes are added in the
+batches' order, so the result does not depend on which worker finishes first.
+
 Memory: the cloud is grid-subsampled once (M points); the votes are one float32 [M, C] array and its
 weights float32 [M]. Tiles (squares of the xy plane made of whole lattice cells, each node in exactly one
 tile) are made and used one after the other, so the spheres' point lists are bounded by a tile, while
@@ -28,9 +36,12 @@ a tile's edge see their full neighbourhood and the tiling leaves no seam.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -194,7 +205,8 @@ class Predictor:
     at the model's resolution (fewer on sparser clouds, whose batches cost more memory per point; a
     larger sphere gets a batch of its own), every voxel within ``reach`` radii of a sphere's centre.
     ``batch_setting``: what the user calls batch_points, named when memory runs out (``--batch-points``
-    for dsp3d predict)."""
+    for dsp3d predict). ``workers``: batches built and run at once (None: ``worker_count``'s default; each
+    holds its own batch in memory)."""
 
     model: torch.nn.Module
     meta: InferenceMeta
@@ -202,6 +214,14 @@ class Predictor:
     batch_points: int = 60000
     reach: float = REACH
     batch_setting: str = "batch_points"
+    workers: int | None = None
+
+    def worker_count(self) -> int:
+        """Batches in flight at once: ``workers``, or by default two on the CPU when torch has two threads
+        or more (one on other devices, whose work the device runs)."""
+        if self.workers is not None:
+            return max(1, self.workers)
+        return 2 if self.device.type == "cpu" and torch.get_num_threads() >= 2 else 1
 
     @torch.no_grad()
     def probabilities(self, cloud: SubsampledCloud) -> np.ndarray:
@@ -216,12 +236,19 @@ class Predictor:
         tiles = iter_tile_spheres(cloud.points, meta.sphere_radius, self.reach, anchor, tree=tree)
         batches = sphere_batches(tiles, resolution.batch_points(self.batch_points))
         guard = memory_guard("predicting", self.batch_setting, self.batch_points)
+        workers = self.worker_count()
+
+        def run(item: tuple[list[tuple[np.ndarray, np.ndarray]], int]):
+            start = time.perf_counter()
+            with torch.no_grad():  # grad mode is per thread
+                return self._run(cloud, item[0]), item, time.perf_counter() - start
+
         with guard, progress.task("predicting", total=len(cloud), unit="pts") as meter:
-            for count, (spheres, finished) in enumerate(batches):
-                start = time.perf_counter()
-                votes.add(*self._run(cloud, spheres))
+            for count, outcome in enumerate(ordered_map(run, batches, workers)):
+                result, (spheres, finished), seconds = outcome
+                votes.add(*result)
                 if count == 0 and resolution.sparse:
-                    self._warn_sparse(cloud, resolution, spheres, time.perf_counter() - start, tree)
+                    self._warn_sparse(cloud, resolution, spheres, seconds / workers, tree)
                 meter.update(finished)
         return votes.mean(cloud.name)
 
@@ -279,6 +306,39 @@ class Predictor:
             confidence=votes.confidence[sub.reprojection].astype(np.float32),
             probabilities=votes.probabilities,
         )
+
+
+def ordered_map(function: Callable, items: Iterable, workers: int) -> Iterator:
+    """``function(item)`` for every item, in the items' order, with up to ``workers`` calls running at
+    once on threads that share torch's threads among them (each call's operations use torch's thread
+    count divided by ``workers``, at least one; torch's setting is restored at the end). One worker: a
+    plain loop on the calling thread with torch's threads as they are."""
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    threads = max(1, torch.get_num_threads() // workers)
+    with _torch_threads(threads), ThreadPoolExecutor(workers, thread_name_prefix="dsp3d-predict") as pool:
+        running: deque = deque()
+        try:
+            for item in items:
+                running.append(pool.submit(function, item))
+                if len(running) >= workers:
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
+        finally:  # an error or a closed generator: start nothing more, let the running calls end
+            for future in running:
+                future.cancel()
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
