@@ -144,8 +144,8 @@ class Model:
 def load_model(path: str | Path, device: str = "auto", batch_points: int = 60000) -> Model:
     """The model of a run folder (its ``model.pt``) or of a ``model.pt`` file.
 
-    device: auto (CUDA when present), cpu, cuda or cuda:N. batch_points: points per batch of test
-    spheres (lower it when memory runs out; the labels do not change).
+    device: auto (CUDA when present), cpu, cuda or cuda:N. batch_points: points of the batches of test
+    spheres that run at once (lower it when memory runs out; the labels do not change).
     """
     path = Path(path)
     if path.is_dir():

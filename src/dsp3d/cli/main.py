@@ -236,7 +236,10 @@ def _add_predict(sub) -> None:
         "scan's colours move to orig_red/green/blue; none: no colour fields",
     )
     predict.add_argument(
-        "--batch-points", type=int, default=60000, help="points per inference batch (memory)"
+        "--batch-points",
+        type=int,
+        default=60000,
+        help="points of the inference batches that run at once (memory)",
     )
     predict.add_argument(
         "--grid",

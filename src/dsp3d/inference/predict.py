@@ -25,7 +25,9 @@ them: much of a batch (the neighbour searches, the kernel graphs, the sparse pro
 gathers) runs on one thread whatever torch's setting, and torch's own threads wait for each other between
 small operations (bench_predict_cli's 2M points, width 128: the voting pass took 22.9 s on one thread,
 16.5 s on two torch threads and 13.2 s as two workers of one thread each). The votes are added in the
-batches' order, so the result does not depend on which worker finishes first.
+batches' order, so the result does not depend on which worker finishes first. ``batch_points`` bounds
+the points of all the batches in flight, so memory stays that of one batch of that size (each worker's
+batch of 30k points cost 2% more time than 60k each, and 230 MB less peak memory, on that cloud).
 
 Memory: the cloud is grid-subsampled once (M points); the votes are one float32 [M, C] array and its
 weights float32 [M]. Tiles (squares of the xy plane made of whole lattice cells, each node in exactly one
@@ -201,12 +203,12 @@ class VoteSums:
 
 @dataclass
 class Predictor:
-    """A model and how to run it on clouds: ``batch_points`` points per batch of test spheres on a cloud
-    at the model's resolution (fewer on sparser clouds, whose batches cost more memory per point; a
-    larger sphere gets a batch of its own), every voxel within ``reach`` radii of a sphere's centre.
+    """A model and how to run it on clouds: ``batch_points`` points in the batches of test spheres that
+    run at once (each of the ``workers`` batches holds its share) on a cloud at the model's resolution
+    (fewer on sparser clouds, whose batches cost more memory per point; a larger sphere gets a batch of
+    its own), every voxel within ``reach`` radii of a sphere's centre.
     ``batch_setting``: what the user calls batch_points, named when memory runs out (``--batch-points``
-    for dsp3d predict). ``workers``: batches built and run at once (None: ``worker_count``'s default; each
-    holds its own batch in memory)."""
+    for dsp3d predict). ``workers``: batches built and run at once (None: ``worker_count``'s default)."""
 
     model: torch.nn.Module
     meta: InferenceMeta
@@ -234,9 +236,10 @@ class Predictor:
         resolution = measure_resolution(cloud.points, meta.levels, self._widths(), tree)
         anchor = lattice_anchor(meta.levels)
         tiles = iter_tile_spheres(cloud.points, meta.sphere_radius, self.reach, anchor, tree=tree)
-        batches = sphere_batches(tiles, resolution.batch_points(self.batch_points))
-        guard = memory_guard("predicting", self.batch_setting, self.batch_points)
         workers = self.worker_count()
+        # batch_points bounds the points in flight: each of the workers' batches holds its share
+        batches = sphere_batches(tiles, max(1, resolution.batch_points(self.batch_points) // workers))
+        guard = memory_guard("predicting", self.batch_setting, self.batch_points)
 
         def run(item: tuple[list[tuple[np.ndarray, np.ndarray]], int]):
             start = time.perf_counter()
