@@ -268,13 +268,17 @@ def test_worker_count_defaults_to_two_on_a_cpu_with_two_threads():
 
 def test_ordered_map_keeps_the_order_and_at_most_workers_calls_at_once():
     running, seen = [0], []
-    lock = threading.Lock()
+    lock, second_started = threading.Lock(), threading.Event()
 
     def slow_first(item: int) -> tuple[int, int]:
         with lock:
             running[0] += 1
             seen.append(running[0])
-        time.sleep(0.05 if item % 2 == 0 else 0.0)  # even items finish after the odd ones begun later
+        if item == 1:
+            second_started.set()
+        if item == 0:  # finishes after item 1, which must have started meanwhile
+            assert second_started.wait(timeout=10)
+        time.sleep(0.01 if item % 2 == 0 else 0.0)
         with lock:
             running[0] -= 1
         return item, torch.get_num_threads()
