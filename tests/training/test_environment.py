@@ -11,7 +11,7 @@ import torch
 import dsp3d
 from dsp3d.cli import main
 from dsp3d.training import environment
-from dsp3d.training.environment import run_environment, source_commit, version_text
+from dsp3d.training.environment import run_environment, source_commit, torch_threads, version_text
 
 
 @pytest.fixture
@@ -75,3 +75,14 @@ def test_version_prints_dsp3d_torch_and_the_cpu_capability(fresh_commit, capsys)
     assert f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}" in printed
     commit = checkout_commit()
     assert (f"commit {commit[:12]}" if commit else "not a git checkout") in printed
+
+
+def test_torch_threads_sets_the_count_inside_and_restores_it_even_after_an_error():
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    with torch_threads(target):
+        assert torch.get_num_threads() == target
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"), torch_threads(target):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

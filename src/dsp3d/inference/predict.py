@@ -38,7 +38,6 @@ a tile's edge see their full neighbourhood and the tiling leaves no seam.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import deque
@@ -60,6 +59,7 @@ from dsp3d.levels import LevelSpec
 from dsp3d.preprocessing.subsample import grid_subsample
 from dsp3d.sampling.sample import extract_sample
 from dsp3d.sampling.spheres import covering_centers, lattice_side, nearest_nodes
+from dsp3d.training.environment import torch_threads
 from dsp3d.training.export import InferenceMeta
 
 log = logging.getLogger("dsp3d")
@@ -320,7 +320,7 @@ def ordered_map(function: Callable, items: Iterable, workers: int) -> Iterator:
         yield from map(function, items)
         return
     threads = max(1, torch.get_num_threads() // workers)
-    with _torch_threads(threads), ThreadPoolExecutor(workers, thread_name_prefix="dsp3d-predict") as pool:
+    with torch_threads(threads), ThreadPoolExecutor(workers, thread_name_prefix="dsp3d-predict") as pool:
         running: deque = deque()
         try:
             for item in items:
@@ -332,16 +332,6 @@ def ordered_map(function: Callable, items: Iterable, workers: int) -> Iterator:
         finally:  # an error or a closed generator: start nothing more, let the running calls end
             for future in running:
                 future.cancel()
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass

@@ -9,8 +9,10 @@ say which.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import subprocess
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -69,6 +71,18 @@ def run_environment(device: str | torch.device = "cpu", seed: int | None = None)
         "threads": torch.get_num_threads(),
         "seed": seed,
     }
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's thread count set to ``count`` inside the block and restored after it (it is a process-wide
+    setting: every thread's torch operations use it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def version_text() -> str:

@@ -31,7 +31,7 @@ from dsp3d.config import (
 from dsp3d.evaluation.table import per_class_table, ratio_text
 from dsp3d.faults import RunStopped
 from dsp3d.io.atomic import atomic_write_json, prepare_output_folder
-from dsp3d.training.environment import run_environment
+from dsp3d.training.environment import run_environment, torch_threads
 from dsp3d.training.loop import resolve_device
 from dsp3d.workflow import parallel
 from dsp3d.workflow.ablate import paired_difference, paired_text
@@ -220,16 +220,10 @@ def _train_runs(
     """((run, seed), result) as each run finishes: in this process one after the other when ``jobs`` is
     1, else in worker processes; one torch thread per run either way."""
     if jobs == 1:
-        import torch
-
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             for (run, seed), config in configs.items():
                 log.info("\n== %s (%s), seed %d ==", run, config.train.method, seed)
                 yield (run, seed), run_method(config, data, out / run / f"seed{seed}")
-        finally:
-            torch.set_num_threads(previous)
         return
     run_list = [
         RunJob(f"{run} seed {seed}", config, out / run / f"seed{seed}")
